@@ -1,0 +1,1 @@
+"""The only Streamlit-aware helpers: cached store handle, shared sidebar state."""

@@ -1,0 +1,37 @@
+"""Shared Streamlit state: the cached store and the study picked in the sidebar."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from mergelab.store import Store, StoreError
+from mergelab.studies import open_store
+
+
+@st.cache_resource
+def get_store() -> Store:
+    return open_store()
+
+
+def study_picker() -> str | None:
+    """Sidebar study picker; the choice survives a page reload through the URL."""
+    try:
+        store = get_store()
+    except StoreError as exc:
+        st.sidebar.error(str(exc))
+        return None
+    studies = store.studies()
+    if studies.empty:
+        st.sidebar.info("No studies in the store yet.")
+        return None
+    ids = list(studies["id"])
+    labels = dict(zip(studies["id"], studies["name"]))
+    wanted = st.query_params.get("study", st.session_state.get("study_id", ids[0]))
+    index = ids.index(wanted) if wanted in ids else 0
+    choice = st.sidebar.selectbox("Study", ids, index=index, format_func=labels.get,
+                                  key="study_select")
+    st.session_state["study_id"] = choice
+    st.query_params["study"] = choice
+    kind = studies.set_index("id").loc[choice, "kind"]
+    st.sidebar.caption(f"kind: {kind} · store: `{store.path}`")
+    return choice

@@ -1,0 +1,46 @@
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from mergelab import figures, paper
+
+
+def test_loss_bars_one_trace_per_method_and_collapse_line():
+    t2 = paper.load_tables()["table2"].rename(columns={"published_loss": "loss"})
+    sub = t2[t2["model"] == "Qwen2.5-3B"]
+    fig = figures.loss_bars(sub, collapse=-30)
+    assert isinstance(fig, go.Figure)
+    assert [t.name for t in fig.data] == paper.METHODS
+    assert list(fig.data[0].x) == paper.GLUE_TASKS
+    assert fig.data[0].y[-1] == pytest.approx(-48.1)
+    assert any(s.y0 == -30 for s in fig.layout.shapes)
+
+
+def test_mds_vs_loss_has_fit_and_p_in_title():
+    frame = paper.mds_vs_best_loss(paper.load_tables()).query("group == 'a'")
+    fig = figures.mds_vs_loss(frame)
+    assert len(fig.data) == 2
+    assert "p = 0.0012" in fig.layout.title.text
+
+
+def test_heatmap_and_pvalue_grid():
+    sim = pd.DataFrame(np.eye(3), index=list("abc"), columns=list("abc"))
+    fig = figures.hiddensim_heatmap(sim, order=["c", "a", "b"])
+    assert list(fig.data[0].x) == ["c", "a", "b"]
+    with pytest.raises(ValueError):
+        figures.hiddensim_heatmap(sim.iloc[:2])
+    grid = figures.pvalue_grid(paper.load_tables()["table4"], "metric", "method")
+    z = np.array(grid.data[0].z)
+    assert z.shape == (5, 5) and z[-1].sum() == 4  # HiddenSim row: all but DARE significant
+
+
+def test_swap_and_expert_figures():
+    t = paper.load_tables()
+    fig = figures.swap_comparison(t["table6"])
+    assert list(fig.data[0].y) == [-70.8, -17.8, -19.1]
+    t2 = t["table2"].rename(columns={"merged_score": "score", "ft_score": "expert_score"})
+    fig = figures.expert_vs_merged(t2[t2.model == "Qwen2.5-7B"])
+    assert fig.data[0].name == "expert" and len(fig.data) == 6
+    with pytest.raises(ValueError, match="needs columns"):
+        figures.loss_bars(pd.DataFrame({"task": []}))
