@@ -36,8 +36,8 @@ with mds_tab:
     st.markdown("Pearson correlation between each task's MDS (Eq. 3) and its **best** merging "
                 "loss over the methods in Tables 7–10 (LA, TA, TIES).")
     t5 = paper.table5_recomputed(tables)
-    st.dataframe(t5.style.format({"r": "{:.3f}", "p_recomputed": "{:.4f}",
-                                  "p_published": "{:.4f}"}, na_rep="—"), hide_index=True)
+    st.dataframe(t5.style.format({"r": "{:.3f}", "p_recomputed": "{:.3g}",
+                                  "p_published": "{:.3g}"}, na_rep="—"), hide_index=True)
     st.caption("The last row recomputes GLUE after replacing Table 7's TIES row by Table 2's "
                "Qwen2.5-3B TIES values (the printed row repeats DARE's for RTE, SST-2, WNLI).")
     frame = paper.mds_vs_best_loss(tables)

@@ -1,0 +1,201 @@
+"""`mergelab` command line. Bad input prints one clear line and exits 2 — never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import methods
+
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, RuntimeError)
+
+
+def _method_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per declared method parameter (union over methods), generated from Param."""
+    seen: dict[str, methods.Param] = {}
+    for m in methods.METHODS.values():
+        for p in m.params:
+            seen.setdefault(p.name, p)
+    group = parser.add_argument_group("method parameters (only those the method declares apply)")
+    for p in seen.values():
+        flag = "--" + ("weights" if p.name == "weight" else p.name)
+        users = [m.name for m in methods.METHODS.values() if p.name in {q.name for q in m.params}]
+        text = f"{p.help} [{', '.join(users)}]"
+        if p.kind is bool:
+            group.add_argument(flag, dest=p.name, type=_bool, default=None, help=text + " (true/false)")
+        elif p.per_adapter:
+            group.add_argument(flag, dest=p.name, type=float, nargs="+", default=None,
+                               help=text + "; one value, or one per adapter")
+        else:
+            group.add_argument(flag, dest=p.name, type=p.kind, default=None, help=text)
+    group.add_argument("--seed", type=int, default=0, help="seed for random methods (DARE, DELLA)")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _params(args, method: str) -> dict:
+    spec = methods.get(method)
+    out = {}
+    for p in spec.params:
+        value = getattr(args, p.name, None)
+        if value is None:
+            continue
+        out[p.name] = value[0] if (p.per_adapter and len(value) == 1) else value
+    given = {p for p in vars(args) if getattr(args, p) is not None}
+    foreign = {p.name for m in methods.METHODS.values() for p in m.params} - {p.name for p in spec.params}
+    stray = sorted(given & foreign)
+    if stray:
+        raise methods.MethodError(f"{spec.label} does not take {', '.join('--' + s for s in stray)}")
+    out["seed"] = args.seed
+    return out
+
+
+def _bar(desc: str):
+    from tqdm import tqdm
+
+    state = {}
+
+    def update(done: int, total: int, label: str) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=desc, unit="module", file=sys.stderr)
+        bar = state["bar"]
+        bar.set_postfix_str(label[-40:], refresh=False)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def _adapters(paths: list[str]) -> dict[str, str]:
+    names = [Path(p.rstrip("/")).name for p in paths]
+    if len(set(names)) != len(names):
+        return {f"{i}:{n}": p for i, (n, p) in enumerate(zip(names, paths))}
+    return dict(zip(names, paths))
+
+
+def cmd_merge(args) -> int:
+    from . import loading, merge
+
+    params = _params(args, args.method)
+    aset = loading.load_adapter_set(args.base, _adapters(args.adapters), allow_pickle=args.allow_pickle,
+                                    check_base_name=not args.ignore_base_name)
+    device = merge.pick_device(args.device)
+    print(f"merging {len(aset.adapters)} adapters × {len(aset.module_keys)} modules with "
+          f"{methods.get(args.method).label} on {device}", file=sys.stderr)
+    result = merge.merge(aset, args.method, params, device=str(device), progress=_bar("merge"))
+    if args.format == "model":
+        out = merge.save_model(result, args.out, progress=_bar("write"))
+        print(f"wrote model folder {out}")
+    else:
+        report = merge.save_adapter(result, args.out, rank=args.rank)
+        print(f"wrote LoRA adapter {args.out} (rank {args.rank}); relative reconstruction error "
+              f"max {report['max']:.3g}, mean {report['mean']:.3g}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .mergekit_export import mergekit_yaml
+
+    text = mergekit_yaml(args.base, args.adapters, args.method, _params(args, args.method))
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}; run: mergekit-yaml {args.out} OUT --lora-merge-cache CACHE",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_conflicts(args) -> int:
+    from . import conflicts, loading
+
+    aset = loading.load_adapter_set(args.base, _adapters(args.adapters), allow_pickle=args.allow_pickle,
+                                    check_base_name=not args.ignore_base_name)
+    frame = conflicts.conflict_metrics(aset, progress=_bar("conflicts"))
+    wide = frame.pivot_table(index=["task_a", "task_b"], columns="name", values="value").reset_index()
+    sys.stdout.write(wide.to_csv(index=False) if args.format == "csv" else
+                     wide.to_json(orient="records", indent=2) + "\n")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    for m in methods.METHODS.values():
+        params = ", ".join(f"{p.name}={p.default if p.default is not None else '1/n'}" for p in m.params)
+        print(f"{m.name:16s} {m.label:24s} {params}\n{'':16s} {m.description}")
+    return 0
+
+
+def cmd_paper(args) -> int:
+    from . import paper
+
+    tables = paper.load_tables()
+    out = {"table5": paper.table5_recomputed(tables).to_dict(orient="records"),
+           "table3": paper.table3_recomputed(tables).to_dict(orient="records"),
+           "checks": paper.consistency_checks(tables).to_dict(orient="records")}
+    print(json.dumps(out, indent=2, default=float))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mergelab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def base_args(p, out_required=True):
+        p.add_argument("--base", required=True, help="base model: hub id or local folder")
+        p.add_argument("--adapters", nargs="+", required=True, help="PEFT LoRA folders or hub ids")
+        p.add_argument("--method", default="ties", help=f"one of {sorted(methods.METHODS)} or "
+                       f"{sorted(methods.PAPER_METHODS)}")
+        _method_flags(p)
+
+    m = sub.add_parser("merge", help="merge adapters in adapter space and save the result")
+    base_args(m)
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--format", choices=["model", "adapter"], default="model")
+    m.add_argument("--rank", type=int, default=16, help="rank of the saved adapter (--format adapter)")
+    m.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    m.add_argument("--allow-pickle", action="store_true", help="also read .bin pickle weights")
+    m.add_argument("--ignore-base-name", action="store_true",
+                   help="accept adapters whose recorded base name differs from --base")
+    m.set_defaults(func=cmd_merge)
+
+    e = sub.add_parser("export-mergekit", help="write the equivalent mergekit YAML (base+adapter)")
+    base_args(e)
+    e.add_argument("--out", help="YAML file (default: stdout)")
+    e.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("conflicts", help="the paper's four parameter-conflict metrics, per pair")
+    c.add_argument("--base", required=True)
+    c.add_argument("--adapters", nargs="+", required=True)
+    c.add_argument("--format", choices=["csv", "json"], default="csv")
+    c.add_argument("--allow-pickle", action="store_true")
+    c.add_argument("--ignore-base-name", action="store_true")
+    c.set_defaults(func=cmd_conflicts)
+
+    sub.add_parser("methods", help="list merge methods and their parameters").set_defaults(
+        func=cmd_methods)
+    sub.add_parser("paper", help="recompute the paper's statistics from data/paper").set_defaults(
+        func=cmd_paper)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as exc:
+        print(f"mergelab: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

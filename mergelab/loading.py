@@ -1,0 +1,301 @@
+"""Load a base model's weights lazily and PEFT LoRA adapters; turn adapters into task vectors.
+
+Nothing here builds a full model: base tensors are read one at a time from safetensors files,
+and a LoRA task vector ΔW = B·A·scale is formed per module on demand. Safetensors only unless
+the caller opts in to pickle files (``allow_pickle=True``); ``trust_remote_code`` is never used.
+Hub ids are resolved with ``huggingface_hub.snapshot_download``; local folders with the same
+layout work offline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_PICKLE = "adapter_model.bin"
+PEFT_PREFIX = "base_model.model."
+
+
+class LoadError(ValueError):
+    """A model or adapter that cannot be used; the message names it and says what is wrong."""
+
+
+# --- resolving ids and folders -----------------------------------------------------------------
+def resolve_dir(id_or_path: str | os.PathLike, *, what: str, allow_pickle: bool = False,
+                revision: str | None = None) -> Path:
+    """A local folder as is, else a hub id downloaded (config, safetensors, tokenizer files)."""
+    path = Path(id_or_path).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise LoadError(f"{what} {id_or_path!r} is a file; give its folder")
+    text = str(id_or_path)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or not text.strip():
+        raise LoadError(f"{what} folder {id_or_path!r} does not exist")
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+    if allow_pickle:
+        patterns.append("*.bin")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text, revision=revision, allow_patterns=patterns))
+    except Exception as exc:  # network, auth, missing repo: all become one clear message
+        raise LoadError(
+            f"{what} {text!r} is not a local folder and could not be fetched from the Hugging Face "
+            f"hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}). "
+            "Check the id, your network or HF_TOKEN, or pass a local folder."
+        ) from None
+
+
+# --- base weights --------------------------------------------------------------------------------
+class BaseWeights:
+    """Lazy read access to a checkpoint's tensors (safetensors, sharded or not)."""
+
+    def __init__(self, folder: Path, *, allow_pickle: bool = False):
+        self.folder = Path(folder)
+        self.config = _read_json(self.folder / "config.json", "base model config")
+        files = sorted(self.folder.glob("*.safetensors"))
+        self._pickle: dict[str, torch.Tensor] | None = None
+        self._where: dict[str, Path] = {}
+        if files:
+            for f in files:
+                try:
+                    with safe_open(f, "pt") as handle:
+                        for key in handle.keys():
+                            self._where[key] = f
+                except (SafetensorError, OSError) as exc:
+                    raise LoadError(
+                        f"base model file {f} is not a readable safetensors file: {exc}") from None
+        else:
+            bins = sorted(self.folder.glob("*.bin"))
+            if not bins:
+                raise LoadError(f"base model folder {self.folder} has no *.safetensors weights")
+            if not allow_pickle:
+                raise LoadError(
+                    f"base model folder {self.folder} only has pickle weights ({bins[0].name}); "
+                    "pickle files can run code when loaded. Convert them to safetensors, or opt "
+                    "in with allow_pickle / --allow-pickle if you trust the source.")
+            self._pickle = {}
+            for b in bins:
+                self._pickle.update(torch.load(b, map_location="cpu", weights_only=True))
+            self._where = {k: b for k in self._pickle}
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def get(self, key: str) -> torch.Tensor:
+        if self._pickle is not None:
+            return self._pickle[key]
+        with safe_open(self._where[key], "pt") as handle:
+            return handle.get_tensor(key)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if self._pickle is not None:
+            return tuple(self._pickle[key].shape)
+        with safe_open(self._where[key], "pt") as handle:
+            return tuple(handle.get_slice(key).get_shape())
+
+    def match(self, module_path: str) -> str | None:
+        """The base tensor name of ``<module_path>.weight``, tolerating a model-class prefix
+        (``bert.``, ``model.``) present on one side only."""
+        want = module_path + ".weight"
+        if want in self._where:
+            return want
+        hits = [k for k in self._where if k.endswith("." + want) or want.endswith("." + k)]
+        return hits[0] if len(hits) == 1 else None
+
+
+# --- adapters ------------------------------------------------------------------------------------
+@dataclass
+class LoraAdapter:
+    """One PEFT LoRA adapter: its config, its A/B factors per module, its saved heads."""
+
+    name: str
+    folder: Path
+    config: dict
+    lora_a: dict[str, torch.Tensor]
+    lora_b: dict[str, torch.Tensor]
+    heads: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def modules(self) -> list[str]:
+        return sorted(self.lora_a)
+
+    def rank(self, module: str) -> int:
+        return int(self.lora_a[module].shape[0])
+
+    def scale(self, module: str) -> float:
+        """alpha / r, or alpha / sqrt(r) with rsLoRA; rank_pattern / alpha_pattern honoured."""
+        r = self.rank(module)
+        alpha = self.config.get("lora_alpha", r)
+        for key, value in (self.config.get("alpha_pattern") or {}).items():
+            if module == key or module.endswith("." + key):
+                alpha = value
+        if self.config.get("use_rslora"):
+            return alpha / math.sqrt(r)
+        return alpha / r
+
+    def delta(self, module: str, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """ΔW = B·A·scale for ``module`` (transposed for fan_in_fan_out layers)."""
+        a = self.lora_a[module].to(device=device, dtype=dtype)
+        b = self.lora_b[module].to(device=device, dtype=dtype)
+        dw = (b @ a) * self.scale(module)
+        return dw.T if self.config.get("fan_in_fan_out") else dw
+
+
+UNSUPPORTED_FLAGS = {"use_dora": "DoRA", "use_qalora": "QA-LoRA"}
+
+
+def load_adapter(id_or_path: str | os.PathLike, name: str | None = None, *,
+                 allow_pickle: bool = False) -> LoraAdapter:
+    """Read a PEFT LoRA adapter folder (or hub id). Refuses non-LoRA and unsupported variants."""
+    folder = resolve_dir(id_or_path, what="adapter", allow_pickle=allow_pickle)
+    label = name or folder.name
+    config = _read_json(folder / "adapter_config.json", f"adapter {label!r} config")
+    peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type != "LORA":
+        raise LoadError(
+            f"adapter {label!r} is a {peft_type or 'unknown'} adapter; MergeLab merges LoRA adapters")
+    for flag, variant in UNSUPPORTED_FLAGS.items():
+        if config.get(flag):
+            raise LoadError(f"adapter {label!r} uses {variant} ({flag}=true), which MergeLab does not "
+                            "support yet: its weight is not B·A·scale alone")
+    weights = folder / ADAPTER_WEIGHTS
+    if weights.exists():
+        try:
+            state = load_file(weights)
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise LoadError(f"adapter {label!r}: {weights} is corrupted or not safetensors ({exc})") from None
+    elif (folder / ADAPTER_PICKLE).exists():
+        if not allow_pickle:
+            raise LoadError(f"adapter {label!r} has only {ADAPTER_PICKLE} (pickle, can run code when "
+                            "loaded); convert it to safetensors or opt in with --allow-pickle")
+        state = torch.load(folder / ADAPTER_PICKLE, map_location="cpu", weights_only=True)
+    else:
+        raise LoadError(f"adapter {label!r}: no {ADAPTER_WEIGHTS} in {folder}")
+    lora_a, lora_b, heads = {}, {}, {}
+    for key, tensor in state.items():
+        path = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
+        if ".lora_embedding_" in path or ".lora_magnitude_vector" in path:
+            raise LoadError(f"adapter {label!r} has {path}: LoRA on embeddings / DoRA magnitudes "
+                            "are not supported yet")
+        if ".lora_A." in path:
+            lora_a[path.split(".lora_A.")[0]] = tensor
+        elif ".lora_B." in path:
+            lora_b[path.split(".lora_B.")[0]] = tensor
+        else:
+            heads[path] = tensor  # modules_to_save (e.g. a classification head): never merged
+    if not lora_a:
+        raise LoadError(f"adapter {label!r} contains no LoRA weights")
+    if set(lora_a) != set(lora_b):
+        raise LoadError(f"adapter {label!r} has LoRA A without B (or B without A) for: "
+                        f"{sorted(set(lora_a) ^ set(lora_b))[:5]}")
+    for module in lora_a:
+        a, b = lora_a[module], lora_b[module]
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+            raise LoadError(f"adapter {label!r}, module {module}: A {tuple(a.shape)} and B {tuple(b.shape)} "
+                            "do not form a rank-r product")
+    return LoraAdapter(label, folder, config, lora_a, lora_b, heads)
+
+
+# --- a validated set -----------------------------------------------------------------------------
+@dataclass
+class AdapterSet:
+    """A base plus adapters validated against it; yields task vectors module by module."""
+
+    base: BaseWeights
+    base_ref: str
+    adapters: list[LoraAdapter]
+    module_keys: dict[str, str]  # adapter module path -> base tensor name
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.adapters]
+
+    def task_vectors(self, device: str | torch.device = "cpu") -> Iterator[tuple[str, list[torch.Tensor]]]:
+        """(base tensor name, [ΔW per adapter]) for every adapted module, one module at a time."""
+        for module, key in self.module_keys.items():
+            yield key, [a.delta(module, device=device) for a in self.adapters]
+
+
+def load_adapter_set(base: str | os.PathLike, adapters: dict[str, str | os.PathLike] | list, *,
+                     allow_pickle: bool = False, check_base_name: bool = True,
+                     min_adapters: int = 2) -> AdapterSet:
+    """Load a base and its adapters and check each adapter against the base and the others.
+
+    Errors (``LoadError``) name the adapter and what differs: its recorded base model, its target
+    modules, a module missing from the base, a shape that does not fit the base weight, NaN or
+    infinite factors. Ranks may differ between adapters (task vectors do not care).
+    """
+    if isinstance(adapters, (list, tuple)):
+        adapters = {Path(str(a)).name: a for a in adapters}
+    if len(adapters) < min_adapters:
+        raise LoadError(f"merging needs at least {min_adapters} adapters, got {len(adapters)}"
+                        + (": add adapters, one per task" if not adapters else ""))
+    base_dir = resolve_dir(base, what="base model", allow_pickle=allow_pickle)
+    weights = BaseWeights(base_dir, allow_pickle=allow_pickle)
+    loaded = [load_adapter(path, name, allow_pickle=allow_pickle) for name, path in adapters.items()]
+    names = {_name_variants(str(base)), _name_variants(str(base_dir)),
+             _name_variants(str(weights.config.get("_name_or_path", "")))}
+    reference = loaded[0]
+    module_keys: dict[str, str] = {}
+    for adapter in loaded:
+        recorded = adapter.config.get("base_model_name_or_path")
+        if check_base_name and recorded and _name_variants(recorded) not in names:
+            raise LoadError(
+                f"adapter {adapter.name!r} was trained on base {recorded!r}, not on {str(base)!r}. "
+                "If they are the same weights under another name, pass check_base_name=False "
+                "(CLI: --ignore-base-name).")
+        if set(adapter.modules) != set(reference.modules):
+            only_here = sorted(set(adapter.modules) - set(reference.modules))
+            only_there = sorted(set(reference.modules) - set(adapter.modules))
+            raise LoadError(
+                f"adapter {adapter.name!r} targets different modules than {reference.name!r}: "
+                f"only in {adapter.name!r}: {_short(only_here)}; only in {reference.name!r}: "
+                f"{_short(only_there)}")
+        for module in adapter.modules:
+            key = module_keys.get(module) or weights.match(module)
+            if key is None:
+                raise LoadError(f"adapter {adapter.name!r} targets {module}, which the base model "
+                                f"{str(base)!r} does not have")
+            module_keys[module] = key
+            expected = weights.shape(key)
+            a, b = adapter.lora_a[module], adapter.lora_b[module]
+            got = (b.shape[0], a.shape[1])
+            if adapter.config.get("fan_in_fan_out"):
+                got = got[::-1]
+            if tuple(got) != tuple(expected):
+                raise LoadError(f"adapter {adapter.name!r}, module {module}: its ΔW would be {tuple(got)} "
+                                f"but the base weight {key} is {tuple(expected)}")
+            if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+                raise LoadError(f"adapter {adapter.name!r}, module {module}: NaN or infinite values "
+                                "in its LoRA factors")
+    return AdapterSet(weights, str(base), loaded, module_keys)
+
+
+def _name_variants(name: str) -> str:
+    """Compare base names by their last path component, case-insensitively."""
+    return name.rstrip("/").split("/")[-1].lower()
+
+
+def _short(items: list[str], n: int = 4) -> str:
+    return (", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")) or "none"
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.exists():
+        raise LoadError(f"{what} missing: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LoadError(f"{what} {path} is not valid JSON: {exc}") from None

