@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from . import methods
@@ -145,6 +146,91 @@ def cmd_paper(args) -> int:
     return 0
 
 
+def _open(db):
+    from .studies import open_store
+
+    return open_store(db)
+
+
+def _event_printer():
+    from tqdm import tqdm
+
+    state = {}
+
+    def on_event(ev: dict) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=state.get("total"), desc="units", unit="unit", file=sys.stderr)
+        bar = state["bar"]
+        label = ev["kind"] + ":" + ",".join(str(v) for k, v in ev["payload"].items() if k != "params"
+                                            and not isinstance(v, list))
+        if ev["event"] == "start":
+            bar.set_postfix_str(label[-50:])
+        elif ev["event"] == "done":
+            bar.update(1)
+        elif ev["event"] == "failed":
+            bar.update(1)
+            tqdm.write(f"unit failed: {label}: {ev['error']}", file=sys.stderr)
+
+    return on_event, state
+
+
+def cmd_run(args) -> int:
+    from . import jobs, runner
+
+    store = _open(args.db)
+    spec, counts = runner.prepare(store, args.spec)
+    status = jobs.jobs_frame(store, spec.name)["status"].value_counts().to_dict()
+    print(f"study {spec.name!r}: {counts['new']} new units, {counts['existing']} already planned "
+          f"({status.get('done', 0)} done); store {store.path}", file=sys.stderr)
+    on_event, state = _event_printer()
+    state["total"] = int(status.get("queued", 0))
+    started = time.time()
+    out = runner.run_worker(store, spec.name, device=args.device, on_event=on_event)
+    if "bar" in state:
+        state["bar"].close()
+    print(f"ran {out['done']} units ({out['failed']} failed) in {time.time() - started:.1f} s",
+          file=sys.stderr)
+    return 1 if out["failed"] else 0
+
+
+def cmd_worker(args) -> int:
+    from . import runner
+
+    store = _open(args.db)
+    on_event, _ = _event_printer()
+    out = runner.run_worker(store, args.study, device=args.device, stop_when_empty=not args.forever,
+                            on_event=on_event)
+    print(f"worker finished: {out['done']} done, {out['failed']} failed", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import results
+    from .spec import parse_spec
+
+    store = _open(args.db)
+    study = args.study or parse_spec(args.spec).name
+    if not store.has_study(study):
+        raise ValueError(f"study {study!r} is not in the store {store.path}; run it first")
+    losses = results.loss_table(store, study)
+    summary = {"experts": results.expert_table(store, study), "losses": losses,
+               "table5_mds_vs_best_loss": results.table5(store, study)}
+    for group, tasks in store.groups(study).items():
+        if results.has_states(store, study, tasks):
+            summary[f"hiddensim:{group}"] = results.similarity(store, study, tasks).reset_index(
+                names="task")
+        summary[f"mds:{group}"] = results.mds_table(store, study, group)
+        summary[f"anova:{group}"] = results.anova(store, study, group)
+    if args.format == "json":
+        print(json.dumps({k: v.to_dict(orient="records") for k, v in summary.items()}, indent=2,
+                         default=float))
+    else:
+        for name, frame in summary.items():
+            print(f"# {name}")
+            print(frame.to_csv(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mergelab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +265,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-pickle", action="store_true")
     c.add_argument("--ignore-base-name", action="store_true")
     c.set_defaults(func=cmd_conflicts)
+
+    r = sub.add_parser("run", help="validate a study spec, enqueue its units and run them here")
+    r.add_argument("spec", help="study YAML")
+    r.add_argument("--db", help="store file (default: $MERGELAB_DB or .mergelab/mergelab.db)")
+    r.add_argument("--device", default="auto")
+    r.set_defaults(func=cmd_run)
+
+    w = sub.add_parser("worker", help="claim and run queued units from the store")
+    w.add_argument("--db")
+    w.add_argument("--study", help="only this study's units")
+    w.add_argument("--device", default="auto")
+    w.add_argument("--forever", action="store_true", help="keep polling when the queue is empty")
+    w.set_defaults(func=cmd_worker)
+
+    rp = sub.add_parser("report", help="merging loss, HiddenSim, MDS and p-values of a study")
+    rp.add_argument("spec", nargs="?", help="study YAML (or use --study)")
+    rp.add_argument("--study")
+    rp.add_argument("--db")
+    rp.add_argument("--format", choices=["csv", "json"], default="csv")
+    rp.set_defaults(func=cmd_report)
 
     sub.add_parser("methods", help="list merge methods and their parameters").set_defaults(
         func=cmd_methods)

@@ -10,10 +10,11 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tinymodels import make_causal_base, make_lora
 
 from mergelab import loading
 from mergelab.loading import LoadError
+
+from tinymodels import make_causal_base, make_lora
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,10 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tinymodels import make_causal_base, make_lora
 
 from mergelab import conflicts, loading
+
+from tinymodels import make_causal_base, make_lora
 
 
 @pytest.fixture(scope="module")

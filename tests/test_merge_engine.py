@@ -10,10 +10,11 @@ import pytest
 import torch
 import yaml
 from safetensors import safe_open
-from tinymodels import make_causal_base, make_lora, minilm_path
 
 from mergelab import loading, merge, methods
 from mergelab.mergekit_export import mergekit_config
+
+from tinymodels import make_causal_base, make_lora, minilm_path
 
 TOL = 1e-5
 

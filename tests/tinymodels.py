@@ -59,3 +59,43 @@ def make_lora(base: Path, folder: Path, seed: int, *, kind: str = "causal", r: i
                 p.copy_(torch.randn_like(p) * scale)
     peft_model.save_pretrained(folder)
     return folder
+
+
+WORDS = ["apple", "river", "stone", "cloud", "music", "green", "table", "light", "ocean", "paper"]
+
+
+def make_tiny_study(root: Path, n_tasks: int = 3, methods=None, eval_rows: int = 8, k: int = 2,
+                    extra: dict | None = None) -> Path:
+    """A MiniLM study with random classifier adapters and tiny jsonl tasks; returns the YAML."""
+    import json
+    import random
+
+    import yaml
+
+    base = minilm_path()
+    tasks, adapters = {}, {}
+    for t in range(n_tasks):
+        name = f"task{t}"
+        rng = random.Random(t)
+        rows = []
+        for i in range(eval_rows + k + 2):
+            words = rng.sample(WORDS, 3)
+            label = "yes" if WORDS[t] in words or i % 2 else "no"
+            split = "probe" if i < k + 2 else "eval"
+            rows.append({"text": " ".join(words), "label": label, "split": split})
+        path = root / "data" / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        tasks[name] = {"data": f"data/{name}.jsonl", "labels": ["no", "yes"], "template": "{text}"}
+        make_lora(base, root / "adapters" / name, t, kind="classifier", num_labels=2, scale=0.2)
+        adapters[name] = f"adapters/{name}"
+    names = list(tasks)
+    spec = {
+        "name": "tiny", "base": str(base), "architecture": "encoder", "adapters": adapters,
+        "tasks": tasks, "groups": {"g": names}, "methods": methods or {"LA": {}, "TIES": {}},
+        "hidden": {"k": k}, "eval_limit": eval_rows, "batch_size": 8,
+    }
+    spec.update(extra or {})
+    out = root / "study.yaml"
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out

@@ -1,0 +1,96 @@
+"""Task data through `datasets`: eval rows, probe rows, label checks — before any model loads."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from .spec import SpecError, StudySpec, TaskSpec
+
+FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class TaskData:
+    name: str
+    spec: TaskSpec
+    eval_rows: list[dict]
+    probe_rows: list[dict]
+
+    def prompt(self, row: dict) -> str:
+        return self.spec.template.format(**row)
+
+    def label_index(self, row: dict) -> int:
+        return self.spec.labels.index(str(row[self.spec.label_field]))
+
+
+@cache
+def _load_rows(source: str) -> tuple[dict, ...]:
+    from datasets import load_dataset
+
+    path = Path(source)
+    if path.exists():
+        fmt = FORMATS.get(path.suffix)
+        if fmt is None:
+            raise SpecError([f"{source}: unsupported file type {path.suffix} (jsonl, json, csv, parquet)"])
+        ds = load_dataset(fmt, data_files=str(path), split="train")
+    else:
+        try:
+            ds = load_dataset(source)
+        except Exception as exc:
+            raise SpecError([f"dataset {source!r} is not a local file and could not be loaded from the "
+                             f"hub ({type(exc).__name__}); give a local jsonl/csv/parquet file"]) from None
+        ds = ds[next(iter(ds))] if hasattr(ds, "keys") else ds
+    return tuple(ds.to_list())
+
+
+def load_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: int) -> TaskData:
+    rows = list(_load_rows(task.data))
+    def split_rows(split: str) -> list[dict]:
+        if task.split_field and rows and task.split_field in rows[0]:
+            return [r for r in rows if r[task.split_field] == split]
+        return rows
+    eval_rows = split_rows(task.split)
+    probe_rows = split_rows(task.probe_split)
+    problems = []
+    if not eval_rows:
+        problems.append(f"tasks.{name}: no rows with {task.split_field} = {task.split!r} in {task.data}")
+    if len(probe_rows) < k:
+        problems.append(f"tasks.{name}: hidden.k = {k} but only {len(probe_rows)} probe rows "
+                        f"({task.split_field} = {task.probe_split!r})")
+    needed = [task.label_field] if task.labels else [task.target_field]
+    for row in eval_rows[:1] + probe_rows[:1]:
+        missing = [f for f in needed if f not in row]
+        try:
+            task.template.format(**row)
+        except KeyError as exc:
+            problems.append(f"tasks.{name}.template uses field {exc} which the data does not have "
+                            f"(fields: {sorted(row)})")
+        if missing:
+            problems.append(f"tasks.{name}: data has no field {missing[0]!r} (fields: {sorted(row)})")
+    if task.labels and not problems:
+        bad = sorted({str(r[task.label_field]) for r in eval_rows + probe_rows} - set(task.labels))
+        if bad:
+            problems.append(f"tasks.{name}: labels {bad[:5]} are outside the label set {task.labels}")
+    if problems:
+        raise SpecError(problems)
+    rng = random.Random(f"{seed}:{name}")
+    if eval_limit and len(eval_rows) > eval_limit:
+        eval_rows = rng.sample(eval_rows, eval_limit)
+    probes = random.Random(f"probe:{seed}:{name}").sample(probe_rows, len(probe_rows))[:k]
+    return TaskData(name, task, eval_rows, probes)
+
+
+def load_all(spec: StudySpec, k: int | None = None) -> dict[str, TaskData]:
+    """Every task of the study, checked; all problems reported together."""
+    out, problems = {}, []
+    for name in spec.all_tasks:
+        try:
+            out[name] = load_task(name, spec.tasks[name], k or spec.hidden.k, spec.eval_limit, spec.seed)
+        except SpecError as exc:
+            problems += exc.problems
+    if problems:
+        raise SpecError(problems)
+    return out

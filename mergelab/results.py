@@ -1,0 +1,219 @@
+"""Read-side views of a study: pure functions of store rows (and stored hidden states).
+
+Pages, the CLI report and the HTML report all use these, for the paper study and live studies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import analysis, hidden, stats
+from .store import Store
+
+
+def loss_table(store: Store, study_id: str) -> pd.DataFrame:
+    """Merged rows with expert score and merging loss (Eq. 1): group_name, task, method, score,
+    expert_score, loss. Published rows keep their printed loss."""
+    res = store.results(study_id)
+    merged = res[res["method"] != "expert"].copy()
+    experts = res[res["method"] == "expert"].set_index("task")["score"]
+    missing = merged["expert_score"].isna()
+    merged.loc[missing, "expert_score"] = merged.loc[missing, "task"].map(experts)
+    need = merged["loss"].isna() & merged["expert_score"].notna() & merged["score"].notna()
+    if need.any():
+        merged.loc[need, "loss"] = analysis.merging_loss(
+            merged.loc[need, "score"].to_numpy(float), merged.loc[need, "expert_score"].to_numpy(float))
+    return merged[["group_name", "model", "task", "method", "score", "expert_score", "loss"]]
+
+
+def expert_table(store: Store, study_id: str) -> pd.DataFrame:
+    res = store.results(study_id)
+    return res[res["method"] == "expert"][["task", "metric", "score"]].reset_index(drop=True)
+
+
+def best_loss(losses: pd.DataFrame, group: str) -> pd.DataFrame:
+    sub = losses[losses["group_name"] == group]
+    return sub.groupby("task", sort=False)["loss"].max().rename("best_loss").reset_index()
+
+
+def expert_states(store: Store, study_id: str, tasks: list[str], layer: int = -1,
+                  pooling: str = "mean", k: int | None = None,
+                  probe_tasks: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(experts, probes, dim) pooled states of ``tasks``' experts on the probes of
+    ``probe_tasks`` (default: the same tasks), first ``k`` probes per task."""
+    from .runner import load_states
+
+    arrays, owners = [], None
+    for t in tasks:
+        states, owners_t = load_states(store, study_id, f"expert__{t}")
+        arrays.append(states[pooling][layer].numpy())
+        owners = owners_t
+    h = np.stack(arrays)
+    wanted = set(probe_tasks or tasks)
+    keep = [i for i, o in enumerate(owners) if o in wanted]
+    owners = [owners[i] for i in keep]
+    h = h[:, keep]
+    if k is not None:
+        sel = hidden.select_probes(owners, k)
+        h, owners = h[:, sel], [owners[i] for i in sel]
+    return h, owners
+
+
+def has_states(store: Store, study_id: str, tasks: list[str]) -> bool:
+    from .runner import states_dir
+
+    folder = states_dir(store, study_id)
+    return all((folder / f"expert__{t}.safetensors").exists() for t in tasks)
+
+
+def similarity(store: Store, study_id: str, tasks: list[str], *, layer: int = -1,
+               pooling: str = "mean", distance: str = "l2", k: int | None = None) -> pd.DataFrame:
+    h, _ = expert_states(store, study_id, tasks, layer, pooling, k)
+    return hidden.similarity_frame(h, tasks, distance)
+
+
+def mds_table(store: Store, study_id: str, group: str, tasks: list[str] | None = None, *,
+              layer: int = -1, pooling: str = "mean", distance: str = "l2", k: int | None = None,
+              n_boot: int = 0) -> pd.DataFrame:
+    """MDS per task of a group (stored published MDS for studies without hidden states)."""
+    tasks = tasks or store.groups(study_id).get(group, [])
+    if has_states(store, study_id, tasks):
+        h, _ = expert_states(store, study_id, tasks, layer, pooling, k)
+        if n_boot:
+            return hidden.mds_with_ci(h, tasks, distance, n_boot=n_boot)
+        return pd.DataFrame({"task": tasks, "mds": analysis.mds(
+            analysis.hiddensim(hidden.distance_matrix(h, distance)))})
+    tm = store.task_metrics(study_id)
+    sub = tm[(tm["group_name"] == group) & (tm["name"] == "mds")]
+    return sub[["task", "value"]].rename(columns={"value": "mds"}).reset_index(drop=True)
+
+
+def mds_vs_loss(store: Store, study_id: str, group: str, **kw) -> pd.DataFrame:
+    losses = loss_table(store, study_id)
+    return mds_table(store, study_id, group, **kw).merge(best_loss(losses, group), on="task")
+
+
+def swap_candidates(store: Store, study_id: str, group: list[str], pool: list[str], *,
+                    remove: str | None = None, **kw) -> pd.DataFrame:
+    """Rank pool tasks as replacements for ``remove`` (default: the group's worst-MDS task) by
+    the new group's worst MDS, from hidden states alone (no merge needed)."""
+    h_all, _ = expert_states(store, study_id, list(dict.fromkeys(group + pool)),
+                             probe_tasks=list(dict.fromkeys(group + pool)), **kw)
+    names = list(dict.fromkeys(group + pool))
+    dist = hidden.distance_matrix(h_all, "l2")
+    index = {t: i for i, t in enumerate(names)}
+
+    def group_mds(tasks):
+        idx = [index[t] for t in tasks]
+        return analysis.mds(analysis.hiddensim(dist[np.ix_(idx, idx)]))
+
+    current = group_mds(group)
+    remove = remove or group[int(np.argmax(current))]
+    rows = []
+    for cand in pool:
+        if cand in group:
+            continue
+        new = [cand if t == remove else t for t in group]
+        m = group_mds(new)
+        rows.append({"candidate": cand, "new_worst_mds": float(m.max()),
+                     "worst_task": new[int(np.argmax(m))], "candidate_mds": float(m[new.index(cand)])})
+    out = pd.DataFrame(rows).sort_values("new_worst_mds").reset_index(drop=True)
+    out.attrs.update(removed=remove, current_worst_mds=float(current.max()))
+    return out
+
+
+def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combos: int = 20000,
+                **kw) -> pd.DataFrame:
+    """Groups of size ``m`` from ``tasks`` with the lowest worst MDS (exhaustive up to max_combos)."""
+    from itertools import combinations, islice
+
+    h, _ = expert_states(store, study_id, tasks, probe_tasks=tasks, **kw)
+    dist = hidden.distance_matrix(h, "l2")
+    rows = []
+    for combo in islice(combinations(range(len(tasks)), m), max_combos):
+        try:
+            worst = float(analysis.mds(analysis.hiddensim(dist[np.ix_(combo, combo)])).max())
+        except analysis.AnalysisError:
+            continue
+        rows.append({"tasks": ", ".join(tasks[i] for i in combo), "worst_mds": worst})
+    return pd.DataFrame(rows).sort_values("worst_mds").head(10).reset_index(drop=True)
+
+
+def table5(store: Store, study_id: str) -> pd.DataFrame:
+    """Pearson(MDS, best loss) per group."""
+    rows = []
+    for group in store.groups(study_id):
+        frame = mds_vs_loss(store, study_id, group)
+        if len(frame) >= 3:
+            try:
+                r, p = stats.pearson(frame["mds"], frame["best_loss"])
+            except stats.StatsError:
+                continue
+            rows.append({"group": group, "n_tasks": len(frame), "r": r, "p": p})
+    return pd.DataFrame(rows)
+
+
+def anova(store: Store, study_id: str, group: str | None = None) -> pd.DataFrame:
+    losses = loss_table(store, study_id)
+    if group:
+        losses = losses[losses["group_name"] == group]
+    rows = []
+    for factor in ("method", "task"):
+        try:
+            f, p = stats.anova_oneway(losses.dropna(subset=["loss"]), factor, "loss")
+            rows.append({"factor": factor, "F": f, "p": p, "n": len(losses)})
+        except stats.StatsError as exc:
+            rows.append({"factor": factor, "F": np.nan, "p": np.nan, "n": len(losses), "note": str(exc)})
+    return pd.DataFrame(rows)
+
+
+def conflict_vs_loss(store: Store, study_id: str, group: str) -> pd.DataFrame:
+    """Table-4-style grid for one group: Pearson p of each pair metric (mean over the task's
+    pairs inside the group) and of mean HiddenSim against the task's loss, per method."""
+    tasks = store.groups(study_id).get(group, [])
+    losses = loss_table(store, study_id)
+    losses = losses[losses["group_name"] == group]
+    pm = store.pair_metrics(study_id)
+    per_task = {}
+    for name, sub in pm.groupby("name"):
+        vals = {}
+        for t in tasks:
+            s = sub[((sub.task_a == t) & sub.task_b.isin(tasks))
+                    | ((sub.task_b == t) & sub.task_a.isin(tasks))]
+            vals[t] = s["value"].mean()
+        per_task[name] = vals
+    if has_states(store, study_id, tasks):
+        sim = similarity(store, study_id, tasks).to_numpy()
+        per_task["hiddensim"] = {t: (sim[i].sum() - 1) / (len(tasks) - 1) for i, t in enumerate(tasks)}
+    rows = []
+    for metric, vals in per_task.items():
+        for method, sub in losses.groupby("method"):
+            x = sub["task"].map(vals).to_numpy(float)
+            try:
+                r, p = stats.pearson(x, sub["loss"].to_numpy(float))
+            except stats.StatsError:
+                r, p = np.nan, np.nan
+            rows.append({"metric": metric, "method": method, "r": r, "p_value": p})
+    return pd.DataFrame(rows)
+
+
+def theory(store: Store, study_id: str, group: str, layer: int = -1, pooling: str = "mean") -> pd.DataFrame:
+    """Theorem 1 per merge method: Δ, the interval, measured δ_max, inside or not."""
+    from .runner import load_states, states_dir
+
+    tasks = store.groups(study_id).get(group, [])
+    if not has_states(store, study_id, tasks):
+        return pd.DataFrame()
+    h, _ = expert_states(store, study_id, tasks, layer, pooling)
+    rows = []
+    for path in sorted(states_dir(store, study_id).glob(f"merged__{group}__*.safetensors")):
+        method = path.stem.split("__")[-1]
+        merged, m_owners = load_states(store, study_id, path.stem)
+        keep = [i for i, o in enumerate(m_owners) if o in set(tasks)]
+        rep = analysis.theorem1_report(h, merged[pooling][layer].numpy()[keep])
+        rows.append({"method": method, "delta": rep["delta"], "d": rep["d"], "lower": rep["lower"],
+                     "upper": rep["upper"], "upper_per_input": rep["upper_per_input"],
+                     "jung_distortion": rep["jung_distortion"], "delta_max": rep["delta_max"],
+                     "inside_interval": rep["inside_interval"]})
+    return pd.DataFrame(rows)
