@@ -231,6 +231,25 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .config import DATA_DIR
+
+    demo = DATA_DIR / "demo"
+    if args.demo_command == "build-data":
+        from .demo.build_data import build
+
+        made = build(demo / "tasks", seed=args.seed)
+        for name, m in made.items():
+            print(f"{name}: {m['rows']} labels {m['labels']}")
+        return 0
+    if args.demo_command == "train":
+        from .demo.train import train_all
+
+        train_all(demo / "tasks", demo / "adapters", seed=args.seed, only=args.tasks)
+        return 0
+    raise ValueError(f"unknown demo command {args.demo_command!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mergelab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -285,6 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--db")
     rp.add_argument("--format", choices=["csv", "json"], default="csv")
     rp.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("demo", help="rebuild the bundled demo study (data, adapters)")
+    dsub = d.add_subparsers(dest="demo_command", required=True)
+    b = dsub.add_parser("build-data", help="write data/demo/tasks/*.jsonl from wordnet, fortunes, VADER")
+    b.add_argument("--seed", type=int, default=0)
+    t = dsub.add_parser("train", help="train one LoRA adapter per demo task on MiniLM (CPU)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--tasks", nargs="+", help="only these tasks")
+    for p in (b, t):
+        p.set_defaults(func=cmd_demo)
 
     sub.add_parser("methods", help="list merge methods and their parameters").set_defaults(
         func=cmd_methods)

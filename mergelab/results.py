@@ -60,6 +60,14 @@ def expert_states(store: Store, study_id: str, tasks: list[str], layer: int = -1
     return h, owners
 
 
+def states_info(store: Store, study_id: str, task: str) -> dict:
+    """Layer count and probe owners of one expert's stored states."""
+    from .runner import load_states
+
+    states, owners = load_states(store, study_id, f"expert__{task}")
+    return {"layers": int(states["mean"].shape[0]), "probe_tasks": owners}
+
+
 def has_states(store: Store, study_id: str, tasks: list[str]) -> bool:
     from .runner import states_dir
 
@@ -94,28 +102,25 @@ def mds_vs_loss(store: Store, study_id: str, group: str, **kw) -> pd.DataFrame:
     return mds_table(store, study_id, group, **kw).merge(best_loss(losses, group), on="task")
 
 
+def _group_worst_mds(store: Store, study_id: str, tasks: list[str], **kw) -> np.ndarray:
+    """MDS of ``tasks`` measured as a study of that group would: on the group's own probes."""
+    h, _ = expert_states(store, study_id, tasks, **kw)
+    return analysis.mds(analysis.hiddensim(hidden.distance_matrix(h, "l2")))
+
+
 def swap_candidates(store: Store, study_id: str, group: list[str], pool: list[str], *,
                     remove: str | None = None, **kw) -> pd.DataFrame:
     """Rank pool tasks as replacements for ``remove`` (default: the group's worst-MDS task) by
-    the new group's worst MDS, from hidden states alone (no merge needed)."""
-    h_all, _ = expert_states(store, study_id, list(dict.fromkeys(group + pool)),
-                             probe_tasks=list(dict.fromkeys(group + pool)), **kw)
-    names = list(dict.fromkeys(group + pool))
-    dist = hidden.distance_matrix(h_all, "l2")
-    index = {t: i for i, t in enumerate(names)}
-
-    def group_mds(tasks):
-        idx = [index[t] for t in tasks]
-        return analysis.mds(analysis.hiddensim(dist[np.ix_(idx, idx)]))
-
-    current = group_mds(group)
+    the new group's worst MDS, from stored hidden states alone (no merge needed). Each candidate
+    group is measured on its own probes, exactly as running it as a study would."""
+    current = _group_worst_mds(store, study_id, group, **kw)
     remove = remove or group[int(np.argmax(current))]
     rows = []
     for cand in pool:
         if cand in group:
             continue
         new = [cand if t == remove else t for t in group]
-        m = group_mds(new)
+        m = _group_worst_mds(store, study_id, new, **kw)
         rows.append({"candidate": cand, "new_worst_mds": float(m.max()),
                      "worst_task": new[int(np.argmax(m))], "candidate_mds": float(m[new.index(cand)])})
     out = pd.DataFrame(rows).sort_values("new_worst_mds").reset_index(drop=True)
@@ -123,17 +128,20 @@ def swap_candidates(store: Store, study_id: str, group: list[str], pool: list[st
     return out
 
 
-def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combos: int = 20000,
+def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combos: int = 5000,
                 **kw) -> pd.DataFrame:
-    """Groups of size ``m`` from ``tasks`` with the lowest worst MDS (exhaustive up to max_combos)."""
+    """Groups of size ``m`` from ``tasks`` with the lowest worst MDS (each measured on its own
+    probes; exhaustive up to ``max_combos`` combinations)."""
     from itertools import combinations, islice
 
-    h, _ = expert_states(store, study_id, tasks, probe_tasks=tasks, **kw)
-    dist = hidden.distance_matrix(h, "l2")
+    h_all, owners = expert_states(store, study_id, tasks, probe_tasks=tasks, **kw)
     rows = []
     for combo in islice(combinations(range(len(tasks)), m), max_combos):
+        names = {tasks[i] for i in combo}
+        probes = [j for j, o in enumerate(owners) if o in names]
         try:
-            worst = float(analysis.mds(analysis.hiddensim(dist[np.ix_(combo, combo)])).max())
+            dist = hidden.distance_matrix(h_all[list(combo)][:, probes], "l2")
+            worst = float(analysis.mds(analysis.hiddensim(dist)).max())
         except analysis.AnalysisError:
             continue
         rows.append({"tasks": ", ".join(tasks[i] for i in combo), "worst_mds": worst})

@@ -56,7 +56,7 @@ def plan_units(spec: StudySpec) -> list[dict]:
                     adapters, spec.tasks[t].model_dump())
             add("mstates", {"group": group, "method": method, "params": params},
                 adapters, {m: probe_def[m] for m in members}, spec.hidden.k)
-    add("conflicts", {"tasks": tasks}, [spec.adapters[t] for t in tasks])
+    add("conflicts", {"tasks": sorted(tasks)}, [spec.adapters[t] for t in sorted(tasks)])
     return units
 
 
@@ -229,6 +229,20 @@ def run_worker(store: Store, study_id: str | None = None, *, device: str | None 
             if on_event:
                 on_event({"event": "failed", "error": str(exc), "trace": traceback.format_exc(), **job})
     return {"done": done, "failed": failed}
+
+
+def add_group(store: Store, study_id: str, name: str, tasks: list[str]) -> dict:
+    """Add a task group to a live study (e.g. a swap) and enqueue only its new units."""
+    spec = load_study_spec(store, study_id)
+    unknown = [t for t in tasks if t not in spec.tasks]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown} for study {study_id!r}")
+    spec = spec.model_copy(update={"groups": {**spec.groups, name: list(tasks)}})
+    store.upsert_study(spec.name, spec.name, "live",
+                       store.query("SELECT description FROM studies WHERE id=?", (study_id,))
+                       ["description"].iloc[0], dump_spec(spec))
+    store.set_groups(spec.name, {name: list(tasks)})
+    return jobs.enqueue(store, spec.name, plan_units(spec))
 
 
 def prepare(store: Store, spec_path: str | Path) -> tuple[StudySpec, dict]:

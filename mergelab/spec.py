@@ -95,7 +95,7 @@ class StudySpec(BaseModel):
 
 def parse_spec(data: dict | str | Path, root: Path | None = None) -> StudySpec:
     """Parse and check a spec; relative paths resolve against ``root`` (the YAML's folder)."""
-    if isinstance(data, (str, Path)) and Path(data).exists():
+    if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data and _is_local(data)):
         root = root or Path(data).resolve().parent
         try:
             data = yaml.safe_load(Path(data).read_text())
@@ -140,7 +140,7 @@ def parse_spec(data: dict | str | Path, root: Path | None = None) -> StudySpec:
     for name, path in spec.adapters.items():
         if not _is_local(path) and not _looks_like_hub_id(path):
             problems.append(f"adapters.{name}: folder {path} does not exist")
-    if not _is_local(spec.base) and not _looks_like_hub_id(spec.base):
+    if not (_is_local(spec.base) or _looks_like_hub_id(spec.base) or spec.base.startswith("pypi:")):
         problems.append(f"base: folder {spec.base} does not exist")
     if problems:
         raise SpecError(problems)
@@ -148,6 +148,8 @@ def parse_spec(data: dict | str | Path, root: Path | None = None) -> StudySpec:
 
 
 def _resolve(value: str, root: Path) -> str:
+    if value.startswith("pypi:"):
+        return value
     p = Path(value).expanduser()
     if p.is_absolute():
         return str(p)
@@ -159,7 +161,10 @@ def _resolve(value: str, root: Path) -> str:
 
 
 def _is_local(value: str) -> bool:
-    return Path(value).exists()
+    try:
+        return Path(value).exists()
+    except OSError:  # e.g. a YAML text passed where a path may be
+        return False
 
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".safetensors", ".yaml", ".yml")

@@ -198,6 +198,8 @@ class Store:
         for col, val in defaults.items():
             if col not in df.columns:
                 df[col] = val
+        for col in ("group_name", "params_hash"):  # key columns: '' rather than NULL (CSV round trip)
+            df[col] = df[col].fillna("").astype(str)
         now = time.time()
         records = [
             (study_id, *[None if pd.isna(v) else v for v in rec], now)

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import paper
-from .config import default_db_path
+from .config import DATA_DIR, default_db_path
 from .store import Store
+
+DEMO_SPEC = DATA_DIR / "demo" / "study.yaml"
+DEMO_RESULTS = DATA_DIR / "demo" / "results"
+DEMO_ID = "demo"
 
 
 def open_store(path: str | Path | None = None) -> Store:
@@ -18,4 +22,8 @@ def open_store(path: str | Path | None = None) -> Store:
     store = Store(path or default_db_path())
     if not store.has_study(paper.STUDY_ID):
         paper.load_into(store)
+    if not store.has_study(DEMO_ID) and DEMO_SPEC.exists() and (DEMO_RESULTS / "results.csv").exists():
+        from .demo.snapshot import load_into
+
+        load_into(store, DEMO_SPEC, DEMO_RESULTS)
     return store

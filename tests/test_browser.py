@@ -35,7 +35,8 @@ def server(tmp_path_factory):
             pytest.fail("Chromium is missing in CI: the setup must install Debian's `chromium`")
         pytest.skip("Debian chromium not installed (apt-get install chromium)")
     port = _free_port()
-    env = {**os.environ, "MERGELAB_DB": str(tmp_path_factory.mktemp("db") / "m.db")}
+    env = {**os.environ, "MERGELAB_DB": str(tmp_path_factory.mktemp("db") / "m.db"),
+           "MERGELAB_NO_AUTOSTART": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
@@ -71,14 +72,41 @@ def page():
         browser.close()
 
 
-def test_paper_page_renders_charts_in_chromium(server, page):
+def _open(page, url):
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("[data-testid='stSidebar']").wait_for(timeout=60_000)
+
+
+def test_similarity_page_heatmap_on_demo(server, page):
     ARTIFACTS.mkdir(exist_ok=True)
-    page.goto(server + "/?study=paper", wait_until="domcontentloaded")
+    _open(page, server + "/?study=demo")
+    page.get_by_text("Hidden-state similarity").first.wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(timeout=60_000)
+    assert page.get_by_text("wn_pos").count() >= 1
+    page.get_by_text("Merging Difficulty Score").wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "similarity_demo.png"), full_page=True)
+    assert page.locator("text=Traceback").count() == 0
+
+
+def test_task_swap_page_ranks_candidates(server, page):
+    _open(page, server + "/task_swap?study=demo")
+    page.get_by_text("Task swap: what if?").wait_for(timeout=60_000)
+    page.get_by_text("Worst-MDS task in").wait_for(timeout=60_000)
+    assert page.get_by_text("wn_pos").count() >= 1
+    grid = page.locator("[data-testid='stDataFrame']").first
+    grid.wait_for(timeout=60_000)
+    first_cell = grid.locator("[data-testid='glide-cell-0-0']")  # canvas grid: cells are hidden DOM
+    first_cell.wait_for(state="attached", timeout=60_000)
+    assert first_cell.inner_text() == "vader_intensity"  # the top-ranked replacement
+    page.screenshot(path=str(ARTIFACTS / "task_swap_demo.png"), full_page=True)
+    assert page.locator("text=Traceback").count() == 0
+
+
+def test_paper_page_renders_charts(server, page):
+    _open(page, server + "/paper?study=paper")
     page.get_by_text("The paper's published results").wait_for(timeout=60_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-    assert page.locator(".js-plotly-plot").count() >= 1
     assert page.get_by_text("Merging loss, 8 GLUE tasks merged").count() >= 1
-    page.screenshot(path=str(ARTIFACTS / "paper_page.png"), full_page=True)
     page.get_by_role("tab", name="MDS vs loss (Table 5)").click()
     page.get_by_text("Pearson r =").first.wait_for(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "paper_page_table5.png"), full_page=True)

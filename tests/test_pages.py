@@ -1,30 +1,94 @@
-"""AppTest for every page: renders without an exception on the bundled studies."""
+"""AppTest for every page, on the bundled paper and demo studies (no browser)."""
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from mergelab import jobs, runner
+from mergelab.studies import open_store
+
 ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["similarity", "merge_loss", "statistics", "task_swap", "theory", "study", "run", "export", "paper"]
 
 
-def _app(db_path):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    return at
+@pytest.fixture()
+def app(db_path, monkeypatch):
+    monkeypatch.setenv("MERGELAB_NO_AUTOSTART", "1")
+
+    def make(page: str | None = None, study: str = "demo"):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.query_params["study"] = study
+        at.run()
+        assert at.sidebar.selectbox(key="study_select").value == study
+        if page:
+            at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, at.exception
+        return at
+
+    return make
 
 
-def test_paper_page_renders_recomputed_beside_published(db_path):
-    at = _app(db_path).run()
-    assert not at.exception, at.exception
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("study", ["demo", "paper"])
+def test_every_page_renders_on_both_studies(app, page, study):
+    at = app(page, study)
+    assert at.title, f"{page} shows no title"
+    assert at.session_state["study_id"] == study
+
+
+def test_paper_page_renders_recomputed_beside_published(app):
+    at = app("paper", "paper")
     assert at.title[0].value == "The paper's published results"
-    frames = [df.value for df in at.dataframe]
-    t5 = next(f for f in frames if "p_recomputed" in getattr(f, "columns", []) and "r" in f.columns)
+    t5 = next(df.value for df in at.dataframe if "p_recomputed" in df.value.columns and "r" in df.value.columns)
     assert {"GLUE", "a", "b", "c"} <= set(t5["group"])
-    assert at.sidebar.selectbox[0].value == "paper"
-
-
-def test_paper_page_model_switch(db_path):
-    at = _app(db_path).run()
     at.selectbox(key="paper_model").select("Qwen2.5-7B").run()
-    assert not at.exception
     at.slider(key="paper_collapse").set_value(-50).run()
     assert not at.exception
+
+
+def test_similarity_controls_and_worst_task(app):
+    at = app("similarity")
+    mds = next(df.value for df in at.dataframe if "mds" in df.value.columns)
+    assert mds.iloc[0]["task"] == "wn_pos"  # the demo's collapsing task has the worst MDS
+    assert "ci_low" in mds.columns
+    for key, value in [("sim_pooling", "first"), ("sim_distance", "cka"), ("sim_layer", 3)]:
+        at.selectbox(key=key).select(value).run()
+        assert not at.exception
+    at.slider(key="sim_k").set_value(2).run()
+    assert not at.exception
+
+
+def test_merge_loss_flags_collapse(app):
+    at = app("merge_loss")
+    assert any("Collapse under every method" in e.value and "wn_pos" in e.value for e in at.error)
+
+
+def test_run_page_lists_done_units(app):
+    at = app("run")
+    assert any("units done" in str(p.proto) for p in at.get("progress"))
+
+
+def test_study_page_validation_inline(app):
+    at = app("study")
+    assert any("Spec is valid" in s.value for s in at.success)
+    at.text_area(key="study_groups").input("g: wn_pos, nope").run()
+    assert any("unknown task 'nope'" in m.value for m in at.markdown)
+
+
+def test_task_swap_end_to_end(app, db_path):
+    at = app("task_swap")
+    cands = next(df.value for df in at.dataframe if "candidate" in df.value.columns)
+    assert cands.iloc[0]["candidate"] == "vader_intensity"
+    assert cands.iloc[0]["new_worst_mds"] < 5.0
+    at.button(key="swap_go").click().run()
+    assert any("Queued 45 units" in s.value for s in at.success), [s.value for s in at.success]
+    store = open_store(db_path)
+    assert jobs.jobs_frame(store, "demo")["status"].value_counts()["queued"] == 45
+    out = runner.run_worker(store, "demo")
+    assert out == {"done": 45, "failed": 0}
+    at = app("task_swap")
+    table = next(df.value for df in at.dataframe if "worst_loss" in df.value.columns)
+    before, after = table.iloc[0], table.iloc[1]
+    assert before["worst_loss"] <= -30 and after["worst_loss"] > before["worst_loss"]
+    assert after["worst_mds"] < before["worst_mds"]

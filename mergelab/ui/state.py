@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import streamlit as st
 
+from mergelab.config import default_db_path
 from mergelab.store import Store, StoreError
 from mergelab.studies import open_store
 
 
 @st.cache_resource
+def _store(path: str) -> Store:
+    return open_store(path)
+
+
 def get_store() -> Store:
-    return open_store()
+    """The store named by $MERGELAB_DB (or the default), opened once per path."""
+    return _store(str(default_db_path()))
 
 
 def study_picker() -> str | None:
@@ -26,7 +32,8 @@ def study_picker() -> str | None:
         return None
     ids = list(studies["id"])
     labels = dict(zip(studies["id"], studies["name"]))
-    wanted = st.query_params.get("study", st.session_state.get("study_id", ids[0]))
+    fallback = "demo" if "demo" in ids else ids[0]
+    wanted = st.query_params.get("study", st.session_state.get("study_id", fallback))
     index = ids.index(wanted) if wanted in ids else 0
     choice = st.sidebar.selectbox("Study", ids, index=index, format_func=labels.get,
                                   key="study_select")
@@ -35,3 +42,7 @@ def study_picker() -> str | None:
     kind = studies.set_index("id").loc[choice, "kind"]
     st.sidebar.caption(f"kind: {kind} · store: `{store.path}`")
     return choice
+
+
+def current_study() -> str | None:
+    return st.session_state.get("study_id")

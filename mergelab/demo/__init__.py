@@ -1,0 +1,1 @@
+"""The bundled demo study: real text tasks built offline, LoRA adapters trained on MiniLM."""

@@ -1,0 +1,23 @@
+"""Export page: a one-file HTML report of the study, and its rows as CSV."""
+
+import streamlit as st
+
+from mergelab import results
+from mergelab.report import build_report
+from mergelab.ui.state import current_study, get_store
+from mergelab.ui.widgets import need_study
+
+st.title("Export")
+store = get_store()
+study = need_study(current_study())
+st.markdown("Every chart has its own HTML / PNG download. Here: the whole study as one HTML file "
+            "(figures are interactive, no server needed) and the raw rows.")
+if st.button("Build HTML report", key="export_build"):
+    st.session_state["report_html"] = build_report(store, study)
+if st.session_state.get("report_html"):
+    st.download_button("Download report.html", st.session_state["report_html"],
+                       file_name=f"{study}-report.html", mime="text/html", key="export_dl")
+st.download_button("Merging losses (CSV)", results.loss_table(store, study).to_csv(index=False),
+                   file_name=f"{study}-losses.csv", key="export_losses")
+st.download_button("Pair metrics (CSV)", store.pair_metrics(study).to_csv(index=False),
+                   file_name=f"{study}-pairs.csv", key="export_pairs")

@@ -1,0 +1,36 @@
+"""Merge-loss page: grouped bars task × method, expert vs merged, worst / best per task."""
+
+import streamlit as st
+
+from mergelab import figures, results
+from mergelab.ui.state import current_study, get_store
+from mergelab.ui.widgets import chart, need_study
+
+st.title("Merging loss")
+st.caption("L(T) = (P_merged / P_expert − 1) · 100 (Eq. 1). Classification heads are task-specific "
+           "and never merged: each task is scored with its own expert's head on the merged body.")
+store = get_store()
+study = need_study(current_study())
+losses = results.loss_table(store, study)
+if losses.empty:
+    st.info("No merge results in this study yet — queue them on the Run page.")
+    st.stop()
+groups = list(dict.fromkeys(losses["group_name"]))
+group = st.selectbox("Task group", groups, key="loss_group")
+collapse = st.slider("Collapse line (%)", -100, 0, -30, key="loss_collapse")
+sub = losses[losses["group_name"] == group]
+if sub.duplicated(["task", "method"]).any():  # the paper's Table 2: several base models per group
+    model = st.selectbox("Base model", sorted(sub["model"].unique()), key="loss_model")
+    sub = sub[sub["model"] == model]
+chart(figures.loss_bars(sub, collapse=collapse, title=f"Merging loss — {group}"), "loss_bars")
+if sub["score"].notna().all() and sub["expert_score"].notna().all():
+    chart(figures.expert_vs_merged(sub, title=f"Expert vs merged score — {group}"), "expert_vs_merged")
+summary = sub.groupby("task", sort=False).agg(
+    worst_loss=("loss", "min"), worst_method=("loss", lambda s: sub.loc[s.idxmin(), "method"]),
+    best_loss=("loss", "max"), best_method=("loss", lambda s: sub.loc[s.idxmax(), "method"])).reset_index()
+summary["collapsed_under_all"] = summary["best_loss"] <= collapse
+st.subheader("Worst and best method per task")
+st.dataframe(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}"}), hide_index=True)
+collapsed = summary.loc[summary["collapsed_under_all"], "task"].tolist()
+if collapsed:
+    st.error(f"Collapse under every method (best loss ≤ {collapse}%): {', '.join(collapsed)}")

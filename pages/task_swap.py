@@ -1,0 +1,58 @@
+"""Task swap — the paper's (a)→(a1): drop the worst-MDS task, rank replacements by hidden states,
+then verify the best swap by actually merging."""
+
+import pandas as pd
+import streamlit as st
+
+from mergelab import background, figures, results, runner
+from mergelab.ui.state import current_study, get_store
+from mergelab.ui.widgets import chart, need_study
+
+st.title("Task swap: what if?")
+store = get_store()
+study = need_study(current_study())
+groups = {k: v for k, v in store.groups(study).items() if k != "pool"}
+pool = store.groups(study).get("pool", [])
+if not pool or not groups:
+    st.info("This study has no pool of spare tasks (a `pool:` list in its spec), so there is "
+            "nothing to swap in. The paper's own swap is on the Paper page (Table 6).")
+    st.stop()
+group = st.selectbox("Task group", [g for g in groups if not g.startswith("swap:")], key="swap_group")
+tasks = groups[group]
+if not results.has_states(store, study, tasks + pool):
+    st.info("Hidden states for the group and pool tasks are needed; run the study first.")
+    st.stop()
+cands = results.swap_candidates(store, study, tasks, pool)
+removed = cands.attrs["removed"]
+st.markdown(f"Worst-MDS task in **{group}**: **{removed}** (MDS {cands.attrs['current_worst_mds']:.2f}). "
+            "Candidates from the pool, ranked by the new group's worst MDS (hidden states only, no merge):")
+st.dataframe(cands.style.format({"new_worst_mds": "{:.2f}", "candidate_mds": "{:.2f}"})
+             .highlight_min(subset=["new_worst_mds"], color="#c7e9c0"), hide_index=True, key="swap_table")
+choice = st.selectbox("Swap in", list(cands["candidate"]), key="swap_choice")
+swap_name = f"swap:{group}:{removed}->{choice}"
+if st.button("Merge and evaluate this swap", type="primary", key="swap_go"):
+    counts = runner.add_group(store, study, swap_name, [choice if t == removed else t for t in tasks])
+    pid = background.ensure_worker(store, study)
+    st.success(f"Queued {counts['new']} units for {swap_name}" + (f"; started worker {pid}" if pid else ""))
+
+done_swaps = [g for g in store.groups(study) if g.startswith(f"swap:{group}:")]
+if done_swaps:
+    st.subheader("Before / after (Table 6 style)")
+    losses = results.loss_table(store, study)
+    rows = []
+    for g in [group, *done_swaps]:
+        sub = losses[losses["group_name"] == g]
+        mds = results.mds_table(store, study, g, tasks=store.groups(study)[g])
+        best = sub.groupby("task")["loss"].max()
+        rows.append({"group": g, "worst_loss": best.min() if len(best) else None,
+                     "worst_mds": mds["mds"].max(), "merged_tasks": sub["task"].nunique()})
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True)
+    if table["worst_loss"].notna().all():
+        chart(figures.swap_comparison(table), "swap_comparison")
+    else:
+        st.info("Some swaps are still running — see the Run page; this table fills in as units finish.")
+
+st.subheader("Best group of size m")
+m = st.slider("m", 2, max(2, len(tasks + pool) - 1), min(len(tasks), len(tasks + pool) - 1), key="swap_m")
+st.dataframe(results.best_subset(store, study, list(dict.fromkeys(tasks + pool)), m), hide_index=True)

@@ -1,0 +1,32 @@
+"""Theory page: Theorem 1's interval against each real merge's measured distortion."""
+
+import streamlit as st
+
+from mergelab import results
+from mergelab.ui.state import current_study, get_store
+from mergelab.ui.widgets import need_study
+
+st.title("Theorem 1: is the merge where the theory says?")
+st.markdown(r"""
+With $d(i,j)^2 = \mathbb{E}_X\|h(X;\theta_i)-h(X;\theta_j)\|^2$ and $\Delta=\max_{i,j} d(i,j)$,
+Theorem 1 says every merge has worst-case distortion $\delta_{\max}\ge\Delta^2/4$ and, under linear
+mode connectivity, some convex merge reaches $\delta_{\max}\le\frac{d}{2(d+1)}\Delta^2$. Below,
+$\delta_{\max}$ is **measured** on each real merge's hidden states over the group's probes.
+A merge inside the interval behaves as LMC predicts; above it, the merge left the experts' hull.
+
+Note: the proof's step $\Delta_x\le\Delta$ does not hold in general, so the per-input Jung
+construction can exceed the paper's upper bound; `upper_per_input` = $\frac{d}{2(d+1)}\mathbb{E}_X\Delta_x^2$
+is the bound that does hold for it.
+""")
+store = get_store()
+study = need_study(current_study())
+groups = list(store.groups(study))
+group = st.selectbox("Task group", groups, key="theory_group")
+table = results.theory(store, study, group)
+if table.empty:
+    st.info("No merged hidden states stored for this group (the paper study has none); run a live study.")
+    st.stop()
+fmt = {c: "{:.4g}" for c in ["delta", "lower", "upper", "upper_per_input", "jung_distortion", "delta_max"]}
+st.dataframe(table.style.format(fmt), hide_index=True)
+inside = int(table["inside_interval"].sum())
+st.markdown(f"**{inside} of {len(table)}** merges fall inside [Δ²/4, d/(2(d+1))·Δ²].")
