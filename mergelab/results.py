@@ -206,6 +206,15 @@ def conflict_vs_loss(store: Store, study_id: str, group: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _probe_ids(owners: list[str]) -> list[tuple[str, int]]:
+    seen: dict[str, int] = {}
+    out = []
+    for o in owners:
+        out.append((o, seen.get(o, 0)))
+        seen[o] = seen.get(o, 0) + 1
+    return out
+
+
 def theory(store: Store, study_id: str, group: str, layer: int = -1, pooling: str = "mean") -> pd.DataFrame:
     """Theorem 1 per merge method: Δ, the interval, measured δ_max, inside or not."""
     from .runner import load_states, states_dir
@@ -213,15 +222,19 @@ def theory(store: Store, study_id: str, group: str, layer: int = -1, pooling: st
     tasks = store.groups(study_id).get(group, [])
     if not has_states(store, study_id, tasks):
         return pd.DataFrame()
-    h, _ = expert_states(store, study_id, tasks, layer, pooling)
+    h, owners = expert_states(store, study_id, tasks, layer, pooling)
+    experts = analysis.theorem1_report(h)  # Δ, the interval and the Jung construction: once
+    want = _probe_ids(owners)
     rows = []
     for path in sorted(states_dir(store, study_id).glob(f"merged__{group}__*.safetensors")):
         method = path.stem.split("__")[-1]
         merged, m_owners = load_states(store, study_id, path.stem)
-        keep = [i for i, o in enumerate(m_owners) if o in set(tasks)]
-        rep = analysis.theorem1_report(h, merged[pooling][layer].numpy()[keep])
-        rows.append({"method": method, "delta": rep["delta"], "d": rep["d"], "lower": rep["lower"],
-                     "upper": rep["upper"], "upper_per_input": rep["upper_per_input"],
-                     "jung_distortion": rep["jung_distortion"], "delta_max": rep["delta_max"],
-                     "inside_interval": rep["inside_interval"]})
+        where = {pid: i for i, pid in enumerate(_probe_ids(m_owners))}
+        keep = [where[pid] for pid in want]  # align probes by (task, n-th probe of that task)
+        _, worst = analysis.distortion(merged[pooling][layer].numpy()[keep], h)
+        rows.append({"method": method, "delta": experts["delta"], "d": experts["d"],
+                     "lower": experts["lower"], "upper": experts["upper"],
+                     "upper_per_input": experts["upper_per_input"],
+                     "jung_distortion": experts["jung_distortion"], "delta_max": worst,
+                     "inside_interval": bool(experts["lower"] <= worst <= experts["upper"])})
     return pd.DataFrame(rows)

@@ -92,3 +92,7 @@ def test_task_swap_end_to_end(app, db_path):
     before, after = table.iloc[0], table.iloc[1]
     assert before["worst_loss"] <= -30 and after["worst_loss"] > before["worst_loss"]
     assert after["worst_mds"] < before["worst_mds"]
+    from mergelab import results
+
+    theory = results.theory(store, "demo", "swap:default:wn_pos->vader_intensity")
+    assert len(theory) == 5 and (theory["delta_max"] >= theory["lower"]).all()

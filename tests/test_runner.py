@@ -142,4 +142,4 @@ def test_bad_specs_fail_clearly_before_model_work(study, tmp_path):
                          capture_output=True, text=True, cwd=study.parent)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "adapter 'task2' was trained on base" in res.stderr
-    assert Store(other).query("SELECT COUNT(*) AS n FROM jobs")["n"].item() == 0
+    assert Store(other).query("SELECT COUNT(*) AS n FROM jobs WHERE study_id='tiny'")["n"].item() == 0

@@ -1,0 +1,56 @@
+"""The shipped demo study says what the README and the closing note claim — checked on its rows."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mergelab import results
+from mergelab.studies import open_store
+
+DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return open_store(tmp_path_factory.mktemp("demo") / "m.db")
+
+
+def test_twelve_balanced_offline_tasks_with_provenance():
+    files = sorted((DEMO / "tasks").glob("*.jsonl"))
+    assert len(files) >= 12
+    for f in files:
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        for split in ("train", "eval", "probe"):
+            counts = Counter(r["label"] for r in rows if r["split"] == split)
+            assert len(counts) >= 2 and max(counts.values()) - min(counts.values()) <= 1, (f.name, split)
+        assert f.stem in (DEMO / "tasks" / "PROVENANCE.md").read_text()
+
+
+def test_every_expert_well_above_chance(store):
+    training = {r["task"]: r for r in json.loads((DEMO / "adapters" / "training.json").read_text())}
+    experts = results.expert_table(store, "demo").set_index("task")["score"]
+    assert len(experts) == 12
+    for task, score in experts.items():
+        chance = training[task]["chance"]
+        assert score >= chance + 15, (task, score, chance)
+        assert abs(score - training[task]["eval_accuracy"]) <= 1.0  # runner reproduces training eval
+
+
+def test_default_group_has_a_collapse_under_all_five_methods(store):
+    losses = results.loss_table(store, "demo")
+    default = losses[losses["group_name"] == "default"]
+    assert set(default["method"]) == {"LA", "TA", "TIES", "DARE", "SLERP"}
+    best = default.groupby("task")["loss"].max()
+    collapsed = best[best <= -30]
+    assert list(collapsed.index) == ["wn_pos"]
+    mds = results.mds_table(store, "demo", "default").set_index("task")["mds"]
+    assert mds.idxmax() == "wn_pos"
+
+
+def test_pool_has_a_swap_that_lowers_the_worst_mds(store):
+    groups = store.groups("demo")
+    cands = results.swap_candidates(store, "demo", groups["default"], groups["pool"])
+    assert cands.attrs["removed"] == "wn_pos"
+    assert (cands["new_worst_mds"] < cands.attrs["current_worst_mds"]).sum() >= 1
