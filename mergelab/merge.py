@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import methods
+from .fastpaths import linear_combination
 from .loading import AdapterSet, LoadError
 
 Progress = Callable[[int, int, str], None]
@@ -45,14 +46,22 @@ def merge(adapter_set: AdapterSet, method: str, params: dict | None = None, *,
     spec = methods.get(method)
     values = spec.resolve(len(adapter_set.adapters), params)
     dev = pick_device(device)
+    coeffs = methods.linear_coefficients(spec, values)
+    fan_in_fan_out = bool(adapter_set.adapters[0].config.get("fan_in_fan_out"))
     total = len(adapter_set.module_keys)
     out = {}
     with torch.no_grad():
-        for i, (key, deltas) in enumerate(adapter_set.task_vectors(device=dev)):
-            base_w = None
-            if spec.name == "slerp" and len(deltas) == 2:
-                base_w = adapter_set.base.get(key).to(dev, torch.float32)
-            merged = methods.merge_module(spec, deltas, values, base_weight=base_w, key=key)
+        for i, (module, key) in enumerate(adapter_set.module_keys.items()):
+            if coeffs is not None:  # LA / TA: one GEMM of concatenated factors (fastpaths)
+                factors = [(a.lora_a[module].to(dev, torch.float32), a.lora_b[module].to(dev, torch.float32),
+                            a.scale(module)) for a in adapter_set.adapters]
+                merged = linear_combination(factors, coeffs, fan_in_fan_out)
+            else:
+                deltas = [a.delta(module, device=dev) for a in adapter_set.adapters]
+                base_w = None
+                if spec.name == "slerp" and len(deltas) == 2:
+                    base_w = adapter_set.base.get(key).to(dev, torch.float32)
+                merged = methods.merge_module(spec, deltas, values, base_weight=base_w, key=key)
             if not torch.isfinite(merged).all():
                 raise methods.MethodError(f"{spec.label} produced NaN/inf in {key}")
             out[key] = merged.to("cpu", torch.float32)

@@ -9,8 +9,9 @@ Defaults we chose, and why (mergekit's own defaults differ where noted):
 
 * TIES density 0.2 — Yadav et al. keep the top-20 % magnitudes. mergekit defaults to density
   1.0, which trims nothing and makes TIES a sign-election-only merge.
-* DARE density 0.1 (drop rate p = 0.9, survivors rescaled by 1/(1 − p), L1-norm rescale as in
-  mergekit) — the headline setting of Yu et al.; seeded per module for reproducibility.
+* DARE density 0.1 (drop rate p = 0.9) — the headline setting of Yu et al. Survivors are rescaled
+  so each task vector keeps its L1 norm (mergekit's rescale; ≈ 1/(1 − p) in expectation, where
+  PEFT uses exactly 1/(1 − p)); seeded per module for reproducibility.
 * TA and DARE λ = 1/n when not given: mergekit's λ = 1 adds n task vectors at full strength;
   1/n puts TA on the same scale as linear averaging (set λ to study scaling).
 * SLERP: mergekit's ``slerp`` takes exactly two models; for two adapters we use it on the two
@@ -156,6 +157,17 @@ def _module_seed(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "little")
 
 
+def linear_coefficients(method: Method, values: dict) -> list[float] | None:
+    """cᵢ such that the merged task vector is Σ cᵢ τᵢ, for the methods where that holds."""
+    w = values["weight"]
+    if method.name == "linear":
+        total = sum(w)
+        return [x / total for x in w] if abs(total) >= 1e-8 else list(w)  # mergekit's divisor rule
+    if method.name == "task_arithmetic":
+        return [values["lambda"] * x for x in w]
+    return None
+
+
 def merge_module(method: Method, deltas: list[torch.Tensor], values: dict,
                  base_weight: torch.Tensor | None = None, key: str = "") -> torch.Tensor:
     """Merged task vector of one module, computed by mergekit from the adapters' ΔW.
@@ -182,6 +194,16 @@ def merge_module(method: Method, deltas: list[torch.Tensor], values: dict,
     if method.mergekit == "linear":
         return merge_tensors(list(deltas), "linear", parameters=params, name=key)
     zero = torch.zeros_like(deltas[0])
+    if method.mergekit == "ties" and not method.random:
+        # Exact fast trim (see fastpaths); sign election and disjoint mean stay mergekit's.
+        from mergekit.sparsify import RescaleNorm
+
+        from .fastpaths import magnitude
+
+        norm = RescaleNorm.l1 if params.get("rescale") else None
+        trimmed = [magnitude(d, dens, norm) for d, dens in zip(deltas, params["density"])]
+        return merge_tensors([zero, *trimmed], "ties", parameters={**params, "density": 1.0},
+                             base_index=0, name=key)
     if method.random:
         with torch.random.fork_rng(devices=[deltas[0].device] if deltas[0].is_cuda else []):
             torch.manual_seed(_module_seed(values["seed"], key))
