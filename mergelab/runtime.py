@@ -37,6 +37,7 @@ class ModelRunner:
             raise LoadError(f"cannot load base model from {folder}: {exc}") from None
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.tokenizer.padding_side = "right"  # label scoring and pooling index from the left
         self.model.to(device).eval()
         params = dict(self.model.named_parameters())
         self._param: dict[str, torch.nn.Parameter] = {}

@@ -143,3 +143,53 @@ def test_bad_specs_fail_clearly_before_model_work(study, tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "adapter 'task2' was trained on base" in res.stderr
     assert Store(other).query("SELECT COUNT(*) AS n FROM jobs WHERE study_id='tiny'")["n"].item() == 0
+
+
+def test_causal_study_label_scoring_and_rouge(tmp_path):
+    """Causal LMs: classification by label log-likelihood, generation scored with rougeL."""
+    from mergelab import results
+
+    from tinymodels import make_tiny_causal_study
+
+    spec_path = make_tiny_causal_study(tmp_path)
+    store = Store(tmp_path / "c.db")
+    runner.prepare(store, spec_path)
+    out = runner.run_worker(store, "tiny-causal")
+    frame = jobs.jobs_frame(store, "tiny-causal")
+    assert out["failed"] == 0, frame[frame.status == "failed"]["error"].tolist()
+    experts = results.expert_table(store, "tiny-causal").set_index("task")
+    assert list(experts["metric"]) == ["accuracy", "accuracy", "rougeL"]
+    assert experts["score"].between(0, 100).all()
+    losses = results.loss_table(store, "tiny-causal")
+    assert len(losses) == 2 * 3 and set(losses["method"]) == {"TIES", "SLERP"}
+    assert len(results.theory(store, "tiny-causal", "g")) == 2
+
+
+def test_label_scoring_picks_the_likeliest_label(tmp_path):
+    """Independent check of causal label scoring against a direct log-likelihood computation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mergelab.data import load_all
+    from mergelab.loading import load_adapter_set
+    from mergelab.runtime import ModelRunner
+
+    from tinymodels import make_tiny_causal_study
+
+    spec = parse_spec(make_tiny_causal_study(tmp_path))
+    data = load_all(spec)["c0"]
+    aset = load_adapter_set(spec.base, spec.adapters)
+    run = ModelRunner(aset, "causal", torch.device("cpu"), batch_size=4)
+    preds = run.classify(data)
+    tok = AutoTokenizer.from_pretrained(spec.base)
+    model = AutoModelForCausalLM.from_pretrained(spec.base).eval()
+    for row, pred in zip(data.eval_rows, preds):
+        prompt = data.prompt(row)
+        n = len(tok(prompt)["input_ids"])
+        scores = []
+        for label in data.spec.labels:
+            ids = tok(prompt + " " + label, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
+            scores.append(sum(logp[i - 1, ids[0, i]].item() for i in range(n, ids.shape[1])))
+        assert pred == int(torch.tensor(scores).argmax())

@@ -99,3 +99,57 @@ def make_tiny_study(root: Path, n_tasks: int = 3, methods=None, eval_rows: int =
     out = root / "study.yaml"
     out.write_text(yaml.safe_dump(spec, sort_keys=False))
     return out
+
+
+def add_word_tokenizer(folder: Path) -> Path:
+    """A word-level tokenizer over WORDS and a few labels, saved beside a tiny causal base."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "</s>": 2}
+    for w in [*WORDS, "yes", "no", "?", "answer", ":"]:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   eos_token="</s>")
+    fast.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_causal_study(root: Path) -> Path:
+    """Two classification tasks scored by label log-likelihood and one rougeL generation task,
+    on a tiny Llama with a word-level tokenizer and random LoRA adapters."""
+    import json
+    import random
+
+    import yaml
+
+    base = add_word_tokenizer(make_causal_base(root / "base", "llama"))
+    tasks, adapters = {}, {}
+    for t in range(3):
+        name = f"c{t}"
+        rng = random.Random(t)
+        rows = []
+        for i in range(10):
+            words = rng.sample(WORDS, 3)
+            row = {"text": " ".join(words), "split": "probe" if i < 3 else "eval"}
+            if t < 2:
+                row["label"] = "yes" if i % 2 else "no"
+            else:
+                row["target"] = words[0]
+            rows.append(row)
+        path = root / "data" / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tasks[name] = ({"data": f"data/{name}.jsonl", "labels": ["no", "yes"], "template": "{text} ? answer :"}
+                       if t < 2 else {"data": f"data/{name}.jsonl", "target_field": "target",
+                                      "metric": "rougeL", "template": "{text} ? answer :"})
+        make_lora(base, root / "adapters" / name, t, scale=0.3)
+        adapters[name] = f"adapters/{name}"
+    spec = {"name": "tiny-causal", "base": str(base), "architecture": "causal", "adapters": adapters,
+            "tasks": tasks, "groups": {"g": list(tasks)}, "methods": {"TIES": {}, "SLERP": {}},
+            "hidden": {"k": 2, "pooling": "last"}, "eval_limit": 7, "batch_size": 4}
+    out = root / "study.yaml"
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
