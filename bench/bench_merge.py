@@ -141,17 +141,7 @@ def peft_time(base_dir: str, adapters: dict, label: str, kind: str) -> float | s
 
 
 def compare_outputs(ours: Path, theirs: Path) -> float:
-    from safetensors import safe_open
-
-    def read(folder):
-        out = {}
-        for f in sorted(Path(folder).glob("*.safetensors")):
-            with safe_open(f, "pt") as h:
-                for k in h.keys():
-                    out[k] = h.get_tensor(k)
-        return out
-
-    a, b = read(ours), read(theirs)
+    a, b = merge.read_folder(ours), merge.read_folder(theirs)
     return max((a[k].float() - b[k].float()).abs().max().item() for k in set(a) & set(b))
 
 

@@ -147,10 +147,11 @@ def _write_card(result: MergeResult, out: Path) -> None:
     }, indent=2))
 
 
-def read_tensor(folder: Path, key: str) -> torch.Tensor:
-    """One tensor of a saved model folder (test and report helper)."""
+def read_folder(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a saved model folder (all *.safetensors files), for comparisons."""
+    out = {}
     for f in sorted(Path(folder).glob("*.safetensors")):
         with safe_open(f, "pt") as h:
-            if key in h.keys():
-                return h.get_tensor(key)
-    raise KeyError(key)
+            for k in h.keys():
+                out[k] = h.get_tensor(k)
+    return out

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors import safe_open
 
 from mergelab import loading, merge, methods
 from mergelab.mergekit_export import mergekit_config
@@ -17,15 +16,6 @@ from mergelab.mergekit_export import mergekit_config
 from tinymodels import make_causal_base, make_lora, minilm_path
 
 TOL = 1e-5
-
-
-def _read_all(folder: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(f, "pt") as h:
-            for k in h.keys():
-                out[k] = h.get_tensor(k)
-    return out
 
 
 def _run_mergekit(cfg: dict, out: Path, cache: Path) -> Path:
@@ -66,13 +56,13 @@ def test_matches_mergekit_base_plus_adapter(causal_set, method, params, n):
     ours = merge.save_model(merge.merge(aset, method, params), root / f"ours-{method}-{n}")
     cfg = mergekit_config(str(base), [str(p) for p in chosen.values()], method, params)
     theirs = _run_mergekit(cfg, root / f"mk-{method}-{n}", root / "cache")
-    a, b = _read_all(ours), _read_all(theirs)
+    a, b = merge.read_folder(ours), merge.read_folder(theirs)
     shared = set(a) & set(b)
     assert {k for k in aset.module_keys.values()} <= shared
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in shared)
     assert worst <= TOL, f"{method}: max |ours − mergekit| = {worst}"
     # and the merge really moved the adapted weights
-    base_w = _read_all(base)
+    base_w = merge.read_folder(base)
     key = next(iter(aset.module_keys.values()))
     assert (a[key] - base_w[key]).abs().max() > 1e-4
 
@@ -107,7 +97,7 @@ def test_mergekit_yaml_cli_on_llama(causal_set, tmp_path):
     subprocess.run([str(exe), str(cfg_file), str(tmp_path / "mk"), "--lora-merge-cache",
                     str(tmp_path / "cache"), "--no-copy-tokenizer"], check=True,
                    capture_output=True)
-    a, b = _read_all(ours), _read_all(tmp_path / "mk")
+    a, b = merge.read_folder(ours), merge.read_folder(tmp_path / "mk")
     assert max((a[k] - b[k]).abs().max().item() for k in set(a) & set(b)) <= TOL
 
 
@@ -226,10 +216,10 @@ def test_save_adapter_svd_reconstruction(causal_set, tmp_path):
 
 def test_base_is_never_mutated(causal_set, tmp_path):
     _, base, adapters = causal_set
-    before = _read_all(base)
+    before = merge.read_folder(base)
     aset = loading.load_adapter_set(base, dict(list(adapters.items())[:2]))
     merge.save_model(merge.merge(aset, "ties"), tmp_path / "out")
-    after = _read_all(base)
+    after = merge.read_folder(base)
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
