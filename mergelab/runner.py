@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from . import jobs, methods
 from .data import TaskData, load_all
-from .spec import StudySpec, dump_spec, parse_spec
+from .spec import StudySpec, content_id, dump_spec, parse_spec
 from .store import Store
 
 Progress = Callable[[dict], None]
@@ -36,27 +36,31 @@ def states_dir(store: Store, study_id: str) -> Path:
 
 
 def plan_units(spec: StudySpec) -> list[dict]:
+    """Every unit of the study with its key: a hash of what determines its result, with local
+    adapters and data files entering by content, not by path."""
     units = []
     tasks = spec.all_tasks
+    adapter_id = {t: content_id(spec.adapters[t]) for t in tasks}
+    task_id = {t: {**spec.tasks[t].model_dump(), "data": content_id(spec.tasks[t].data)} for t in tasks}
 
     def add(kind, payload, *parts):
-        key = spec.fingerprint(kind, spec.adapters.get(payload.get("task", ""), ""), payload, *parts)
+        key = spec.fingerprint(kind, payload, *parts)
         units.append({"kind": kind, "unit_key": f"{spec.name}:{kind}:{key}", "payload": payload})
 
     for t in tasks:
-        add("expert", {"task": t}, spec.tasks[t].model_dump())
-    probe_def = {t: spec.tasks[t].model_dump() for t in tasks}
+        add("expert", {"task": t}, adapter_id[t], task_id[t])
     for t in tasks:
-        add("states", {"task": t}, probe_def, spec.hidden.k)
+        add("states", {"task": t}, adapter_id[t], task_id, spec.hidden.k)
     for group, members in spec.groups.items():
-        adapters = [spec.adapters[t] for t in members]
+        adapters = [adapter_id[t] for t in members]
         for method, params in spec.methods.items():
             for t in members:
                 add("merge", {"group": group, "method": method, "params": params, "task": t},
-                    adapters, spec.tasks[t].model_dump())
+                    adapters, task_id[t])
             add("mstates", {"group": group, "method": method, "params": params},
-                adapters, {m: probe_def[m] for m in members}, spec.hidden.k)
-    add("conflicts", {"tasks": sorted(tasks)}, [spec.adapters[t] for t in sorted(tasks)])
+                adapters, {m: task_id[m] for m in members}, spec.hidden.k)
+    ordered = sorted(tasks)
+    add("conflicts", {"tasks": ordered}, [adapter_id[t] for t in ordered])
     return units
 
 
@@ -142,11 +146,17 @@ def execute(ctx: StudyContext, job: dict, progress: Callable[[float, str], None]
         ctx.runner.use(f"merged:{p['group']}:{p['method']}", deltas, ctx.runner.head_of(p["task"]))
         score = ctx.runner.evaluate(ctx.data[p["task"]])
         phash = ctx.spec.fingerprint(p["params"])
-        return lambda con: con.execute(
-            "INSERT OR REPLACE INTO results(study_id, group_name, model, task, method, params_hash, seed, "
-            "metric, score, expert_score, loss, source, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (study, p["group"], f"merged:{p['group']}:{p['method']}", p["task"], p["method"], phash,
-             ctx.spec.seed, ctx.spec.tasks[p["task"]].metric, score, None, None, "computed", now))
+
+        def write(con):
+            con.execute("INSERT OR IGNORE INTO runs(study_id, params_hash, method, params) VALUES (?,?,?,?)",
+                        (study, phash, p["method"], json.dumps(p["params"], sort_keys=True)))
+            con.execute(
+                "INSERT OR REPLACE INTO results(study_id, group_name, model, task, method, params_hash, seed, "
+                "metric, score, expert_score, loss, source, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (study, p["group"], f"merged:{p['group']}:{p['method']}", p["task"], p["method"], phash,
+                 ctx.spec.seed, ctx.spec.tasks[p["task"]].metric, score, None, None, "computed", now))
+
+        return write
     if kind in ("states", "mstates"):
         if kind == "states":
             ctx.runner.use_expert(p["task"])

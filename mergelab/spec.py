@@ -87,10 +87,42 @@ class StudySpec(BaseModel):
         return list(seen)
 
     def fingerprint(self, *parts) -> str:
-        """Hash of what determines a unit: the base, the adapters used, eval settings, parts."""
-        blob = json.dumps([self.base, self.architecture, self.eval_limit, self.seed, *parts],
-                          sort_keys=True, default=str)
+        """Hash of what determines a unit: the base, eval settings and ``parts``. Local files and
+        folders enter by content (see :func:`content_id`), so the same study in another checkout
+        or folder gets the same keys and its finished units are recognised."""
+        blob = json.dumps([content_id(self.base), self.architecture, self.eval_limit, self.seed,
+                           *parts], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_CONTENT_CACHE: dict[tuple, str] = {}
+
+
+def content_id(value: str) -> str:
+    """A local file or folder → digest of its contents (folders: their *.json, *.jsonl and
+    *.safetensors files; large weight files by name, size and their first and last MiB); anything
+    else (a hub id, pypi:…) → itself."""
+    path = Path(value)
+    if not _is_local(value):
+        return value
+    files = [path] if path.is_file() else sorted(
+        f for pattern in ("*.json", "*.jsonl", "*.safetensors") for f in path.glob(pattern))
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if stamp not in _CONTENT_CACHE:
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f.name.encode())
+            size = f.stat().st_size
+            digest.update(str(size).encode())
+            with f.open("rb") as handle:
+                if size <= 64 << 20:
+                    digest.update(handle.read())
+                else:  # big checkpoints: name, size, head and tail
+                    digest.update(handle.read(1 << 20))
+                    handle.seek(-(1 << 20), 2)
+                    digest.update(handle.read())
+        _CONTENT_CACHE[stamp] = "sha256:" + digest.hexdigest()[:24]
+    return _CONTENT_CACHE[stamp]
 
 
 def parse_spec(data: dict | str | Path, root: Path | None = None) -> StudySpec:

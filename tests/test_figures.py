@@ -44,3 +44,19 @@ def test_swap_and_expert_figures():
     assert fig.data[0].name == "expert" and len(fig.data) == 6
     with pytest.raises(ValueError, match="needs columns"):
         figures.loss_bars(pd.DataFrame({"task": []}))
+
+
+def test_html_report_and_png_export(tmp_path):
+    import shutil
+
+    from mergelab.report import build_report
+    from mergelab.studies import open_store
+
+    store = open_store(tmp_path / "m.db")
+    html = build_report(store, "demo")
+    assert html.startswith("<!doctype html>") and "<h2>Group default</h2>" in html and "HiddenSim" in html
+    assert html.count("plotly.js") >= 1 and "wn_pos" in html
+    fig = figures.swap_comparison(paper.load_tables()["table6"])
+    if shutil.which("chromium"):  # kaleido renders through Debian's chromium
+        png = fig.to_image(format="png")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -50,6 +50,8 @@ def test_run_and_report_end_to_end(study, tmp_path):
     assert [row[row["task"]] for row in sim] == [1.0, 1.0, 1.0]
     assert all(m["mds"] >= 1 for m in out["mds:g"])
     assert len(store.pair_metrics("tiny")) == 3 * 4
+    runs = store.query("SELECT method, params FROM runs WHERE study_id='tiny' ORDER BY method")
+    assert list(runs["method"]) == ["LA", "TIES"]
     # a second run finds every unit done and recomputes nothing
     again = subprocess.run([*MERGELAB, "run", str(study), "--db", str(db)], capture_output=True, text=True)
     assert again.returncode == 0 and "0 new units" in again.stderr and "ran 0 units" in again.stderr
@@ -193,3 +195,18 @@ def test_label_scoring_picks_the_likeliest_label(tmp_path):
                 logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
             scores.append(sum(logp[i - 1, ids[0, i]].item() for i in range(n, ids.shape[1])))
         assert pred == int(torch.tensor(scores).argmax())
+
+
+def test_unit_keys_do_not_depend_on_where_the_study_lives(study, tmp_path):
+    """Shipped results stay 'done' in any checkout: keys see file contents, not paths."""
+    import shutil
+
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(study.parent, copy, ignore=shutil.ignore_patterns("*.db*", "states"))
+    keys = lambda path: sorted(u["unit_key"] for u in runner.plan_units(parse_spec(path)))
+    assert keys(study) == keys(copy / "study.yaml")
+    data = copy / "data" / "task0.jsonl"
+    data.write_text(data.read_text().replace('"no"', '"yes"', 1))
+    changed = set(keys(copy / "study.yaml")) - set(keys(study))
+    assert changed and all(":expert:" in k or ":states:" in k or ":merge:" in k or ":mstates:" in k
+                           for k in changed)
