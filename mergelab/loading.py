@@ -165,14 +165,44 @@ class LoraAdapter:
         return dw.T if self.config.get("fan_in_fan_out") else dw
 
 
+@dataclass
+class FullCheckpoint:
+    """A fully fine-tuned checkpoint of the same architecture: task vector τ = θ_i − θ_0, read
+    lazily tensor by tensor from both safetensors files."""
+
+    name: str
+    folder: Path
+    config: dict
+    weights: BaseWeights
+    base: BaseWeights | None = None
+    heads: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def modules(self) -> list[str]:
+        return self.weights.keys()
+
+    def rank(self, module: str) -> None:
+        return None
+
+    def delta(self, module: str, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if self.base is None:
+            raise LoadError(f"checkpoint {self.name!r} has no base attached (use load_adapter_set)")
+        return (self.weights.get(module).to(device, dtype) - self.base.get(module).to(device, dtype))
+
+
 UNSUPPORTED_FLAGS = {"use_dora": "DoRA", "use_qalora": "QA-LoRA"}
 
 
 def load_adapter(id_or_path: str | os.PathLike, name: str | None = None, *,
-                 allow_pickle: bool = False) -> LoraAdapter:
-    """Read a PEFT LoRA adapter folder (or hub id). Refuses non-LoRA and unsupported variants."""
+                 allow_pickle: bool = False) -> LoraAdapter | FullCheckpoint:
+    """Read a PEFT LoRA adapter folder (or hub id) — or, for a folder with a model config and no
+    adapter config, a fully fine-tuned checkpoint. Refuses non-LoRA PEFT types and variants."""
     folder = resolve_dir(id_or_path, what="adapter", allow_pickle=allow_pickle)
     label = name or folder.name
+    if not (folder / "adapter_config.json").exists() and (folder / "config.json").exists():
+        weights = BaseWeights(folder, allow_pickle=allow_pickle)
+        return FullCheckpoint(label, folder, weights.config, weights)
     config = _read_json(folder / "adapter_config.json", f"adapter {label!r} config")
     peft_type = str(config.get("peft_type", "")).upper()
     if peft_type != "LORA":
@@ -261,6 +291,12 @@ def load_adapter_set(base: str | os.PathLike, adapters: dict[str, str | os.PathL
              _name_variants(str(weights.config.get("_name_or_path", "")))}
     if str(base) in PACKAGED_BASES:
         names.add(_name_variants(PACKAGED_BASES[str(base)][1]))
+    full = [a for a in loaded if isinstance(a, FullCheckpoint)]
+    if full:
+        if len(full) != len(loaded):
+            raise LoadError("mixing LoRA adapters and full fine-tuned checkpoints in one merge is not "
+                            f"supported (full: {[a.name for a in full]})")
+        return AdapterSet(weights, str(base), loaded, _full_checkpoint_keys(weights, full))
     reference = loaded[0]
     module_keys: dict[str, str] = {}
     for adapter in loaded:
@@ -295,6 +331,33 @@ def load_adapter_set(base: str | os.PathLike, adapters: dict[str, str | os.PathL
                 raise LoadError(f"adapter {adapter.name!r}, module {module}: NaN or infinite values "
                                 "in its LoRA factors")
     return AdapterSet(weights, str(base), loaded, module_keys)
+
+
+def _full_checkpoint_keys(base: BaseWeights, checkpoints: list[FullCheckpoint]) -> dict[str, str]:
+    """Every floating-point base tensor, checked present with the same shape in each checkpoint."""
+    float_types = ("F16", "BF16", "F32", "F64")
+    keys = {}
+    for key in base.keys():
+        if base._pickle is not None:
+            is_float = base._pickle[key].is_floating_point()
+        else:
+            with safe_open(base._where[key], "pt") as handle:
+                is_float = handle.get_slice(key).get_dtype() in float_types
+        if is_float:
+            keys[key] = key
+    for ckpt in checkpoints:
+        if ckpt.config.get("model_type") != base.config.get("model_type"):
+            raise LoadError(f"checkpoint {ckpt.name!r} is a {ckpt.config.get('model_type')!r} model, "
+                            f"the base is {base.config.get('model_type')!r}")
+        missing = [k for k in keys if k not in set(ckpt.weights.keys())]
+        if missing:
+            raise LoadError(f"checkpoint {ckpt.name!r} lacks base tensors: {_short(missing)}")
+        for k in keys:
+            if ckpt.weights.shape(k) != base.shape(k):
+                raise LoadError(f"checkpoint {ckpt.name!r}: {k} is {ckpt.weights.shape(k)}, "
+                                f"the base has {base.shape(k)}")
+        ckpt.base = base
+    return keys
 
 
 def _name_variants(name: str) -> str:

@@ -16,7 +16,12 @@ def mergekit_config(base: str, adapters: list[str], method: str, params: dict | 
                     dtype: str = "float32") -> dict:
     spec = methods.get(method)
     values = spec.resolve(len(adapters), params)
-    refs = [f"{base}+{a}" for a in adapters]
+    from pathlib import Path
+
+    # LoRA adapters enter as base+adapter; full fine-tuned checkpoints (a model folder without
+    # adapter_config.json) enter as themselves.
+    refs = [a if (Path(a) / "config.json").exists() and not (Path(a) / "adapter_config.json").exists()
+            else f"{base}+{a}" for a in adapters]
     per = [p.name for p in spec.params if p.per_adapter]
     shared = {p.name: values[p.name] for p in spec.params if not p.per_adapter}
     shared.update(spec.options)

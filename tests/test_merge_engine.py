@@ -280,3 +280,34 @@ def test_fast_paths_match_mergekit_on_demo_adapters():
         ref = merge_tensors([zero, *deltas], "task_arithmetic", parameters={"weight": 1.0, "lambda": 0.7},
                             base_index=0)
         assert (ta.deltas[key] - ref).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize("method, params", [("ties", {"density": 0.3}), ("linear", {}),
+                                            ("task_arithmetic", {"lambda": 0.5})])
+def test_full_finetuned_checkpoints_match_mergekit(tmp_path, method, params):
+    """θ_i − θ_0 task vectors, read lazily: same merge as mergekit-yaml on the plain models."""
+    from tinymodels import make_full_finetune
+
+    base = make_causal_base(tmp_path / "base", "qwen2")
+    ckpts = {f"ft{i}": make_full_finetune(base, tmp_path / f"ft{i}", i) for i in range(3)}
+    aset = loading.load_adapter_set(base, ckpts)
+    assert len(aset.module_keys) == len(loading.BaseWeights(base).keys())
+    ours = merge.save_model(merge.merge(aset, method, params), tmp_path / "ours")
+    cfg = mergekit_config(str(base), [str(p) for p in ckpts.values()], method, params)
+    assert all("+" not in m["model"] for m in cfg["models"])
+    theirs = _run_mergekit(cfg, tmp_path / "mk", tmp_path / "cache")
+    a, b = merge.read_folder(ours), merge.read_folder(theirs)
+    assert max((a[k] - b[k]).abs().max().item() for k in set(a) & set(b)) <= TOL
+    with pytest.raises(loading.LoadError, match="needs LoRA inputs"):
+        merge.save_adapter(merge.merge(aset, method, params), tmp_path / "ad", rank=4)
+
+
+def test_full_checkpoint_of_another_architecture_is_refused(tmp_path):
+    from tinymodels import make_full_finetune
+
+    base = make_causal_base(tmp_path / "base", "llama")
+    other = make_causal_base(tmp_path / "other", "qwen2")
+    good = make_full_finetune(base, tmp_path / "good", 0)
+    bad = make_full_finetune(other, tmp_path / "bad", 1)
+    with pytest.raises(loading.LoadError, match="'bad' is a 'qwen2' model"):
+        loading.load_adapter_set(base, {"good": good, "bad": bad})

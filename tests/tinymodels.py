@@ -153,3 +153,14 @@ def make_tiny_causal_study(root: Path) -> Path:
     out = root / "study.yaml"
     out.write_text(yaml.safe_dump(spec, sort_keys=False))
     return out
+
+
+def make_full_finetune(base: Path, folder: Path, seed: int, scale: float = 0.02) -> Path:
+    """A 'fully fine-tuned' copy of a causal base: every float weight moved by random noise."""
+    torch.manual_seed(2000 + seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
