@@ -20,7 +20,7 @@ METRIC_DIR = Path(__file__).resolve().parent / "metrics"
 class ModelRunner:
     def __init__(self, adapter_set: AdapterSet, architecture: str, device: torch.device,
                  batch_size: int = 32, trust_remote_code: bool = False):
-        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.aset = adapter_set
         self.architecture = architecture
@@ -29,7 +29,7 @@ class ModelRunner:
         folder = adapter_set.base.folder
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-            cls = AutoModelForCausalLM if architecture == "causal" else AutoModel
+            cls = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}.get(architecture, AutoModel)
             self.model = cls.from_pretrained(folder, trust_remote_code=trust_remote_code,
                                              use_safetensors=not any(folder.glob("*.bin"))
                                              or any(folder.glob("*.safetensors")))
@@ -80,7 +80,10 @@ class ModelRunner:
         """Pooled states of every layer: {'mean'|'first'|'last': (layers+1, n, d)} on the CPU."""
         out = {"mean": [], "first": [], "last": []}
         for enc in self._batches(texts):
-            res = self.model(**enc, output_hidden_states=True)
+            if self.architecture == "seq2seq":  # the encoder's states: what the input became
+                res = self.model.get_encoder()(**enc, output_hidden_states=True)
+            else:
+                res = self.model(**enc, output_hidden_states=True)
             hs = torch.stack(res.hidden_states)  # (L+1, b, t, d)
             mask = enc["attention_mask"].to(hs.dtype)
             out["mean"].append((hs * mask[None, :, :, None]).sum(2) / mask.sum(1)[None, :, None])
@@ -95,6 +98,8 @@ class ModelRunner:
     def classify(self, task: data_mod.TaskData) -> list[int]:
         if self.architecture == "causal":
             return self._score_labels(task)
+        if self.architecture == "seq2seq":
+            return self._score_labels_seq2seq(task)
         if "classifier.weight" not in self._head:
             raise LoadError(f"task {task.name!r}: the adapter has no saved classification head "
                             "(modules_to_save=['classifier']); an encoder needs one per task")
@@ -128,13 +133,33 @@ class ModelRunner:
         return preds
 
     @torch.no_grad()
+    def _score_labels_seq2seq(self, task: data_mod.TaskData) -> list[int]:
+        """Seq2seq: pick the label whose tokens, as the target sequence, are most likely."""
+        labels = task.spec.labels
+        lab = self.tokenizer(labels, return_tensors="pt", padding=True)
+        lab_ids = lab["input_ids"].to(self.device)
+        lab_mask = lab["attention_mask"].to(self.device)
+        preds = []
+        for enc in self._batches([task.prompt(r) for r in task.eval_rows]):
+            b = enc["input_ids"].shape[0]
+            scores = []
+            for i in range(len(labels)):
+                ids = lab_ids[i:i + 1].expand(b, -1)
+                logits = self.model(**enc, labels=ids.masked_fill(lab_mask[i:i + 1] == 0, -100)).logits
+                logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None])[..., 0]
+                scores.append((logp * lab_mask[i:i + 1]).sum(-1))
+            preds += torch.stack(scores, -1).argmax(-1).tolist()
+        return preds
+
+    @torch.no_grad()
     def generate(self, task: data_mod.TaskData, max_new_tokens: int = 32) -> list[str]:
         outs = []
         for row in task.eval_rows:
             enc = self.tokenizer(task.prompt(row), return_tensors="pt").to(self.device)
             gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id)
-            outs.append(self.tokenizer.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+            start = 0 if self.architecture == "seq2seq" else enc["input_ids"].shape[1]
+            outs.append(self.tokenizer.decode(gen[0, start:], skip_special_tokens=True))
         return outs
 
     def evaluate(self, task: data_mod.TaskData) -> float:

@@ -57,7 +57,7 @@ class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     base: str
-    architecture: Literal["encoder", "causal"] = "encoder"
+    architecture: Literal["encoder", "causal", "seq2seq"] = "encoder"
     adapters: dict[str, str]
     tasks: dict[str, TaskSpec]
     groups: dict[str, list[str]]

@@ -311,3 +311,16 @@ def test_full_checkpoint_of_another_architecture_is_refused(tmp_path):
     bad = make_full_finetune(other, tmp_path / "bad", 1)
     with pytest.raises(loading.LoadError, match="'bad' is a 'qwen2' model"):
         loading.load_adapter_set(base, {"good": good, "bad": bad})
+
+
+def test_t5_merge_matches_mergekit(tmp_path):
+    from tinymodels import make_t5_base
+
+    base = make_t5_base(tmp_path / "t5")
+    adapters = {f"s{i}": make_lora(base, tmp_path / f"s{i}", i, kind="seq2seq") for i in range(3)}
+    aset = loading.load_adapter_set(base, adapters)
+    ours = merge.save_model(merge.merge(aset, "ties", {"density": 0.4}), tmp_path / "ours")
+    cfg = mergekit_config(str(base), [str(p) for p in adapters.values()], "ties", {"density": 0.4})
+    theirs = _run_mergekit(cfg, tmp_path / "mk", tmp_path / "cache")
+    a, b = merge.read_folder(ours), merge.read_folder(theirs)
+    assert max((a[k] - b[k]).abs().max().item() for k in set(a) & set(b)) <= TOL

