@@ -145,7 +145,7 @@ def execute(ctx: StudyContext, job: dict, progress: Callable[[float, str], None]
         progress(0.5, f"evaluating {p['task']}")
         ctx.runner.use(f"merged:{p['group']}:{p['method']}", deltas, ctx.runner.head_of(p["task"]))
         score = ctx.runner.evaluate(ctx.data[p["task"]])
-        phash = ctx.spec.fingerprint(p["params"])
+        phash = ctx.spec.fingerprint(p["method"], p["params"])
 
         def write(con):
             con.execute("INSERT OR IGNORE INTO runs(study_id, params_hash, method, params) VALUES (?,?,?,?)",
