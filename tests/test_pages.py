@@ -73,7 +73,7 @@ def test_study_page_validation_inline(app):
     at = app("study")
     assert any("Spec is valid" in s.value for s in at.success)
     at.text_area(key="study_groups").input("g: wn_pos, nope").run()
-    assert any("unknown task 'nope'" in m.value for m in at.markdown)
+    assert any("unknown task 'nope'" in e.value for e in at.error)
 
 
 def test_task_swap_end_to_end(app, db_path):
