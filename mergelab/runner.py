@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import jobs, methods
+from . import jobs
 from .data import TaskData, load_all
 from .spec import StudySpec, content_id, dump_spec, parse_spec
 from .store import Store
@@ -266,6 +266,3 @@ def prepare(store: Store, spec_path: str | Path) -> tuple[StudySpec, dict]:
     register(store, spec)
     counts = jobs.enqueue(store, spec.name, plan_units(spec))
     return spec, counts
-
-
-__all__ = ["execute", "load_states", "methods", "plan_units", "prepare", "register", "run_worker"]
