@@ -252,6 +252,12 @@ def test_fast_ties_trim_is_bit_identical_to_mergekit():
         x = torch.randn(shape, generator=g)
         for norm in (None, RescaleNorm.l1):
             assert torch.equal(magnitude(x, density, norm), mk(x, density, norm))
+    from mergelab.fastpaths import kth_largest
+
+    w = torch.randn(10_001, generator=g).abs()
+    for k in (1, 17, 5000, 10_001):  # the GPU path (topk) and the CPU path agree with a full sort
+        expected = torch.sort(w, descending=True).values[k - 1]
+        assert kth_largest(w, k, "topk") == expected == kth_largest(w, k, "partition")
     ties = torch.tensor([3.0, -3.0, 3.0, 1.0, 0.5, -3.0])  # ties at the threshold: defers to mergekit
     assert torch.equal(magnitude(ties, 0.5), mk(ties, 0.5))
     assert torch.equal(magnitude(torch.zeros(5), 0.4), mk(torch.zeros(5), 0.4))
