@@ -62,6 +62,11 @@ def distance_matrix(states: np.ndarray, distance: str = "l2") -> np.ndarray:
     return np.maximum(out, 0.0)
 
 
+def mds_of(states: np.ndarray, distance: str = "l2") -> np.ndarray:
+    """Eq. 3 of Eq. 2 of the experts' distances on these probes: one MDS per expert."""
+    return analysis.mds(analysis.hiddensim(distance_matrix(states, distance)))
+
+
 def similarity_frame(states: np.ndarray, tasks: list[str], distance: str = "l2") -> pd.DataFrame:
     sim = analysis.hiddensim(distance_matrix(states, distance))
     return pd.DataFrame(sim, index=tasks, columns=tasks)
@@ -70,14 +75,14 @@ def similarity_frame(states: np.ndarray, tasks: list[str], distance: str = "l2")
 def mds_with_ci(states: np.ndarray, tasks: list[str], distance: str = "l2", n_boot: int = 200,
                 seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """MDS per task with a percentile bootstrap CI over probes (resampled with replacement)."""
-    mds = analysis.mds(analysis.hiddensim(distance_matrix(states, distance)))
+    mds = mds_of(states, distance)
     rng = np.random.default_rng(seed)
     n_probes = states.shape[1]
     boots = []
     for _ in range(n_boot):
         idx = rng.integers(0, n_probes, n_probes)
         try:
-            boots.append(analysis.mds(analysis.hiddensim(distance_matrix(states[:, idx], distance))))
+            boots.append(mds_of(states[:, idx], distance))
         except analysis.AnalysisError:
             continue
     frame = pd.DataFrame({"task": tasks, "mds": mds})

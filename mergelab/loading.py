@@ -116,6 +116,12 @@ class BaseWeights:
         with safe_open(self._where[key], "pt") as handle:
             return tuple(handle.get_slice(key).get_shape())
 
+    def is_float(self, key: str) -> bool:
+        if self._pickle is not None:
+            return self._pickle[key].is_floating_point()
+        with safe_open(self._where[key], "pt") as handle:
+            return handle.get_slice(key).get_dtype() in ("F16", "BF16", "F32", "F64")
+
     def match(self, module_path: str) -> str | None:
         """The base tensor name of ``<module_path>.weight``, tolerating a model-class prefix
         (``bert.``, ``model.``) present on one side only."""
@@ -264,6 +270,11 @@ class AdapterSet:
     def names(self) -> list[str]:
         return [a.name for a in self.adapters]
 
+    @property
+    def is_lora(self) -> bool:
+        """LoRA adapters (factors available), rather than full fine-tuned checkpoints."""
+        return all(isinstance(a, LoraAdapter) for a in self.adapters)
+
     def task_vectors(self, device: str | torch.device = "cpu") -> Iterator[tuple[str, list[torch.Tensor]]]:
         """(base tensor name, [ΔW per adapter]) for every adapted module, one module at a time."""
         for module, key in self.module_keys.items():
@@ -335,21 +346,13 @@ def load_adapter_set(base: str | os.PathLike, adapters: dict[str, str | os.PathL
 
 def _full_checkpoint_keys(base: BaseWeights, checkpoints: list[FullCheckpoint]) -> dict[str, str]:
     """Every floating-point base tensor, checked present with the same shape in each checkpoint."""
-    float_types = ("F16", "BF16", "F32", "F64")
-    keys = {}
-    for key in base.keys():
-        if base._pickle is not None:
-            is_float = base._pickle[key].is_floating_point()
-        else:
-            with safe_open(base._where[key], "pt") as handle:
-                is_float = handle.get_slice(key).get_dtype() in float_types
-        if is_float:
-            keys[key] = key
+    keys = {key: key for key in base.keys() if base.is_float(key)}
     for ckpt in checkpoints:
         if ckpt.config.get("model_type") != base.config.get("model_type"):
             raise LoadError(f"checkpoint {ckpt.name!r} is a {ckpt.config.get('model_type')!r} model, "
                             f"the base is {base.config.get('model_type')!r}")
-        missing = [k for k in keys if k not in set(ckpt.weights.keys())]
+        present = set(ckpt.weights.keys())
+        missing = [k for k in keys if k not in present]
         if missing:
             raise LoadError(f"checkpoint {ckpt.name!r} lacks base tensors: {_short(missing)}")
         for k in keys:

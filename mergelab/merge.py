@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from . import methods
 from .fastpaths import linear_combination
-from .loading import AdapterSet, LoadError, LoraAdapter
+from .loading import AdapterSet, LoadError
 
 Progress = Callable[[int, int, str], None]
 COPY_PATTERNS = ("config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json",
@@ -47,7 +47,7 @@ def merge(adapter_set: AdapterSet, method: str, params: dict | None = None, *,
     values = spec.resolve(len(adapter_set.adapters), params)
     dev = pick_device(device)
     coeffs = methods.linear_coefficients(spec, values)
-    if not all(isinstance(a, LoraAdapter) for a in adapter_set.adapters):
+    if not adapter_set.is_lora:
         coeffs = None  # full fine-tuned checkpoints: dense task vectors through mergekit
     fan_in_fan_out = bool(adapter_set.adapters[0].config.get("fan_in_fan_out"))
     total = len(adapter_set.module_keys)
@@ -108,7 +108,7 @@ def save_adapter(result: MergeResult, out_dir: str | Path, rank: int) -> dict:
     """
     if rank < 1:
         raise LoadError(f"adapter rank must be ≥ 1, got {rank}")
-    if not all(isinstance(a, LoraAdapter) for a in result.adapter_set.adapters):
+    if not result.adapter_set.is_lora:
         raise LoadError("--format adapter needs LoRA inputs; full fine-tuned checkpoints merge to a "
                         "model folder (--format model)")
     out = Path(out_dir)

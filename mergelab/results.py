@@ -90,8 +90,7 @@ def mds_table(store: Store, study_id: str, group: str, tasks: list[str] | None =
         h, _ = expert_states(store, study_id, tasks, layer, pooling, k)
         if n_boot:
             return hidden.mds_with_ci(h, tasks, distance, n_boot=n_boot)
-        return pd.DataFrame({"task": tasks, "mds": analysis.mds(
-            analysis.hiddensim(hidden.distance_matrix(h, distance)))})
+        return pd.DataFrame({"task": tasks, "mds": hidden.mds_of(h, distance)})
     tm = store.task_metrics(study_id)
     sub = tm[(tm["group_name"] == group) & (tm["name"] == "mds")]
     return sub[["task", "value"]].rename(columns={"value": "mds"}).reset_index(drop=True)
@@ -105,7 +104,7 @@ def mds_vs_loss(store: Store, study_id: str, group: str, **kw) -> pd.DataFrame:
 def _group_worst_mds(store: Store, study_id: str, tasks: list[str], **kw) -> np.ndarray:
     """MDS of ``tasks`` measured as a study of that group would: on the group's own probes."""
     h, _ = expert_states(store, study_id, tasks, **kw)
-    return analysis.mds(analysis.hiddensim(hidden.distance_matrix(h, "l2")))
+    return hidden.mds_of(h, "l2")
 
 
 def swap_candidates(store: Store, study_id: str, group: list[str], pool: list[str], *,
@@ -140,8 +139,7 @@ def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combo
         names = {tasks[i] for i in combo}
         probes = [j for j, o in enumerate(owners) if o in names]
         try:
-            dist = hidden.distance_matrix(h_all[list(combo)][:, probes], "l2")
-            worst = float(analysis.mds(analysis.hiddensim(dist)).max())
+            worst = float(hidden.mds_of(h_all[list(combo)][:, probes], "l2").max())
         except analysis.AnalysisError:
             continue
         rows.append({"tasks": ", ".join(tasks[i] for i in combo), "worst_mds": worst})

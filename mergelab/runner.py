@@ -18,6 +18,7 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -188,9 +189,18 @@ def execute(ctx: StudyContext, job: dict, progress: Callable[[float, str], None]
 
 
 def load_states(store: Store, study_id: str, name: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """One stored states file and its probe owners. Pages read the same files on every rerun and
+    the swap ranking reads each expert once per candidate, so reads are cached per file version
+    (path, size, mtime); callers must not modify the tensors."""
+    path = states_dir(store, study_id) / f"{name}.safetensors"
+    stat = path.stat()
+    return _read_states(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=128)
+def _read_states(path: str, size: int, mtime_ns: int) -> tuple[dict[str, torch.Tensor], list[str]]:
     from safetensors import safe_open
 
-    path = states_dir(store, study_id) / f"{name}.safetensors"
     with safe_open(path, "pt") as h:
         owners = json.loads(h.metadata()["probe_tasks"])
     return load_file(path), owners

@@ -7,6 +7,7 @@ few tensor additions, never a reload. The model object is private to this runner
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -15,6 +16,14 @@ from . import data as data_mod
 from .loading import AdapterSet, LoadError
 
 METRIC_DIR = Path(__file__).resolve().parent / "metrics"
+
+
+@cache
+def _metric(name: str):
+    """The shipped `evaluate` metric module, loaded once per process (not once per unit)."""
+    import evaluate
+
+    return evaluate.load(str(METRIC_DIR / name))
 
 
 class ModelRunner:
@@ -30,9 +39,9 @@ class ModelRunner:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
             cls = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}.get(architecture, AutoModel)
+            # pickle-only folders got past BaseWeights only with allow_pickle
             self.model = cls.from_pretrained(folder, trust_remote_code=trust_remote_code,
-                                             use_safetensors=not any(folder.glob("*.bin"))
-                                             or any(folder.glob("*.safetensors")))
+                                             use_safetensors=any(folder.glob("*.safetensors")))
         except (OSError, ValueError) as exc:
             raise LoadError(f"cannot load base model from {folder}: {exc}") from None
         if self.tokenizer.pad_token is None:
@@ -164,8 +173,6 @@ class ModelRunner:
 
     def evaluate(self, task: data_mod.TaskData) -> float:
         """Score of the current model on ``task`` with the task's metric (0–100)."""
-        import evaluate
-
         if task.spec.metric == "rougeL":
             from rouge_score import rouge_scorer
 
@@ -175,5 +182,5 @@ class ModelRunner:
             return 100.0 * sum(scorer.score(r, p)["rougeL"].fmeasure for r, p in zip(refs, preds)) / len(refs)
         preds = self.classify(task)
         refs = [task.label_index(r) for r in task.eval_rows]
-        metric = evaluate.load(str(METRIC_DIR / task.spec.metric))
+        metric = _metric(task.spec.metric)
         return 100.0 * metric.compute(predictions=preds, references=refs)[task.spec.metric]
