@@ -103,6 +103,17 @@ class StudyContext:
                                   spec.trust_remote_code)
         self._merges: OrderedDict = OrderedDict()
 
+    def refresh(self, spec: StudySpec) -> bool:
+        """Take a newer version of the study's spec (say, a group added by a swap) without
+        reloading the model, when base and adapters are unchanged. False: rebuild the context."""
+        same = ("base", "architecture", "adapters", "allow_pickle", "trust_remote_code", "batch_size")
+        if any(getattr(spec, f) != getattr(self.spec, f) for f in same):
+            return False
+        if spec != self.spec:
+            self.data = load_all(spec)
+            self.spec = spec
+        return True
+
     def probe_texts(self, tasks: list[str]) -> tuple[list[str], list[str]]:
         texts, owners = [], []
         for t in tasks:
@@ -115,9 +126,9 @@ class StudyContext:
         from .loading import AdapterSet
         from .merge import merge
 
-        key = (group, method, json.dumps(params, sort_keys=True))
+        members = self.spec.groups[group]
+        key = (tuple(members), method, json.dumps(params, sort_keys=True))
         if key not in self._merges:
-            members = self.spec.groups[group]
             sub = AdapterSet(self.aset.base, self.aset.base_ref,
                              [self.aset.adapters[self.aset.names.index(t)] for t in members],
                              self.aset.module_keys)
@@ -232,8 +243,9 @@ def run_worker(store: Store, study_id: str | None = None, *, device: str | None 
         try:
             with jobs.Heartbeat(store, job["id"], me):
                 sid = job["study_id"]
-                if sid not in contexts:
-                    contexts[sid] = StudyContext(store, load_study_spec(store, sid), device)
+                spec = load_study_spec(store, sid)  # re-read: the study may have grown since
+                if sid not in contexts or not contexts[sid].refresh(spec):
+                    contexts[sid] = StudyContext(store, spec, device)
                 job_id = job["id"]
                 write = execute(contexts[sid], job,
                                 lambda f, m, j=job_id: jobs.report_progress(store, j, me, f, m))

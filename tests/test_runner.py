@@ -210,3 +210,19 @@ def test_unit_keys_do_not_depend_on_where_the_study_lives(study, tmp_path):
     changed = set(keys(copy / "study.yaml")) - set(keys(study))
     assert changed and all(":expert:" in k or ":states:" in k or ":merge:" in k or ":mstates:" in k
                            for k in changed)
+
+
+def test_worker_picks_up_a_group_added_while_it_runs(study, tmp_path):
+    """A swap queued from the dashboard while a worker is busy must not fail on a stale spec."""
+    store = Store(tmp_path / "g.db")
+    runner.prepare(store, study)
+    added = {}
+
+    def on_event(ev):
+        if ev["event"] == "done" and not added:
+            added.update(runner.add_group(store, "tiny", "pair", ["task0", "task1"]))
+
+    out = runner.run_worker(store, "tiny", on_event=on_event)
+    frame = jobs.jobs_frame(store, "tiny")
+    assert added["new"] == 2 * 2 + 2  # 2 methods × 2 tasks merged, plus 2 merged-state units
+    assert out == {"done": 15 + added["new"], "failed": 0}, frame[frame.status == "failed"]["error"].tolist()
