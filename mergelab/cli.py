@@ -179,6 +179,10 @@ def cmd_run(args) -> int:
 
     store = _open(args.db)
     spec, counts = runner.prepare(store, args.spec)
+    if args.recompute:
+        n = jobs.requeue(store, spec.name, [u["unit_key"] for u in runner.plan_units(spec)])
+        print(f"--recompute: {n} units queued again; their stored results are replaced one by one "
+              "as each finishes", file=sys.stderr)
     status = jobs.jobs_frame(store, spec.name)["status"].value_counts().to_dict()
     print(f"study {spec.name!r}: {counts['new']} new units, {counts['existing']} already planned "
           f"({status.get('done', 0)} done); store {store.path}", file=sys.stderr)
@@ -289,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("spec", help="study YAML")
     r.add_argument("--db", help="store file (default: $MERGELAB_DB or .mergelab/mergelab.db)")
     r.add_argument("--device", default="auto")
+    r.add_argument("--recompute", action="store_true",
+                   help="run every unit again, finished ones included (e.g. the shipped demo results)")
     r.set_defaults(func=cmd_run)
 
     w = sub.add_parser("worker", help="claim and run queued units from the store")

@@ -113,6 +113,16 @@ def requeue_cancelled(store: Store, study_id: str) -> int:
                            "WHERE study_id=? AND status='cancelled'", (study_id,)).rowcount
 
 
+def requeue(store: Store, study_id: str, unit_keys: list[str]) -> int:
+    """Queue these units again, finished ones included (a deliberate recompute). Their stored
+    results stay until each unit's new result replaces them, in the same transaction that marks
+    it done; running units are left alone."""
+    with store.transaction() as con:
+        return sum(con.execute("UPDATE jobs SET status='queued', error=NULL, progress=0, message='recompute' "
+                               "WHERE study_id=? AND unit_key=? AND status != 'running'",
+                               (study_id, key)).rowcount for key in unit_keys)
+
+
 def jobs_frame(store: Store, study_id: str) -> pd.DataFrame:
     return store.query("SELECT id, kind, unit_key, payload, status, progress, message, worker, "
                        "attempts, error, heartbeat, updated_at FROM jobs WHERE study_id=? ORDER BY id",

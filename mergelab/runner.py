@@ -42,7 +42,7 @@ def plan_units(spec: StudySpec) -> list[dict]:
     units = []
     tasks = spec.all_tasks
     adapter_id = {t: content_id(spec.adapters[t]) for t in tasks}
-    task_id = {t: {**spec.tasks[t].model_dump(), "data": content_id(spec.tasks[t].data)} for t in tasks}
+    task_id = {t: {**spec.tasks[t].key_fields(), "data": content_id(spec.tasks[t].data)} for t in tasks}
 
     def add(kind, payload, *parts):
         key = spec.fingerprint(kind, payload, *parts)

@@ -96,15 +96,21 @@ class ModelRunner:
         for enc in self._batches(texts):
             if self.architecture == "seq2seq":  # the encoder's states: what the input became
                 res = self.model.get_encoder()(**enc, output_hidden_states=True)
-            else:
-                res = self.model(**enc, output_hidden_states=True)
-            hs = torch.stack(res.hidden_states)  # (L+1, b, t, d)
-            mask = enc["attention_mask"].to(hs.dtype)
-            out["mean"].append((hs * mask[None, :, :, None]).sum(2) / mask.sum(1)[None, :, None])
-            out["first"].append(hs[:, :, 0])
+            else:  # causal: logits for one position only (full ones would be b × t × vocab)
+                res = self.model(**enc, output_hidden_states=True,
+                                 **(self._keep(1) if self.architecture == "causal" else {}))
+            mask = enc["attention_mask"].float()
             last = enc["attention_mask"].sum(1) - 1
-            out["last"].append(hs[:, torch.arange(hs.shape[1]), last])
-        return {k: torch.cat(v, dim=1).float().cpu() for k, v in out.items()}
+            rows = torch.arange(mask.shape[0], device=mask.device)
+            pooled = {"mean": [], "first": [], "last": []}
+            for h in res.hidden_states:  # layer by layer, pooled in float32 (a bf16 sum over tokens drifts)
+                h = h.float()
+                pooled["mean"].append((h * mask[:, :, None]).sum(1) / mask.sum(1)[:, None])
+                pooled["first"].append(h[:, 0])
+                pooled["last"].append(h[rows, last])
+            for k, v in pooled.items():
+                out[k].append(torch.stack(v).cpu())  # (layers+1, b, d)
+        return {k: torch.cat(v, dim=1) for k, v in out.items()}
 
     @torch.no_grad()
     def classify(self, task: data_mod.TaskData) -> list[int]:
@@ -209,7 +215,7 @@ class ModelRunner:
         return torch.cat(out).cpu()
 
     @torch.no_grad()
-    def generate(self, task: data_mod.TaskData, max_new_tokens: int = 32) -> list[str]:
+    def generate(self, task: data_mod.TaskData, max_new_tokens: int | None = None) -> list[str]:
         """Greedy generation, ``batch_size`` rows at a time (decoder-only models left-padded, so
         every row's new tokens start at the same position; `generate` derives position ids from
         the attention mask)."""
@@ -219,7 +225,7 @@ class ModelRunner:
         for i in range(0, len(prompts), self.batch_size):
             enc = self.tokenizer(prompts[i:i + self.batch_size], return_tensors="pt", padding=True,
                                  padding_side=side).to(self.device)
-            gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+            gen = self.model.generate(**enc, max_new_tokens=max_new_tokens or task.spec.max_new_tokens, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id)
             start = 0 if self.architecture == "seq2seq" else enc["input_ids"].shape[1]
             outs += self.tokenizer.batch_decode(gen[:, start:], skip_special_tokens=True)

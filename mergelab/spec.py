@@ -21,6 +21,11 @@ class SpecError(ValueError):
         super().__init__("invalid study spec:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+# Task fields added after studies were shipped: they enter unit keys only when set to something
+# other than their default, so the keys (and finished results) of older studies stay valid.
+TASK_FIELDS_ADDED_LATER = ("max_new_tokens",)
+
+
 class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data: str = Field(description="local jsonl/csv/parquet file, a dataset folder in the hub's layout, "
@@ -34,8 +39,17 @@ class TaskSpec(BaseModel):
     labels: list[str] | None = Field(None, description="label set for classification")
     target_field: str | None = Field(None, description="reference text for generation tasks")
     metric: Literal["accuracy", "f1", "rougeL"] = "accuracy"
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="generation length for rougeL tasks")
     constructed: bool = Field(False, description="a constructed (not natural) task, marked in the UI")
     note: str = ""
+
+    def key_fields(self) -> dict:
+        """What of this task determines a result, for unit keys."""
+        out = self.model_dump()
+        for name in TASK_FIELDS_ADDED_LATER:
+            if out[name] == type(self).model_fields[name].default:
+                del out[name]
+        return out
 
     @model_validator(mode="after")
     def _kind(self):

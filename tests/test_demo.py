@@ -54,3 +54,19 @@ def test_pool_has_a_swap_that_lowers_the_worst_mds(store):
     cands = results.swap_candidates(store, "demo", groups["default"], groups["pool"])
     assert cands.attrs["removed"] == "wn_pos"
     assert (cands["new_worst_mds"] < cands.attrs["current_worst_mds"]).sum() >= 1
+
+
+def test_shipped_results_cover_every_unit_of_the_demo_spec(store):
+    """Unit keys hash what determines a result; a spec field added later must not change them,
+    or every checkout would re-run the shipped demo."""
+    from mergelab import jobs, runner
+    from mergelab.spec import parse_spec
+
+    spec = parse_spec(DEMO / "study.yaml")
+    assert jobs.enqueue(store, spec.name, runner.plan_units(spec))["new"] == 0
+    # and the shipped rows carry the keys a recompute writes, so `run --recompute` replaces them
+    # instead of adding a second row per merge
+    planned = {u["unit_key"] for u in runner.plan_units(spec)}
+    assert set(jobs.jobs_frame(store, "demo")["unit_key"]) == planned
+    merged = store.results("demo").query("method != 'expert'")
+    assert (merged["params_hash"] == [spec.fingerprint(m, spec.methods[m]) for m in merged["method"]]).all()

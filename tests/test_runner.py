@@ -55,6 +55,13 @@ def test_run_and_report_end_to_end(study, tmp_path):
     # a second run finds every unit done and recomputes nothing
     again = subprocess.run([*MERGELAB, "run", str(study), "--db", str(db)], capture_output=True, text=True)
     assert again.returncode == 0 and "0 new units" in again.stderr and "ran 0 units" in again.stderr
+    # --recompute runs every unit again and replaces (never duplicates) the results
+    n_results = len(store.query("SELECT * FROM results WHERE study_id='tiny'"))
+    redo = subprocess.run([*MERGELAB, "run", str(study), "--db", str(db), "--recompute"],
+                          capture_output=True, text=True)
+    assert redo.returncode == 0 and "15 units queued again" in redo.stderr and "ran 15 units" in redo.stderr
+    assert _counts(store) == {"done": 15}
+    assert len(store.query("SELECT * FROM results WHERE study_id='tiny'")) == n_results
 
 
 def test_kill_mid_run_then_resume_redoes_nothing(study, tmp_path):
@@ -293,7 +300,8 @@ def test_batched_generation_equals_one_row_at_a_time(tmp_path, architecture):
 
     spec = parse_spec(make_tiny_causal_study(tmp_path, architecture))
     data = load_all(spec)["c2"]
-    data = dataclasses.replace(data, eval_rows=_varied_lengths(data.eval_rows))
+    data = dataclasses.replace(data, eval_rows=_varied_lengths(data.eval_rows),
+                               spec=data.spec.model_copy(update={"max_new_tokens": 6}))
     aset = load_adapter_set(spec.base, spec.adapters)
     runners = []
     for size in (8, 1):
@@ -306,9 +314,10 @@ def test_batched_generation_equals_one_row_at_a_time(tmp_path, architecture):
         runners.append(run)
     batched, one = runners
     assert len({len(batched.tokenizer(data.prompt(r))["input_ids"]) for r in data.eval_rows}) == 3
-    out = batched.generate(data, max_new_tokens=6)
-    assert out == one.generate(data, max_new_tokens=6)
+    out = batched.generate(data)
+    assert out == one.generate(data)
     assert len(out) == len(data.eval_rows) and any(out)
+    assert max(len(text.split()) for text in out) <= 6 and any(len(text.split()) > 2 for text in out)
 
 
 def test_unit_keys_do_not_depend_on_where_the_study_lives(study, tmp_path):
