@@ -103,10 +103,10 @@ def test_a_causal_study_runs_on_a_dataset_folder(tmp_path):
     YAML), evaluated against lists of references."""
     import yaml
 
-    from mergelab import jobs, results, runner
+    from mergelab import results
     from mergelab.store import Store
 
-    from tinymodels import make_tiny_causal_study
+    from tinymodels import make_tiny_causal_study, run_study
 
     path = make_tiny_causal_study(tmp_path)
     write_sni_dataset(tmp_path / "datasets" / "task1391")
@@ -115,9 +115,6 @@ def test_a_causal_study_runs_on_a_dataset_folder(tmp_path):
                            "template": "{input}", "target_field": "output", "metric": "rougeL"}
     path.write_text(yaml.safe_dump(spec))
     store = Store(tmp_path / "s.db")
-    runner.prepare(store, path)
-    out = runner.run_worker(store, "tiny-causal")
-    frame = jobs.jobs_frame(store, "tiny-causal")
-    assert out["failed"] == 0, frame[frame.status == "failed"]["error"].tolist()
+    run_study(store, path, "tiny-causal")
     experts = results.expert_table(store, "tiny-causal").set_index("task")
     assert experts.loc["c2", "metric"] == "rougeL" and 0 <= experts.loc["c2", "score"] <= 100

@@ -158,14 +158,9 @@ def test_causal_study_label_scoring_and_rouge(tmp_path):
     """Causal LMs: classification by label log-likelihood, generation scored with rougeL."""
     from mergelab import results
 
-    from tinymodels import make_tiny_causal_study
+    from tinymodels import make_tiny_causal_study, run_study
 
-    spec_path = make_tiny_causal_study(tmp_path)
-    store = Store(tmp_path / "c.db")
-    runner.prepare(store, spec_path)
-    out = runner.run_worker(store, "tiny-causal")
-    frame = jobs.jobs_frame(store, "tiny-causal")
-    assert out["failed"] == 0, frame[frame.status == "failed"]["error"].tolist()
+    run_study(store := Store(tmp_path / "c.db"), make_tiny_causal_study(tmp_path), "tiny-causal")
     experts = results.expert_table(store, "tiny-causal").set_index("task")
     assert list(experts["metric"]) == ["accuracy", "accuracy", "rougeL"]
     assert experts["score"].between(0, 100).all()

@@ -190,3 +190,14 @@ def make_full_finetune(base: Path, folder: Path, seed: int, scale: float = 0.02)
             p.add_(torch.randn_like(p) * scale)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def run_study(store, spec_path: Path, study_id: str) -> dict:
+    """Register, queue and run a study here; fail the test with the units' errors if any failed."""
+    from mergelab import jobs, runner
+
+    runner.prepare(store, spec_path)
+    out = runner.run_worker(store, study_id)
+    frame = jobs.jobs_frame(store, study_id)
+    assert out["failed"] == 0, frame[frame.status == "failed"]["error"].tolist()
+    return out
