@@ -7,6 +7,7 @@ few tensor additions, never a reload. The model object is private to this runner
 
 from __future__ import annotations
 
+import inspect
 from functools import cache
 from pathlib import Path
 
@@ -49,7 +50,8 @@ class ModelRunner:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.tokenizer.padding_side = "right"  # pooling indexes from the left; generate() pads left itself
         self.model.to(device).eval()
-        if architecture == "causal" and not self._forward_takes("position_ids"):
+        self._forward_args = set(inspect.signature(self.model.forward).parameters)
+        if architecture == "causal" and "position_ids" not in self._forward_args:
             raise LoadError(f"{type(self.model).__name__} takes no position_ids; label scoring pads on the "
                             "left and needs them to compute each sequence as if alone")
         params = dict(self.model.named_parameters())
@@ -187,12 +189,7 @@ class ModelRunner:
         return scores.cpu()
 
     def _keep(self, n: int) -> dict:
-        return {"logits_to_keep": n} if self._forward_takes("logits_to_keep") else {}
-
-    def _forward_takes(self, name: str) -> bool:
-        import inspect
-
-        return name in inspect.signature(self.model.forward).parameters
+        return {"logits_to_keep": n} if "logits_to_keep" in self._forward_args else {}
 
     def _label_scores_seq2seq(self, task: data_mod.TaskData) -> torch.Tensor:
         """Seq2seq: each label's tokens as the target sequence; the encoder runs once per batch."""

@@ -21,9 +21,15 @@ class SpecError(ValueError):
         super().__init__("invalid study spec:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-# Task fields added after studies were shipped: they enter unit keys only when set to something
+# Fields added after studies were shipped: they enter unit keys only when set to something
 # other than their default, so the keys (and finished results) of older studies stay valid.
-TASK_FIELDS_ADDED_LATER = ("max_new_tokens",)
+TASK_FIELDS_ADDED_LATER = {"max_new_tokens"}
+STUDY_FIELDS_ADDED_LATER = {"dtype"}
+
+
+def _set_later(model: BaseModel, names: set[str]) -> dict:
+    """The fields of ``names`` that are not at their default (see *_FIELDS_ADDED_LATER)."""
+    return model.model_dump(include=names, exclude_defaults=True)
 
 
 class TaskSpec(BaseModel):
@@ -45,11 +51,7 @@ class TaskSpec(BaseModel):
 
     def key_fields(self) -> dict:
         """What of this task determines a result, for unit keys."""
-        out = self.model_dump()
-        for name in TASK_FIELDS_ADDED_LATER:
-            if out[name] == type(self).model_fields[name].default:
-                del out[name]
-        return out
+        return {**self.model_dump(exclude=TASK_FIELDS_ADDED_LATER), **_set_later(self, TASK_FIELDS_ADDED_LATER)}
 
     @model_validator(mode="after")
     def _kind(self):
@@ -109,9 +111,9 @@ class StudySpec(BaseModel):
         """Hash of what determines a unit: the base, eval settings and ``parts``. Local files and
         folders enter by content (see :func:`content_id`), so the same study in another checkout
         or folder gets the same keys and its finished units are recognised."""
-        dtype = [] if self.dtype == "auto" else [self.dtype]  # keeps keys of studies written before it
-        blob = json.dumps([content_id(self.base), self.architecture, self.eval_limit, self.seed, *dtype,
-                           *parts], sort_keys=True, default=str)
+        later = _set_later(self, STUDY_FIELDS_ADDED_LATER)
+        blob = json.dumps([content_id(self.base), self.architecture, self.eval_limit, self.seed,
+                           *([later] if later else []), *parts], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -128,11 +130,10 @@ def content_id(value: str) -> str:
         return value
     if path.is_file():
         files = [path]
-    else:  # a model/adapter folder's top-level files, and a dataset folder's data files at any depth
-        files = {f for pattern in ("*.json", "*.jsonl", "*.safetensors") for f in path.glob(pattern)}
-        files |= {f for pattern in ("*.parquet", "*.csv", "*.arrow", "*.jsonl", "*.json") for f in path.rglob(pattern)
-                  if not any(part.startswith(".") for part in f.relative_to(path).parts)}
-        files = sorted(files)
+    else:  # a model/adapter folder's weights, its json files and a dataset folder's data files at any depth
+        files = sorted(set(path.glob("*.safetensors")) | {
+            f for pattern in ("*.json", "*.jsonl", "*.parquet", "*.csv", "*.arrow") for f in path.rglob(pattern)
+            if not any(part.startswith(".") for part in f.relative_to(path).parts)})
     stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     if stamp not in _CONTENT_CACHE:
         digest = hashlib.sha256()
