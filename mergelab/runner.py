@@ -84,6 +84,12 @@ def load_study_spec(store: Store, study_id: str) -> StudySpec:
     return parse_spec(df["spec"].iloc[0])
 
 
+def _model_key(spec: StudySpec) -> tuple:
+    """What the loaded model of a worker depends on; base and adapters by content."""
+    return (content_id(spec.base), {t: content_id(a) for t, a in spec.adapters.items()}, spec.architecture,
+            spec.allow_pickle, spec.trust_remote_code, spec.batch_size, spec.dtype)
+
+
 class StudyContext:
     """What a worker holds for one study: base loaded once, data, a cache of merges."""
 
@@ -101,17 +107,19 @@ class StudyContext:
                                      allow_pickle=spec.allow_pickle)
         self.runner = ModelRunner(self.aset, spec.architecture, self.device, spec.batch_size,
                                   spec.trust_remote_code, spec.dtype)
+        self._model_key = _model_key(spec)
         self._merges: OrderedDict = OrderedDict()
 
     def refresh(self, spec: StudySpec) -> bool:
         """Take a newer version of the study's spec (say, a group added by a swap) without
-        reloading the model, when base and adapters are unchanged. False: rebuild the context."""
-        same = ("base", "architecture", "adapters", "allow_pickle", "trust_remote_code", "batch_size", "dtype")
-        if any(getattr(spec, f) != getattr(self.spec, f) for f in same):
+        reloading the model, when base and adapters are unchanged — by content, as unit keys see
+        them (an adapter retrained in place is a new adapter). False: rebuild the context. The
+        task data is re-read every time (cached per file content, so cheap): an edited data file
+        gets new unit keys, and those units must see its new rows."""
+        if _model_key(spec) != self._model_key:
             return False
-        if spec != self.spec:
-            self.data = load_all(spec)
-            self.spec = spec
+        self.data = load_all(spec)
+        self.spec = spec
         return True
 
     def probe_texts(self, tasks: list[str]) -> tuple[list[str], list[str]]:

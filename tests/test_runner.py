@@ -373,3 +373,26 @@ def test_bfloat16_evaluation(tmp_path):
     keys = lambda s: {u["unit_key"] for u in runner.plan_units(s)}
     assert keys(spec) == keys(spec.model_copy(update={"dtype": "auto"}))
     assert not keys(spec) & keys(spec.model_copy(update={"dtype": "bfloat16"}))
+
+
+def test_a_worker_context_follows_edited_data_and_retrained_adapters(study, tmp_path):
+    """Unit keys hash contents; a long-lived worker must too: an edited data file's new units
+    see the new rows, and an adapter retrained in place (same path) reloads the model."""
+    import shutil
+
+    from mergelab.spec import parse_spec
+
+    from tinymodels import make_lora, minilm_path
+
+    copy = tmp_path / "copy"
+    shutil.copytree(study.parent, copy, ignore=shutil.ignore_patterns("*.db*", "states"))
+    spec = parse_spec(copy / "study.yaml")
+    ctx = runner.StudyContext(Store(tmp_path / "w.db"), spec)
+    data = copy / "data" / "task0.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps({**r, "text": r["text"] + " edited"}) + "\n" for r in rows))
+    assert ctx.refresh(parse_spec(copy / "study.yaml"))
+    assert all(r["text"].endswith(" edited") for r in ctx.data["task0"].eval_rows)
+    shutil.rmtree(copy / "adapters" / "task1")
+    make_lora(minilm_path(), copy / "adapters" / "task1", 99, kind="classifier", num_labels=2, scale=0.2)
+    assert not ctx.refresh(parse_spec(copy / "study.yaml"))
