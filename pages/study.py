@@ -139,7 +139,7 @@ def _groups(text):
 
 def _cell(value) -> str:
     """A table cell as text; empty for the None / NaN of a freshly added row."""
-    return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
+    return "" if value is None or pd.isna(value) else str(value).strip()
 
 
 def _task(row) -> dict:
