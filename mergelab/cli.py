@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,13 @@ from pathlib import Path
 from . import methods
 
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, RuntimeError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (usage stays one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _method_flags(parser: argparse.ArgumentParser) -> None:
@@ -83,10 +91,29 @@ def _adapters(paths: list[str]) -> dict[str, str]:
     return dict(zip(names, paths))
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _output_folder(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder to write the merge into")
+    return out
+
+
 def cmd_merge(args) -> int:
     from . import loading, merge
 
     params = _params(args, args.method)
+    methods.get(args.method).resolve(len(args.adapters), params)  # bad parameters: before any loading
+    _output_folder(args.out)
     aset = loading.load_adapter_set(args.base, _adapters(args.adapters), allow_pickle=args.allow_pickle,
                                     check_base_name=not args.ignore_base_name)
     device = merge.pick_device(args.device)
@@ -98,17 +125,33 @@ def cmd_merge(args) -> int:
         print(f"wrote model folder {out}")
     else:
         report = merge.save_adapter(result, args.out, rank=args.rank)
-        print(f"wrote LoRA adapter {args.out} (rank {args.rank}); relative reconstruction error "
+        capped = report["capped"]
+        note = (f"; {len(capped)} modules are smaller than rank {args.rank} and keep rank "
+                f"{', '.join(map(str, sorted(set(capped.values()))))} (rank_pattern)") if capped else ""
+        print(f"wrote LoRA adapter {args.out} (rank {args.rank}{note}); relative reconstruction error "
               f"max {report['max']:.3g}, mean {report['mean']:.3g}")
     return 0
+
+
+def _exists_or_hub_id(value: str, what: str) -> None:
+    from .spec import _is_local, _looks_like_hub_id
+
+    if not (_is_local(value) or _looks_like_hub_id(value) or value.startswith("pypi:")):
+        raise ValueError(f"{what} {value} does not exist (give a local folder or a hub id org/name)")
 
 
 def cmd_export(args) -> int:
     from .mergekit_export import mergekit_yaml
 
+    _exists_or_hub_id(args.base, "base")
+    for a in args.adapters:
+        _exists_or_hub_id(a, "adapter")
     text = mergekit_yaml(args.base, args.adapters, args.method, _params(args, args.method))
     if args.out:
-        Path(args.out).write_text(text)
+        out = Path(args.out)
+        if not out.parent.is_dir():
+            raise ValueError(f"cannot write {out}: the folder {out.parent} does not exist")
+        out.write_text(text)
         print(f"wrote {args.out}; run: mergekit-yaml {args.out} OUT --lora-merge-cache CACHE",
               file=sys.stderr)
     else:
@@ -158,11 +201,19 @@ def _event_printer():
     state = {}
 
     def on_event(ev: dict) -> None:
+        if ev["event"] == "refused":
+            state.setdefault("refused", []).append(ev["reason"])
+            return
+        if ev["event"] == "waiting":
+            if not state.get("waiting"):
+                tqdm.write(f"waiting for {ev['running']} unit(s) running in another worker", file=sys.stderr)
+            state["waiting"] = True
+            return
         if "bar" not in state:
             state["bar"] = tqdm(total=state.get("total"), desc="units", unit="unit", file=sys.stderr)
         bar = state["bar"]
-        label = ev["kind"] + ":" + ",".join(str(v) for k, v in ev["payload"].items() if k != "params"
-                                            and not isinstance(v, list))
+        label = ev["kind"] + ":" + ",".join(str(v) for k, v in ev["payload"].items()
+                                            if k != "params" and not isinstance(v, list))
         if ev["event"] == "start":
             bar.set_postfix_str(label[-50:])
         elif ev["event"] == "done":
@@ -174,64 +225,94 @@ def _event_printer():
     return on_event, state
 
 
+def _grants(args):
+    from .spec import Grants
+
+    return Grants(trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+
+
+def _finish_line(store, study: str, out: dict, seconds: float) -> int:
+    """Print how the run ended; 0 only when every unit of the study is done."""
+    from . import jobs
+
+    counts = jobs.status_counts(store, study)
+    print(f"ran {out['done']} units ({out['failed']} failed) in {seconds:.1f} s", file=sys.stderr)
+    left = {k: v for k, v in counts.items() if k != "done"}
+    if not left:
+        return 0
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(left.items()))
+    hint = {"failed": "see `mergelab report` / the Run page, then `mergelab run --retry-failed`",
+            "cancelled": "resume them on the Run page or with `mergelab run --retry-failed`",
+            "queued": "run again to finish them"}
+    advice = "; ".join(hint[k] for k in ("failed", "cancelled", "queued") if k in left)
+    print(f"study {study!r} is not complete: {parts} of {sum(counts.values())} units ({advice})",
+          file=sys.stderr)
+    return 1
+
+
 def cmd_run(args) -> int:
     from . import jobs, runner
 
     store = _open(args.db)
-    spec, counts = runner.prepare(store, args.spec)
+    spec, counts = runner.prepare(store, args.spec, grants=_grants(args), replace=args.replace)
     if args.recompute:
         n = jobs.requeue(store, spec.name, [u["unit_key"] for u in runner.plan_units(spec)])
         print(f"--recompute: {n} units queued again; their stored results are replaced one by one "
               "as each finishes", file=sys.stderr)
-    status = jobs.jobs_frame(store, spec.name)["status"].value_counts().to_dict()
+    if args.retry_failed:
+        n = jobs.retry_failed(store, spec.name) + jobs.requeue_cancelled(store, spec.name)
+        print(f"--retry-failed: {n} failed or cancelled units queued again", file=sys.stderr)
+    status = jobs.status_counts(store, spec.name)
     print(f"study {spec.name!r}: {counts['new']} new units, {counts['existing']} already planned "
           f"({status.get('done', 0)} done); store {store.path}", file=sys.stderr)
     on_event, state = _event_printer()
-    state["total"] = int(status.get("queued", 0))
+    state["total"] = int(status.get("queued", 0) + status.get("running", 0))
     started = time.time()
-    out = runner.run_worker(store, spec.name, device=args.device, on_event=on_event)
+    out = runner.run_worker(store, spec.name, device=args.device, grants=_grants(args), on_event=on_event)
     if "bar" in state:
         state["bar"].close()
-    print(f"ran {out['done']} units ({out['failed']} failed) in {time.time() - started:.1f} s",
-          file=sys.stderr)
-    return 1 if out["failed"] else 0
+    return _finish_line(store, spec.name, out, time.time() - started)
 
 
 def cmd_worker(args) -> int:
     from . import runner
 
     store = _open(args.db)
-    on_event, _ = _event_printer()
-    out = runner.run_worker(store, args.study, device=args.device, stop_when_empty=not args.forever,
-                            on_event=on_event)
+    on_event, state = _event_printer()
+    started = time.time()
+    out = runner.run_worker(store, args.study, device=args.device, grants=_grants(args),
+                            stop_when_empty=not args.forever, on_event=on_event)
+    if "bar" in state:
+        state["bar"].close()
+    for reason in state.get("refused", []):
+        print(f"not run: {reason}", file=sys.stderr)
+    if args.study:
+        return _finish_line(store, args.study, out, time.time() - started)
     print(f"worker finished: {out['done']} done, {out['failed']} failed", file=sys.stderr)
-    return 0
+    return 1 if out["failed"] or state.get("refused") else 0
 
 
 def cmd_report(args) -> int:
     from . import results
     from .spec import parse_spec
 
+    if args.spec:
+        study = parse_spec(Path(args.spec)).name
+    elif args.study:
+        study = args.study
+    else:
+        raise ValueError("name the study: mergelab report STUDY.yaml, or mergelab report --study NAME")
     store = _open(args.db)
-    study = args.study or parse_spec(args.spec).name
     if not store.has_study(study):
         raise ValueError(f"study {study!r} is not in the store {store.path}; run it first")
-    losses = results.loss_table(store, study)
-    summary = {"experts": results.expert_table(store, study), "losses": losses,
-               "table5_mds_vs_best_loss": results.table5(store, study)}
-    for group, tasks in store.groups(study).items():
-        if results.has_states(store, study, tasks):
-            summary[f"hiddensim:{group}"] = results.similarity(store, study, tasks).reset_index(
-                names="task")
-        summary[f"mds:{group}"] = results.mds_table(store, study, group)
-        summary[f"anova:{group}"] = results.anova(store, study, group)
+    summary = results.summary(store, study)
     if args.format == "json":
-        print(json.dumps({k: v.to_dict(orient="records") for k, v in summary.items()}, indent=2,
-                         default=float))
+        clean = {k: v.astype(object).where(v.notna(), None).to_dict(orient="records") for k, v in summary.items()}
+        print(json.dumps(clean, indent=2, default=float))
     else:
         for name, frame in summary.items():
             print(f"# {name}")
-            print(frame.to_csv(index=False))
+            print(frame.to_csv(index=False, na_rep="undefined"))
     return 0
 
 
@@ -254,8 +335,15 @@ def cmd_demo(args) -> int:
     raise ValueError(f"unknown demo command {args.demo_command!r}")
 
 
+def _grant_flags(p) -> None:
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a study that sets trust_remote_code: true to run Python from its base folder")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow a study that sets allow_pickle: true to load pickle (.bin) weights")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mergelab", description=__doc__)
+    parser = _Parser(prog="mergelab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def base_args(p, out_required=True):
@@ -269,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     base_args(m)
     m.add_argument("--out", required=True, help="output folder")
     m.add_argument("--format", choices=["model", "adapter"], default="model")
-    m.add_argument("--rank", type=int, default=16, help="rank of the saved adapter (--format adapter)")
+    m.add_argument("--rank", type=_positive_int, default=16, help="rank of the saved adapter (--format adapter)")
     m.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     m.add_argument("--allow-pickle", action="store_true", help="also read .bin pickle weights")
     m.add_argument("--ignore-base-name", action="store_true",
@@ -295,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto")
     r.add_argument("--recompute", action="store_true",
                    help="run every unit again, finished ones included (e.g. the shipped demo results)")
+    r.add_argument("--retry-failed", action="store_true", help="queue failed and cancelled units again")
+    r.add_argument("--replace", action="store_true",
+                   help="a study of this name is stored with another spec: discard it (rows, jobs, states)")
+    _grant_flags(r)
     r.set_defaults(func=cmd_run)
 
     w = sub.add_parser("worker", help="claim and run queued units from the store")
@@ -302,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--study", help="only this study's units")
     w.add_argument("--device", default="auto")
     w.add_argument("--forever", action="store_true", help="keep polling when the queue is empty")
+    _grant_flags(w)
     w.set_defaults(func=cmd_worker)
 
     rp = sub.add_parser("report", help="merging loss, HiddenSim, MDS and p-values of a study")
@@ -329,13 +422,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not os.environ.get("MERGELAB_DEBUG"):  # library warnings are not the user's business here
+        import warnings
+
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except EXPECTED_ERRORS as exc:
-        print(f"mergelab: error: {exc}", file=sys.stderr)
+        print(f"mergelab: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mergelab: interrupted; finished units are stored, `mergelab run` resumes the rest",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
+        if os.environ.get("MERGELAB_DEBUG"):
+            raise
+        print(f"mergelab: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+              "(set MERGELAB_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

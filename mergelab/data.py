@@ -37,14 +37,30 @@ def _load_splits(source: str) -> dict[str, tuple[dict, ...]]:
 
 @cache
 def _read_splits(source: str, _content: str) -> dict[str, tuple[dict, ...]]:
-    from datasets import load_dataset
+    from datasets import disable_progress_bars, load_dataset
+
+    disable_progress_bars()  # a data file is read in well under a second; its bar is noise on stderr
 
     path = Path(source)
     if path.is_file():
         fmt = FORMATS.get(path.suffix)
         if fmt is None:
             raise SpecError([f"{source}: unsupported file type {path.suffix} (jsonl, json, csv, parquet)"])
-        return {"": tuple(load_dataset(fmt, data_files=str(path), split="train").to_list())}
+        if path.stat().st_size == 0:
+            raise SpecError([f"{source}: the file is empty"])
+        if fmt in ("json", "csv"):
+            try:
+                path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SpecError([f"{source}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
+                                 f"{exc.start}); save it as UTF-8"]) from None
+        try:
+            return {"": tuple(load_dataset(fmt, data_files=str(path), split="train").to_list())}
+        except Exception as exc:  # pyarrow / datasets parse errors come in many types
+            while exc.__cause__ is not None:  # datasets wraps the parser's own, clearer error
+                exc = exc.__cause__
+            detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise SpecError([f"{source}: cannot be read as {path.suffix[1:]} ({detail})"]) from None
     try:
         ds = load_dataset(source)
     except Exception as exc:
@@ -103,6 +119,8 @@ def load_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: i
         except KeyError as exc:
             problems.append(f"tasks.{name}.template uses field {exc} which the data does not have "
                             f"(fields: {sorted(row)})")
+        except (IndexError, ValueError, AttributeError) as exc:
+            problems.append(f"tasks.{name}.template {task.template!r} cannot be filled from a row ({exc})")
         if missing:
             problems.append(f"tasks.{name}: data has no field {missing[0]!r} (fields: {sorted(row)})")
     if task.labels and not problems:

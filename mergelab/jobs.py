@@ -12,13 +12,54 @@ import uuid
 
 import pandas as pd
 
-from .store import Store
+from .store import Store, StoreError
 
 STALE_AFTER_S = 60.0
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a zombie — exited, not yet reaped — does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (not Linux): trust kill(0)
+
+
+def worker_alive(worker: str) -> bool | None:
+    """True/False for a worker of this machine (by its process id); None for one elsewhere."""
+    try:
+        host, pid, _ = worker.rsplit(":", 2)
+        pid = int(pid)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    return _process_alive(pid)
+
+
+def recover_dead(store: Store) -> int:
+    """Queue again, at once, the units claimed by workers of this machine whose process is gone
+    (killed, crashed): no heartbeat timeout to wait for. Workers elsewhere are judged by their
+    heartbeat (:func:`recover_stale`)."""
+    running = store.query("SELECT id, worker FROM jobs WHERE status='running'")
+    dead = [(int(r.id), r.worker) for r in running.itertuples() if r.worker and worker_alive(r.worker) is False]
+    if not dead:
+        return 0
+    with store.transaction() as con:
+        return sum(con.execute("UPDATE jobs SET status='queued', worker=NULL, "
+                               "message='requeued: its worker process died' "
+                               "WHERE id=? AND worker=? AND status='running'", d).rowcount for d in dead)
 
 
 def enqueue(store: Store, study_id: str, units: list[dict]) -> dict:
@@ -42,11 +83,14 @@ def recover_stale(store: Store, stale_after: float = STALE_AFTER_S) -> int:
         return cur.rowcount
 
 
-def claim(store: Store, worker: str, study_id: str | None = None) -> dict | None:
-    """Atomically take the oldest queued job (of one study, or any)."""
+def claim(store: Store, worker: str, study_id: str | None = None, exclude=()) -> dict | None:
+    """Atomically take the oldest queued job (of one study, or of any but ``exclude``)."""
     now = time.time()
     where = "status='queued'" + (" AND study_id=?" if study_id else "")
     args = (study_id,) if study_id else ()
+    if exclude:
+        where += f" AND study_id NOT IN ({', '.join('?' * len(exclude))})"
+        args += tuple(exclude)
     with store.transaction() as con:
         row = con.execute(
             f"UPDATE jobs SET status='running', worker=?, heartbeat=?, attempts=attempts+1, "
@@ -87,6 +131,22 @@ def finish(store: Store, job: dict, worker: str, write) -> bool:
 
 class _NotOwner(Exception):
     """Raised inside finish() to roll back when the job is no longer ours."""
+
+
+def release(store: Store, job: dict, worker: str, message: str) -> None:
+    """Give a claimed job back to the queue, unrun (the store, not the unit, failed): it does not
+    count as an attempt. Best effort: if even this cannot be written, dead-worker recovery will."""
+    try:
+        with store.transaction() as con:
+            con.execute("UPDATE jobs SET status='queued', worker=NULL, attempts=MAX(attempts-1, 0), message=? "
+                        "WHERE id=? AND worker=? AND status='running'", (message[:200], job["id"], worker))
+    except StoreError:
+        pass
+
+
+def status_counts(store: Store, study_id: str) -> dict[str, int]:
+    df = store.query("SELECT status, COUNT(*) AS n FROM jobs WHERE study_id=? GROUP BY status", (study_id,))
+    return dict(zip(df["status"], df["n"].astype(int)))
 
 
 def fail(store: Store, job: dict, worker: str, error: str) -> None:
@@ -145,9 +205,12 @@ class Heartbeat:
 
     def _beat(self):
         while not self._stop.wait(self.every):
-            with self.store.transaction() as con:
-                con.execute("UPDATE jobs SET heartbeat=? WHERE id=? AND worker=?",
-                            (time.time(), self.job_id, self.worker))
+            try:
+                with self.store.transaction() as con:
+                    con.execute("UPDATE jobs SET heartbeat=? WHERE id=? AND worker=?",
+                                (time.time(), self.job_id, self.worker))
+            except StoreError:
+                pass  # a store that cannot be written fails the unit's own writes, with a message
 
     def __enter__(self):
         self._thread.start()

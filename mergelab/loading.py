@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,23 @@ def resolve_dir(id_or_path: str | os.PathLike, *, what: str, allow_pickle: bool 
         ) from None
 
 
+def load_pickle(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """A pickle weights file with ``torch.load(weights_only=True)`` (tensors only, no code). Anything
+    that needs more than tensors to unpickle is refused with one line, never run."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before it refuses
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, EOFError, RuntimeError, ...: all the same to a user
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in lines if "Unsupported" in line), lines[0] if lines else type(exc).__name__)
+        raise LoadError(f"{what} {path} cannot be loaded safely: torch.load(weights_only=True) refused it "
+                        f"({reason[:160]}); convert it to safetensors") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LoadError(f"{what} {path} does not hold a mapping of tensors")
+    return state
+
+
 # --- base weights --------------------------------------------------------------------------------
 class BaseWeights:
     """Lazy read access to a checkpoint's tensors (safetensors, sharded or not)."""
@@ -98,7 +116,7 @@ class BaseWeights:
                     "in with allow_pickle / --allow-pickle if you trust the source.")
             self._pickle = {}
             for b in bins:
-                self._pickle.update(torch.load(b, map_location="cpu", weights_only=True))
+                self._pickle.update(load_pickle(b, "base model file"))
             self._where = {k: b for k in self._pickle}
 
     def keys(self) -> list[str]:
@@ -228,7 +246,7 @@ def load_adapter(id_or_path: str | os.PathLike, name: str | None = None, *,
         if not allow_pickle:
             raise LoadError(f"adapter {label!r} has only {ADAPTER_PICKLE} (pickle, can run code when "
                             "loaded); convert it to safetensors or opt in with --allow-pickle")
-        state = torch.load(folder / ADAPTER_PICKLE, map_location="cpu", weights_only=True)
+        state = load_pickle(folder / ADAPTER_PICKLE, f"adapter {label!r}:")
     else:
         raise LoadError(f"adapter {label!r}: no {ADAPTER_WEIGHTS} in {folder}")
     lora_a, lora_b, heads = {}, {}, {}
@@ -253,6 +271,13 @@ def load_adapter(id_or_path: str | os.PathLike, name: str | None = None, *,
         if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
             raise LoadError(f"adapter {label!r}, module {module}: A {tuple(a.shape)} and B {tuple(b.shape)} "
                             "do not form a rank-r product")
+        if not (a.is_floating_point() and b.is_floating_point()):
+            kinds = sorted({str(t.dtype).removeprefix("torch.") for t in (a, b)})
+            raise LoadError(f"adapter {label!r}, module {module}: LoRA factors are {'/'.join(kinds)}, "
+                            "not floating point")
+        if a.shape[0] > min(b.shape[0], a.shape[1]):
+            raise LoadError(f"adapter {label!r}, module {module}: rank {a.shape[0]} exceeds the module's "
+                            f"smaller dimension {min(b.shape[0], a.shape[1])} (ΔW is {b.shape[0]}×{a.shape[1]})")
     return LoraAdapter(label, folder, config, lora_a, lora_b, heads)
 
 
@@ -376,6 +401,12 @@ def _read_json(path: Path, what: str) -> dict:
     if not path.exists():
         raise LoadError(f"{what} missing: {path}")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise LoadError(f"{what} {path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
+                        f"{exc.start})") from None
     except json.JSONDecodeError as exc:
         raise LoadError(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise LoadError(f"{what} {path} is not a JSON object")
+    return data

@@ -25,7 +25,12 @@ def pick_device(requested: str | None = None) -> torch.device:
     """CUDA when present unless told otherwise; a clear error for an unavailable request."""
     if requested in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(requested)
+    try:
+        dev = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise LoadError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise LoadError(f"device {requested!r} is not supported; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LoadError("--device cuda was requested but no CUDA GPU is available (torch "
                         f"{torch.__version__} sees none); use --device cpu")
@@ -103,8 +108,11 @@ def save_model(result: MergeResult, out_dir: str | Path, progress: Progress | No
 def save_adapter(result: MergeResult, out_dir: str | Path, rank: int) -> dict:
     """Write the merged ΔW as a PEFT LoRA adapter by truncated SVD at ``rank``.
 
-    ΔW ≈ B·A with B = U_r·sqrt(S_r), A = sqrt(S_r)·V_rᵀ and lora_alpha = r (scale 1). Returns the
-    relative Frobenius reconstruction error ||ΔW − B·A|| / ||ΔW|| per module, plus max and mean.
+    ΔW ≈ B·A with B = U_r·sqrt(S_r), A = sqrt(S_r)·V_rᵀ and lora_alpha = r (scale 1). A module whose
+    smaller dimension is below ``rank`` keeps the rank its shape allows, recorded in the config's
+    ``rank_pattern`` / ``alpha_pattern`` so PEFT (and MergeLab) reload it at scale 1. Returns the
+    relative Frobenius reconstruction error ||ΔW − ΔŴ|| / ||ΔW|| per module, where ΔŴ is what the
+    saved adapter reloads as, plus max and mean.
     """
     if rank < 1:
         raise LoadError(f"adapter rank must be ≥ 1, got {rank}")
@@ -115,18 +123,20 @@ def save_adapter(result: MergeResult, out_dir: str | Path, rank: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ref = result.adapter_set.adapters[0]
     key_of = {v: k for k, v in result.adapter_set.module_keys.items()}
-    state, errors = {}, {}
+    state, errors, capped = {}, {}, {}
     for key, dw in result.deltas.items():
         u, s, vh = torch.linalg.svd(dw.double(), full_matrices=False)
         r = min(rank, s.numel())
         root = s[:r].sqrt()
         b = (u[:, :r] * root).float()
         a = (root[:, None] * vh[:r]).float()
+        norm = dw.norm().item()
+        errors[key] = float((dw - b @ a).norm().item() / norm) if norm > 0 else 0.0  # scale alpha/r = 1
         if ref.config.get("fan_in_fan_out"):
             a, b = b.T.contiguous(), a.T.contiguous()
-        norm = dw.norm().item()
-        errors[key] = float((dw - b @ a).norm().item() / norm) if norm > 0 else 0.0
         module = key_of[key]
+        if r < rank:
+            capped[module] = r
         state[f"base_model.model.{module}.lora_A.weight"] = a.contiguous()
         state[f"base_model.model.{module}.lora_B.weight"] = b.contiguous()
     save_file(state, out / "adapter_model.safetensors", metadata={"format": "pt"})
@@ -134,12 +144,13 @@ def save_adapter(result: MergeResult, out_dir: str | Path, rank: int) -> dict:
     config = {k: v for k, v in ref.config.items() if k not in (
         "rank_pattern", "alpha_pattern", "use_rslora", "modules_to_save")}
     config.update({"peft_type": "LORA", "r": rank, "lora_alpha": rank, "target_modules": targets,
-                   "use_rslora": False, "rank_pattern": {}, "alpha_pattern": {},
+                   "use_rslora": False, "rank_pattern": capped, "alpha_pattern": dict(capped),
                    "modules_to_save": None})
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
     values = list(errors.values())
     _write_card(result, out)
-    return {"per_module": errors, "max": max(values), "mean": sum(values) / len(values)}
+    return {"per_module": errors, "max": max(values), "mean": sum(values) / len(values),
+            "capped": capped}
 
 
 def _write_card(result: MergeResult, out: Path) -> None:

@@ -15,6 +15,8 @@ from . import methods
 def mergekit_config(base: str, adapters: list[str], method: str, params: dict | None = None,
                     dtype: str = "float32") -> dict:
     spec = methods.get(method)
+    if len(adapters) < 2:
+        raise methods.MethodError(f"merging needs at least 2 adapters, got {len(adapters)}")
     values = spec.resolve(len(adapters), params)
     from pathlib import Path
 

@@ -24,6 +24,7 @@ Defaults we chose, and why (mergekit's own defaults differ where noted):
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,16 @@ from mergekit.merge_methods.api import merge_tensors
 
 class MethodError(ValueError):
     """An unknown method or a parameter value it cannot take."""
+
+
+#: Seeds are 0 … 2³² − 1 everywhere (numpy's range; SQLite stores them as integers).
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise MethodError(f"seed must be a whole number from 0 to {SEED_MAX}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -75,25 +86,31 @@ class Method:
                 if len(values) != n:
                     raise MethodError(f"{self.label}: {p.name} needs one value per adapter ({n}), "
                                       f"got {len(values)}")
-                for v in values:
-                    _check_range(self, p, v)
-                out[p.name] = [p.kind(v) for v in values]
+                out[p.name] = [_checked(self, p, v) for v in values]
             else:
-                _check_range(self, p, value)
-                out[p.name] = p.kind(value)
-        out["seed"] = int(given.get("seed", 0))
+                out[p.name] = _checked(self, p, value)
+        try:
+            out["seed"] = check_seed(given.get("seed", 0))
+        except MethodError as exc:
+            raise MethodError(f"{self.label}: {exc}") from None
         return out
 
 
-def _check_range(method: Method, p: Param, value) -> None:
+def _checked(method: Method, p: Param, value):
+    """``value`` as the parameter's type, or MethodError naming the parameter and what is allowed:
+    booleans must be true/false, numbers finite and inside the declared range."""
     if p.kind is bool:
-        return
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise MethodError(f"{method.label}: {p.name} must be a number, got {value!r}") from None
+        if not isinstance(value, bool):
+            raise MethodError(f"{method.label}: {p.name} must be true or false, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MethodError(f"{method.label}: {p.name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise MethodError(f"{method.label}: {p.name} must be a finite number, got {value!r}")
     if (p.minimum is not None and v < p.minimum) or (p.maximum is not None and v > p.maximum):
         raise MethodError(f"{method.label}: {p.name} = {v} is outside [{p.minimum}, {p.maximum}]")
+    return p.kind(v)
 
 
 WEIGHTS = Param("weight", float, 1.0, "relative weight of each adapter", per_adapter=True)

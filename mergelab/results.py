@@ -11,20 +11,46 @@ import pandas as pd
 from . import analysis, hidden, stats
 from .store import Store
 
+UNDEFINED_LOSS = "undefined: the expert scores 0, so Eq. 1 divides by zero"
+
 
 def loss_table(store: Store, study_id: str) -> pd.DataFrame:
     """Merged rows with expert score and merging loss (Eq. 1): group_name, task, method, score,
-    expert_score, loss. Published rows keep their printed loss."""
+    expert_score, loss, note. Published rows keep their printed loss. Where the expert scores 0
+    the loss is undefined: NaN, and ``note`` says why; every other row is as usual."""
     res = store.results(study_id)
     merged = res[res["method"] != "expert"].copy()
     experts = res[res["method"] == "expert"].set_index("task")["score"]
     missing = merged["expert_score"].isna()
     merged.loc[missing, "expert_score"] = merged.loc[missing, "task"].map(experts)
-    need = merged["loss"].isna() & merged["expert_score"].notna() & merged["score"].notna()
+    merged["note"] = ""
+    zero = merged["loss"].isna() & (merged["expert_score"] == 0)
+    merged.loc[zero, "note"] = UNDEFINED_LOSS
+    need = merged["loss"].isna() & merged["expert_score"].notna() & merged["score"].notna() & ~zero
     if need.any():
         merged.loc[need, "loss"] = analysis.merging_loss(
             merged.loc[need, "score"].to_numpy(float), merged.loc[need, "expert_score"].to_numpy(float))
-    return merged[["group_name", "model", "task", "method", "score", "expert_score", "loss"]]
+    return merged[["group_name", "model", "task", "method", "score", "expert_score", "loss", "note"]]
+
+
+def loss_extremes(losses: pd.DataFrame, collapse: float = -30.0) -> pd.DataFrame:
+    """Per task of one group's loss rows: worst and best loss over methods and which method gave
+    each, and whether even the best is at or below ``collapse`` (collapse under every method).
+    A task whose losses are all undefined gets NaN, method "undefined" and a note."""
+    rows = []
+    for task, sub in losses.groupby("task", sort=False):
+        known = sub.dropna(subset=["loss"])
+        if known.empty:
+            note = next((n for n in sub.get("note", []) if n), "undefined: no merged score")
+            rows.append({"task": task, "worst_loss": np.nan, "worst_method": "undefined", "best_loss": np.nan,
+                         "best_method": "undefined", "collapsed_under_all": False, "note": note})
+            continue
+        worst, best = known.loc[known["loss"].idxmin()], known.loc[known["loss"].idxmax()]
+        rows.append({"task": task, "worst_loss": worst["loss"], "worst_method": worst["method"],
+                     "best_loss": best["loss"], "best_method": best["method"],
+                     "collapsed_under_all": bool(best["loss"] <= collapse), "note": ""})
+    return pd.DataFrame(rows, columns=["task", "worst_loss", "worst_method", "best_loss", "best_method",
+                                       "collapsed_under_all", "note"])
 
 
 def expert_table(store: Store, study_id: str) -> pd.DataFrame:
@@ -77,8 +103,22 @@ def has_states(store: Store, study_id: str, tasks: list[str]) -> bool:
 
 def similarity(store: Store, study_id: str, tasks: list[str], *, layer: int = -1,
                pooling: str = "mean", distance: str = "l2", k: int | None = None) -> pd.DataFrame:
+    """HiddenSim (Eq. 2) of ``tasks``. Where Eq. 2 is undefined (one pair, or every distance
+    equal: max − min = 0) the off-diagonal cells are NaN and ``attrs['undefined']`` says why."""
     h, _ = expert_states(store, study_id, tasks, layer, pooling, k)
-    return hidden.similarity_frame(h, tasks, distance)
+    try:
+        return hidden.similarity_frame(h, tasks, distance)
+    except analysis.AnalysisError as exc:
+        frame = pd.DataFrame(np.where(np.eye(len(tasks), dtype=bool), 1.0, np.nan), index=tasks, columns=tasks)
+        frame.attrs["undefined"] = _undefined(exc, len(tasks))
+        return frame
+
+
+def _undefined(exc: Exception, n: int) -> str:
+    if n == 2:
+        return ("undefined for a group of 2: Eq. 2 rescales distances by their max − min, and one pair "
+                "has a single distance")
+    return f"undefined: {exc}"
 
 
 def mds_table(store: Store, study_id: str, group: str, tasks: list[str] | None = None, *,
@@ -86,19 +126,55 @@ def mds_table(store: Store, study_id: str, group: str, tasks: list[str] | None =
               n_boot: int = 0) -> pd.DataFrame:
     """MDS per task of a group (stored published MDS for studies without hidden states)."""
     tasks = tasks or store.groups(study_id).get(group, [])
-    if has_states(store, study_id, tasks):
+    if tasks and has_states(store, study_id, tasks):
         h, _ = expert_states(store, study_id, tasks, layer, pooling, k)
-        if n_boot:
-            return hidden.mds_with_ci(h, tasks, distance, n_boot=n_boot)
-        return pd.DataFrame({"task": tasks, "mds": hidden.mds_of(h, distance)})
+        try:
+            if n_boot:
+                return hidden.mds_with_ci(h, tasks, distance, n_boot=n_boot)
+            return pd.DataFrame({"task": tasks, "mds": hidden.mds_of(h, distance)})
+        except analysis.AnalysisError as exc:
+            return pd.DataFrame({"task": tasks, "mds": np.nan, "note": _undefined(exc, len(tasks))})
     tm = store.task_metrics(study_id)
     sub = tm[(tm["group_name"] == group) & (tm["name"] == "mds")]
     return sub[["task", "value"]].rename(columns={"value": "mds"}).reset_index(drop=True)
 
 
 def mds_vs_loss(store: Store, study_id: str, group: str, **kw) -> pd.DataFrame:
+    """Per task of ``group``: MDS and best loss over methods (NaN where a task has no merged row
+    or an undefined loss)."""
     losses = loss_table(store, study_id)
-    return mds_table(store, study_id, group, **kw).merge(best_loss(losses, group), on="task")
+    return mds_table(store, study_id, group, **kw).merge(best_loss(losses, group), on="task", how="left")
+
+
+def hidden_settings(store: Store, study_id: str) -> dict:
+    """The study spec's HiddenSim settings (layer, pooling, distance), for views that default to
+    what the study asked for; {} for studies without a spec."""
+    import yaml
+
+    df = store.query("SELECT spec FROM studies WHERE id=?", (study_id,))
+    if df.empty or not df["spec"].iloc[0]:
+        return {}
+    hidden_spec = (yaml.safe_load(df["spec"].iloc[0]) or {}).get("hidden") or {}
+    return {k: hidden_spec[k] for k in ("layer", "pooling", "distance") if k in hidden_spec}
+
+
+def summary(store: Store, study_id: str) -> dict[str, pd.DataFrame]:
+    """Everything `mergelab report` prints, at the study's own HiddenSim settings. Total: a cell
+    the paper's formulas leave undefined (a group of 2, an expert scoring 0, a task with no
+    merged rows) is NaN with a note, and everything else is computed as usual."""
+    kw = hidden_settings(store, study_id)
+    out = {"experts": expert_table(store, study_id), "losses": loss_table(store, study_id),
+           "table5_mds_vs_best_loss": table5(store, study_id, **kw)}
+    for group, tasks in store.groups(study_id, role="group").items():
+        if has_states(store, study_id, tasks):
+            sim = similarity(store, study_id, tasks, **kw)
+            frame = sim.reset_index(names="task")
+            if sim.attrs.get("undefined"):
+                frame["note"] = sim.attrs["undefined"]
+            out[f"hiddensim:{group}"] = frame
+        out[f"mds:{group}"] = mds_table(store, study_id, group, **kw)
+        out[f"anova:{group}"] = anova(store, study_id, group)
+    return out
 
 
 def _group_worst_mds(store: Store, study_id: str, tasks: list[str], **kw) -> np.ndarray:
@@ -146,18 +222,19 @@ def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combo
     return pd.DataFrame(rows).sort_values("worst_mds").head(10).reset_index(drop=True)
 
 
-def table5(store: Store, study_id: str) -> pd.DataFrame:
-    """Pearson(MDS, best loss) per group."""
+def table5(store: Store, study_id: str, **kw) -> pd.DataFrame:
+    """Pearson(MDS, best loss) per group; where the test cannot run (fewer than 3 tasks with both
+    numbers, a constant column) r and p are NaN and ``note`` says why."""
     rows = []
     for group in store.groups(study_id):
-        frame = mds_vs_loss(store, study_id, group)
-        if len(frame) >= 3:
-            try:
-                r, p = stats.pearson(frame["mds"], frame["best_loss"])
-            except stats.StatsError:
-                continue
-            rows.append({"group": group, "n_tasks": len(frame), "r": r, "p": p})
-    return pd.DataFrame(rows)
+        frame = mds_vs_loss(store, study_id, group, **kw)
+        try:
+            r, p = stats.pearson(frame["mds"], frame["best_loss"])
+            note = ""
+        except stats.StatsError as exc:
+            r, p, note = np.nan, np.nan, f"undefined: {exc}"
+        rows.append({"group": group, "n_tasks": len(frame), "r": r, "p": p, "note": note})
+    return pd.DataFrame(rows, columns=["group", "n_tasks", "r", "p", "note"])
 
 
 def anova(store: Store, study_id: str, group: str | None = None) -> pd.DataFrame:

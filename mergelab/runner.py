@@ -12,8 +12,8 @@ ablations never need a model.
 
 from __future__ import annotations
 
+import errno
 import json
-import os
 import time
 import traceback
 from collections import OrderedDict
@@ -22,18 +22,18 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import jobs
 from .data import TaskData, load_all
-from .spec import StudySpec, content_id, dump_spec, parse_spec
-from .store import Store
+from .spec import NO_GRANTS, Grants, SpecError, StudySpec, check_grants, content_id, dump_spec, parse_spec
+from .store import Store, StoreError
 
 Progress = Callable[[dict], None]
 
 
 def states_dir(store: Store, study_id: str) -> Path:
-    return store.path.parent / "states" / study_id
+    return store.states_dir(study_id)
 
 
 def plan_units(spec: StudySpec) -> list[dict]:
@@ -65,7 +65,8 @@ def plan_units(spec: StudySpec) -> list[dict]:
     return units
 
 
-def register(store: Store, spec: StudySpec, description: str = "") -> None:
+def register(store: Store, spec: StudySpec, description: str | None = None) -> None:
+    """Store the study's spec and structure; ``description=None`` keeps a stored description."""
     store.upsert_study(spec.name, spec.name, "live", description, dump_spec(spec))
     store.set_groups(spec.name, spec.groups)
     if spec.pool:
@@ -91,13 +92,15 @@ def _model_key(spec: StudySpec) -> tuple:
 
 
 class StudyContext:
-    """What a worker holds for one study: base loaded once, data, a cache of merges."""
+    """What a worker holds for one study: base loaded once, data, a cache of merges. Code from the
+    model folder and pickles are used only when the spec asks *and* ``grants`` allow it."""
 
-    def __init__(self, store: Store, spec: StudySpec, device: str | None = None):
+    def __init__(self, store: Store, spec: StudySpec, device: str | None = None, grants: Grants = NO_GRANTS):
         from .loading import load_adapter_set
         from .merge import pick_device
         from .runtime import ModelRunner
 
+        check_grants(spec, grants)
         self.spec = spec
         self.store = store
         self.device = pick_device(device)
@@ -188,12 +191,8 @@ def execute(ctx: StudyContext, job: dict, progress: Callable[[float, str], None]
             name = f"merged__{p['group']}__{p['method']}"
         texts, owners = ctx.probe_texts(tasks)
         states = ctx.runner.hidden_states(texts)
-        folder = states_dir(ctx.store, study)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{name}.{os.getpid()}.tmp"
-        save_file({k: v.contiguous() for k, v in states.items()}, tmp,
-                  metadata={"probe_tasks": json.dumps(owners), "unit_key": job["unit_key"]})
-        os.replace(tmp, folder / f"{name}.safetensors")
+        ctx.store.write_states(study, name, states,
+                               {"probe_tasks": json.dumps(owners), "unit_key": job["unit_key"]})
         return lambda con: None
     if kind == "conflicts":
         from .conflicts import conflict_metrics
@@ -211,7 +210,7 @@ def load_states(store: Store, study_id: str, name: str) -> tuple[dict[str, torch
     """One stored states file and its probe owners. Pages read the same files on every rerun and
     the swap ranking reads each expert once per candidate, so reads are cached per file version
     (path, size, mtime); callers must not modify the tensors."""
-    path = states_dir(store, study_id) / f"{name}.safetensors"
+    path = store.states_path(study_id, name)
     stat = path.stat()
     return _read_states(str(path), stat.st_size, stat.st_mtime_ns)
 
@@ -226,22 +225,50 @@ def _read_states(path: str, size: int, mtime_ns: int) -> tuple[dict[str, torch.T
 
 
 def run_worker(store: Store, study_id: str | None = None, *, device: str | None = None,
-               stop_when_empty: bool = True, on_event: Progress | None = None,
+               grants: Grants = NO_GRANTS, stop_when_empty: bool = True, on_event: Progress | None = None,
                idle_sleep: float = 1.0, max_units: int | None = None,
                stale_after: float = jobs.STALE_AFTER_S) -> dict:
     """Claim and run jobs until none are queued (or forever with stop_when_empty=False).
 
+    Claims of workers of this machine that died are taken back at once (by process id), others'
+    after ``stale_after`` seconds without a heartbeat. With ``study_id``, the worker also waits for
+    units of that study still running elsewhere (taking them over if their worker dies), so it
+    returns only when none is left running. Studies asking for what ``grants`` do not allow are
+    refused (with ``study_id``: a :class:`GrantError` before anything runs; otherwise their units
+    are left queued and each is reported once as a ``refused`` event). A store that cannot be written (read-only,
+    full disk) raises :class:`StoreError` after giving the unit back to the queue.
+
     ``MERGELAB_UNIT_DELAY_S`` (a debugging and test knob) sleeps inside every unit before its
     results are written, to make a crash mid-unit easy to provoke.
     """
+    import os
+
     me = jobs.worker_id()
     delay = float(os.environ.get("MERGELAB_UNIT_DELAY_S", "0") or 0)
     contexts: dict[str, StudyContext] = {}
+    if study_id is not None:
+        if not store.has_study(study_id):
+            raise ValueError(f"study {study_id!r} is not in the store {store.path}")
+        check_grants(load_study_spec(store, study_id), grants)
     done = failed = 0
+    refused: dict[str, str] = {}
     while max_units is None or done + failed < max_units:
+        jobs.recover_dead(store)
         jobs.recover_stale(store, stale_after)
-        job = jobs.claim(store, me, study_id)
+        if study_id is None:
+            now_refused = _refused_studies(store, grants)
+            for sid in now_refused.keys() - refused.keys():
+                if on_event:
+                    on_event({"event": "refused", "study_id": sid, "reason": now_refused[sid]})
+            refused = now_refused
+        job = jobs.claim(store, me, study_id, exclude=tuple(refused))
         if job is None:
+            running = jobs.status_counts(store, study_id).get("running", 0) if study_id else 0
+            if running and stop_when_empty:
+                if on_event:
+                    on_event({"event": "waiting", "running": running})
+                time.sleep(idle_sleep)
+                continue
             if stop_when_empty:
                 break
             time.sleep(idle_sleep)
@@ -253,22 +280,55 @@ def run_worker(store: Store, study_id: str | None = None, *, device: str | None 
                 sid = job["study_id"]
                 spec = load_study_spec(store, sid)  # re-read: the study may have grown since
                 if sid not in contexts or not contexts[sid].refresh(spec):
-                    contexts[sid] = StudyContext(store, spec, device)
+                    contexts[sid] = StudyContext(store, spec, device, grants)
                 job_id = job["id"]
                 write = execute(contexts[sid], job,
                                 lambda f, m, j=job_id: jobs.report_progress(store, j, me, f, m))
                 if delay:
                     time.sleep(delay)
-            if jobs.finish(store, job, me, write):
-                done += 1
-                if on_event:
-                    on_event({"event": "done", **job})
-        except Exception as exc:  # a unit failing must not take the worker (or other units) down
-            jobs.fail(store, job, me, f"{type(exc).__name__}: {exc}")
+            finished = jobs.finish(store, job, me, write)
+        except StoreError as exc:
+            jobs.release(store, job, me, f"the store could not be written: {exc}")
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                jobs.release(store, job, me, str(exc))
+                raise StoreError(f"cannot write beside the store {store.path}: {exc.strerror}") from None
+            finished = _failed(store, job, me, exc, on_event)
             failed += 1
+            continue
+        except Exception as exc:  # a unit failing must not take the worker (or other units) down
+            _failed(store, job, me, exc, on_event)
+            failed += 1
+            continue
+        if finished:
+            done += 1
             if on_event:
-                on_event({"event": "failed", "error": str(exc), "trace": traceback.format_exc(), **job})
+                on_event({"event": "done", **job})
     return {"done": done, "failed": failed}
+
+
+def _failed(store: Store, job: dict, worker: str, exc: Exception, on_event: Progress | None) -> bool:
+    jobs.fail(store, job, worker, f"{type(exc).__name__}: {exc}")
+    if on_event:
+        on_event({"event": "failed", "error": str(exc), "trace": traceback.format_exc(), **job})
+    return False
+
+
+def _refused_studies(store: Store, grants: Grants) -> dict[str, str]:
+    """Studies with queued units that ask for what ``grants`` do not allow → the reason."""
+    from .spec import GrantError
+
+    queued = store.query("SELECT DISTINCT study_id FROM jobs WHERE status='queued'")["study_id"]
+    out = {}
+    for sid in queued:
+        try:
+            check_grants(load_study_spec(store, sid), grants)
+        except GrantError as exc:
+            out[sid] = str(exc)
+        except (SpecError, ValueError):
+            pass  # its units fail one by one with the reason
+    return out
 
 
 def add_group(store: Store, study_id: str, name: str, tasks: list[str]) -> dict:
@@ -277,22 +337,125 @@ def add_group(store: Store, study_id: str, name: str, tasks: list[str]) -> dict:
     unknown = [t for t in tasks if t not in spec.tasks]
     if unknown:
         raise ValueError(f"unknown tasks {unknown} for study {study_id!r}")
-    spec = spec.model_copy(update={"groups": {**spec.groups, name: list(tasks)}})
-    store.upsert_study(spec.name, spec.name, "live",
-                       store.query("SELECT description FROM studies WHERE id=?", (study_id,))
-                       ["description"].iloc[0], dump_spec(spec))
+    spec = parse_spec(json.loads(json.dumps(spec.model_copy(
+        update={"groups": {**spec.groups, name: list(tasks)}}).model_dump(mode="json"))))
+    store.upsert_study(spec.name, spec.name, "live", None, dump_spec(spec))
     store.set_groups(spec.name, {name: list(tasks)})
     return jobs.enqueue(store, spec.name, plan_units(spec))
 
 
-def prepare(store: Store, spec_path: str | Path) -> tuple[StudySpec, dict]:
-    """Validate the spec and every task's data (no model work), register, enqueue."""
-    spec = parse_spec(spec_path)
+def check_against_base(spec: StudySpec, aset) -> None:
+    """What can be checked only with the base and adapters read: code shipped in the base folder,
+    the hidden layer against the model's depth, and (encoders) each task's classification head
+    against its label set. SpecError naming each problem, before any model loads."""
+    problems = []
+    config = aset.base.config
+    folder = aset.base.folder
+    ships_code = "auto_map" in config or "auto_map" in _json_or_empty(folder / "tokenizer_config.json")
+    if ships_code and not spec.trust_remote_code:
+        problems.append(f"base: {spec.base} ships its own code (auto_map in its config); MergeLab runs it "
+                        "only if the study sets trust_remote_code: true and the run is given --trust-remote-code")
+    layers = next((config[k] for k in ("num_hidden_layers", "num_layers", "n_layer") if k in config), None)
+    if isinstance(layers, int) and not -(layers + 1) <= spec.hidden.layer <= layers:
+        problems.append(f"hidden.layer: {spec.hidden.layer} is outside this base's layers: 0 (embeddings) to "
+                        f"{layers}, or -1 … -{layers + 1} counting from the last")
+    if spec.architecture == "encoder":
+        for task in spec.all_tasks:
+            adapter = aset.adapters[aset.names.index(task)]
+            head = adapter.heads.get("classifier.weight")
+            labels = spec.tasks[task].labels
+            if head is None:
+                problems.append(f"adapters.{task}: no saved classification head (modules_to_save=['classifier']); "
+                                "an encoder study scores each task with its own head")
+            elif labels and head.shape[0] != len(labels):
+                problems.append(f"tasks.{task}.labels: the adapter's classification head has {head.shape[0]} "
+                                f"labels, the task lists {len(labels)} ({', '.join(labels)})")
+    if problems:
+        raise SpecError(problems)
+
+
+def _json_or_empty(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _canonical(spec: StudySpec, keep_groups=None) -> dict:
+    """The spec as compared between runs: local files by content (moving a study's folder does
+    not make it another spec)."""
+    data = spec.model_dump(mode="json")
+    data["base"] = content_id(spec.base)
+    data["adapters"] = {t: content_id(a) for t, a in spec.adapters.items()}
+    for t, task in data["tasks"].items():
+        task["data"] = content_id(spec.tasks[t].data)
+    if keep_groups is not None:
+        data["groups"] = {g: v for g, v in data["groups"].items() if g in keep_groups}
+    return data
+
+
+def spec_differences(stored: StudySpec, new: StudySpec) -> list[str]:
+    """Where ``new`` differs from the stored spec of the same study (``groups.g``, ``methods``,
+    ...), ignoring the swap groups added to the stored one from the dashboard."""
+    old = _canonical(stored, keep_groups=[g for g in stored.groups if not g.startswith("swap:")])
+    cur = _canonical(new)
+    out = []
+    for key in sorted(set(old) | set(cur)):
+        a, b = old.get(key), cur.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(key)
+    return out
+
+
+def prepare(store: Store, spec_path: str | Path, *, grants: Grants = NO_GRANTS, replace: bool = False,
+            description: str | None = None) -> tuple[StudySpec, dict]:
+    """Validate the spec file, its data, base and adapters (no model loaded), register it, enqueue
+    its units. See :func:`prepare_spec`."""
+    return prepare_spec(store, parse_spec(Path(spec_path)), grants=grants, replace=replace,
+                        description=description)
+
+
+def prepare_spec(store: Store, spec: StudySpec, *, grants: Grants | None = NO_GRANTS, replace: bool = False,
+                 description: str | None = None) -> tuple[StudySpec, dict]:
+    """Check a parsed spec against its data, base and adapters, register it and enqueue its units.
+
+    ``grants`` are checked now (the CLI's flags); ``None`` defers them to the run (the dashboard
+    registers, and its Run page asks). A study already stored under this name with another spec
+    is refused, naming the difference, unless ``replace`` (which discards the stored study's rows,
+    jobs and states first).
+    """
+    if grants is not None:
+        check_grants(spec, grants)
     load_all(spec)  # raises SpecError with every data problem before anything loads a model
     from .loading import load_adapter_set
 
-    load_adapter_set(spec.base, {t: spec.adapters[t] for t in spec.all_tasks},
-                     allow_pickle=spec.allow_pickle)
-    register(store, spec)
+    aset = load_adapter_set(spec.base, {t: spec.adapters[t] for t in spec.all_tasks},
+                            allow_pickle=spec.allow_pickle)
+    check_against_base(spec, aset)
+    studies = store.studies().set_index("id")
+    if spec.name in studies.index:
+        if studies.loc[spec.name, "kind"] != "live":
+            raise ValueError(f"the name {spec.name!r} belongs to the bundled {studies.loc[spec.name, 'kind']} "
+                             "study; give your study another name")
+        try:
+            stored = load_study_spec(store, spec.name)
+            diff = spec_differences(stored, spec)
+        except SpecError:
+            stored, diff = None, ["its stored spec, which no longer loads"]
+        if diff and not replace:
+            raise ValueError(f"study {spec.name!r} is already in the store {store.path} with another spec "
+                             f"(it differs in {', '.join(diff[:6])}{' …' if len(diff) > 6 else ''}); rename "
+                             "the study, or pass --replace to discard the stored one (its results, jobs and "
+                             "hidden states)")
+        if diff:
+            store.delete_study(spec.name)
+        elif stored is not None:  # same study: keep the groups the dashboard added to it (swaps)
+            extra = {g: t for g, t in stored.groups.items() if g not in spec.groups}
+            spec = spec.model_copy(update={"groups": {**spec.groups, **extra}})
+    register(store, spec, description)
     counts = jobs.enqueue(store, spec.name, plan_units(spec))
     return spec, counts

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -12,13 +15,118 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import methods
 
+#: Study and task names: they name files and folders, so letters, digits, '_', '.', '-' only,
+#: starting with a letter or digit, at most 64 characters.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: Group names may also hold ':', '+', '>', '(', ')' and spaces (swap groups are named
+#: ``swap:<group>:<out>-><in>``), never '/' or '\\'.
+GROUP_PATTERN = r"^[A-Za-z0-9(][A-Za-z0-9_.:+>() -]{0,127}$"
+SEED_MAX = methods.SEED_MAX
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _check_name(value: str, what: str, pattern: str = NAME_PATTERN) -> str:
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        allowed = ("letters, digits, '_', '.', '-', starting with a letter or digit, at most 64 characters"
+                   if pattern == NAME_PATTERN else "letters, digits, spaces and _ . : + > ( ) -, no '/'")
+        raise ValueError(f"{what} {value!r} is not allowed: use {allowed}")
+    return value
+
+
+def check_template(template: str) -> list[str]:
+    """The named fields of a task's prompt template; ValueError for a template ``str.format``
+    cannot fill from a row (bad braces, positional ``{0}`` or ``{}`` fields, attribute access)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"template {template!r} is not a valid format string ({exc}); write fields "
+                         "as {name} and literal braces as {{ }}") from None
+    for f in fields:
+        if not f.isidentifier():
+            raise ValueError(f"template {template!r} has the field {{{f}}}; fields must be column "
+                             "names such as {text}")
+    return fields
+
 
 class SpecError(ValueError):
-    """A study spec that cannot run; lists every problem found, each with where it is."""
+    """A study spec that cannot run; lists every problem found, each with where it is. Its text
+    is one line (the CLI prints it as is); ``problems`` keeps them apart for the UI."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], source: str | None = None):
         self.problems = problems
-        super().__init__("invalid study spec:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.source = source
+        where = f"invalid study spec {source}" if source else "invalid study spec"
+        super().__init__(f"{where}: " + "; ".join(problems))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error, not 'last wins'."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1}); each key may "
+                    "appear once", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, source: str | None = None):
+    """Parse YAML text as :func:`parse_spec` does (duplicate keys refused); SpecError on failure."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError([f"not valid YAML{at}: {' '.join(str(problem).split())}"], source) from None
+
+
+def read_spec_file(path: str | Path) -> str:
+    """The text of a spec file, or one SpecError saying why it cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        raise SpecError([f"{path} is a folder; give the study's YAML file"])
+    if not path.exists():
+        raise SpecError([f"spec file {path} does not exist"])
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); "
+                         "save it as UTF-8"]) from None
+    except OSError as exc:
+        raise SpecError([f"cannot read {path}: {exc.strerror or exc}"]) from None
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What the person running a study allows *at run time* (CLI flags, a checkbox on the Run
+    page). A spec may ask for these; it never grants them to itself."""
+
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+NO_GRANTS = Grants()
+
+
+class GrantError(ValueError):
+    """A study asks for something (running code, loading pickles) the run was not given."""
+
+
+def check_grants(spec: StudySpec, grants: Grants) -> None:
+    """One line naming the flag, if the spec asks for what ``grants`` does not allow."""
+    if spec.trust_remote_code and not grants.trust_remote_code:
+        raise GrantError(f"study {spec.name!r} sets trust_remote_code: true, which runs Python files from "
+                         f"the base model folder {spec.base}; pass --trust-remote-code to allow it for this "
+                         "run (Run page: 'Allow code from the model folder')")
+    if spec.allow_pickle and not grants.allow_pickle:
+        raise GrantError(f"study {spec.name!r} sets allow_pickle: true, and pickle weight files can run code "
+                         "when loaded; pass --allow-pickle to allow it for this run (Run page: 'Allow pickle "
+                         "weights')")
 
 
 # Fields added after studies were shipped: they enter unit keys only when set to something
@@ -33,14 +141,15 @@ def _set_later(model: BaseModel, names: set[str]) -> dict:
 
 
 class TaskSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     data: str = Field(description="local jsonl/csv/parquet file, a dataset folder in the hub's layout, "
                                   "or a hub dataset id")
     split: str = Field("eval", description="rows to evaluate: a named split of a dataset folder or hub "
                                            "dataset (e.g. test), else a value of split_field")
     split_field: str | None = Field("split", description="column naming the split inside one file")
     probe_split: str = Field("probe", description="rows for the hidden-state probes, like split")
-    template: str = "{text}"
+    template: str = Field("{text}", description="prompt built from a row's fields, e.g. "
+                                                   "'Review: {text}\\nSentiment:'")
     label_field: str = "label"
     labels: list[str] | None = Field(None, description="label set for classification")
     target_field: str | None = Field(None, description="reference text for generation tasks")
@@ -53,6 +162,12 @@ class TaskSpec(BaseModel):
         """What of this task determines a result, for unit keys."""
         return {**self.model_dump(exclude=TASK_FIELDS_ADDED_LATER), **_set_later(self, TASK_FIELDS_ADDED_LATER)}
 
+    @field_validator("template")
+    @classmethod
+    def _template(cls, template):
+        check_template(template)
+        return template
+
     @model_validator(mode="after")
     def _kind(self):
         if self.labels is None and self.target_field is None:
@@ -63,17 +178,18 @@ class TaskSpec(BaseModel):
 
 
 class HiddenSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    k: int = Field(5, ge=1, description="probes per task (the paper uses 5)")
-    layer: int = -1
+    model_config = STRICT
+    k: int = Field(5, ge=1, le=1000, description="probes per task (the paper uses 5)")
+    layer: int = Field(-1, ge=-1000, le=1000, description="hidden layer for HiddenSim: 0 = embeddings, "
+                                                          "-1 = last; checked against the base model")
     pooling: Literal["last", "mean", "first"] = "mean"
     distance: Literal["l2", "cosine", "cka"] = "l2"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class StudySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
+    model_config = STRICT
+    name: str = Field(description=f"the study's id: {NAME_PATTERN}")
     base: str
     architecture: Literal["encoder", "causal", "seq2seq"] = "encoder"
     adapters: dict[str, str]
@@ -82,19 +198,34 @@ class StudySpec(BaseModel):
     pool: list[str] = Field(default_factory=list, description="tasks available for swapping in")
     methods: dict[str, dict] = Field(default_factory=lambda: {m: {} for m in methods.PAPER_METHODS})
     hidden: HiddenSpec = HiddenSpec()
-    eval_limit: int | None = Field(200, ge=1)
-    batch_size: int = Field(32, ge=1)
+    eval_limit: int | None = Field(200, ge=1, le=1_000_000)
+    batch_size: int = Field(32, ge=1, le=1024, description="sequences per forward pass (memory grows with it)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights' dtype for evaluation and hidden states; auto = the checkpoint's own "
                             "(bfloat16 for most 7B releases). Merges are computed in float32 either way.")
-    seed: int = 0
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+    allow_pickle: bool = Field(False, description="the study needs pickle (.bin) weights; a run must also "
+                                                  "be given --allow-pickle")
+    trust_remote_code: bool = Field(False, description="the base ships its own Python code; a run must also "
+                                                       "be given --trust-remote-code")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name):
+        return _check_name(name, "study name")
+
+    @field_validator("tasks", "adapters")
+    @classmethod
+    def _task_names(cls, value):
+        for name in value:
+            _check_name(name, "task name")
+        return value
 
     @field_validator("groups")
     @classmethod
     def _groups(cls, groups):
         for name, tasks in groups.items():
+            _check_name(name, "group name", GROUP_PATTERN)
             if len(tasks) < 2:
                 raise ValueError(f"group {name!r} has {len(tasks)} task(s); merging needs at least 2")
             if len(set(tasks)) != len(tasks):
@@ -154,24 +285,21 @@ def content_id(value: str) -> str:
 
 def parse_spec(data: dict | str | Path, root: Path | None = None) -> StudySpec:
     """Parse and check a spec; relative paths resolve against ``root`` (the YAML's folder)."""
-    if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data and _is_local(data)):
+    source = None
+    if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data
+                                  and (_is_local(data) or data.endswith((".yaml", ".yml")))):
+        source = str(data)
         root = root or Path(data).resolve().parent
-        try:
-            data = yaml.safe_load(Path(data).read_text())
-        except yaml.YAMLError as exc:
-            raise SpecError([f"not valid YAML: {exc}"]) from None
+        data = load_yaml(read_spec_file(data), source)
     elif isinstance(data, str):
-        try:
-            data = yaml.safe_load(data)
-        except yaml.YAMLError as exc:
-            raise SpecError([f"not valid YAML: {exc}"]) from None
+        data = load_yaml(data)
     if not isinstance(data, dict):
-        raise SpecError(["the spec must be a mapping with name, base, adapters, tasks, groups"])
+        raise SpecError(["the spec must be a mapping with name, base, adapters, tasks, groups"], source)
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError([f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}"
-                         for e in exc.errors()]) from None
+        raise SpecError([f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg'].removeprefix('Value error, ')}"
+                         for e in exc.errors()], source) from None
     root = root or Path.cwd()
     problems = []
     for task in spec.all_tasks:
@@ -202,7 +330,7 @@ def parse_spec(data: dict | str | Path, root: Path | None = None) -> StudySpec:
     if not (_is_local(spec.base) or _looks_like_hub_id(spec.base) or spec.base.startswith("pypi:")):
         problems.append(f"base: folder {spec.base} does not exist")
     if problems:
-        raise SpecError(problems)
+        raise SpecError(problems, source)
     return spec
 
 

@@ -8,9 +8,13 @@ here too (the runner claims them); a killed writer loses at most its open transa
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import sqlite3
+import threading
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +86,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 """
 
+TABLES = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA)
+
 RESULT_COLUMNS = [
     "group_name", "model", "task", "method", "params_hash", "seed", "metric",
     "score", "expert_score", "loss", "source",
@@ -92,18 +98,39 @@ class StoreError(RuntimeError):
     """The store cannot be opened or written (the message says which file and why)."""
 
 
+def _explain(path: Path, exc: BaseException) -> StoreError:
+    """One line a user can act on, for an SQLite or file-system error on the store at ``path``."""
+    text = str(exc)
+    low = text.lower()
+    if path.is_dir():
+        return StoreError(f"the store {path} is a folder; give a file such as {path / 'mergelab.db'}")
+    if "full" in low or "no space left" in low or "os error 28" in low or getattr(exc, "errno", None) == 28:
+        return StoreError(f"the disk holding the store {path} is full ({text}); nothing stored was lost "
+                          "— free some space and run again")
+    writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+    if "readonly" in low or "read-only" in low or (not writable and ("unable to open" in low or "denied" in low)):
+        return StoreError(f"the store {path} is read-only for this user ({text}); give a store you may "
+                          "write with --db or $MERGELAB_DB")
+    if "not a database" in low or "malformed" in low:
+        return StoreError(f"{path} is not a MergeLab store (not a readable SQLite database: {text})")
+    return StoreError(f"cannot use the MergeLab store at {path}: {text}")
+
+
 class Store:
     """One SQLite database file in WAL mode. Cheap to open; safe across processes."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._local = threading.local()  # the open transaction of this thread, if any
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as con:
+            with closing(self._connect()) as con:
                 con.execute("PRAGMA journal_mode=WAL")
-                con.executescript(SCHEMA)
+                have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if not set(TABLES) <= have:  # a new or older store: create what is missing
+                    con.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the MergeLab store at {self.path}: {exc}") from exc
+            raise _explain(self.path, exc) from None
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -113,34 +140,88 @@ class Store:
 
     @contextmanager
     def transaction(self):
-        """A write transaction: everything inside lands together or not at all."""
-        con = self._connect()
+        """A write transaction: everything inside lands together or not at all. A transaction
+        opened inside another (same store, same thread) joins it, so several store calls can be
+        made one. SQLite errors become one-line :class:`StoreError` s; a failure SQLite already
+        rolled back itself (a full disk) is reported as what it is, never as 'cannot rollback'."""
+        outer = getattr(self._local, "con", None)
+        if outer is not None:
+            yield outer
+            return
+        try:
+            con = self._connect()
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from None
+        self._local.con = con
         try:
             con.execute("BEGIN IMMEDIATE")
             yield con
             con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
+        except BaseException as exc:
+            if con.in_transaction:
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the original error is the one worth reporting
+            if isinstance(exc, sqlite3.Error):
+                raise _explain(self.path, exc) from None
             raise
         finally:
+            self._local.con = None
             con.close()
 
     def query(self, sql: str, params=()) -> pd.DataFrame:
-        con = self._connect()
         try:
-            return pd.read_sql_query(sql, con, params=params)
-        finally:
-            con.close()
+            outer = getattr(self._local, "con", None)
+            if outer is not None:  # inside a transaction: see its own writes
+                return pd.read_sql_query(sql, outer, params=params)
+            with closing(self._connect()) as con:
+                return pd.read_sql_query(sql, con, params=params)
+        except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+            raise _explain(self.path, exc) from None
+
+    # --- files beside the store ------------------------------------------------------------
+    def states_path(self, study_id: str, name: str) -> Path:
+        """The file holding one unit's hidden states: ``states/<study>/<name>.safetensors`` beside
+        the store. Checked, not assumed, to lie inside the store's folder."""
+        root = (self.path.parent / "states").resolve()
+        path = (root / study_id / f"{name}.safetensors").resolve()
+        if not path.is_relative_to(root) or path.parent.parent != root:
+            raise StoreError(f"refusing to write outside the store's folder: study {study_id!r}, "
+                             f"file {name!r} would land at {path}")
+        return path
+
+    def states_dir(self, study_id: str) -> Path:
+        return self.states_path(study_id, "x").parent
+
+    def write_states(self, study_id: str, name: str, tensors: dict, metadata: dict[str, str]) -> Path:
+        """Write one unit's hidden states (safetensors, never a pickle) atomically: a temporary
+        file, then a rename. A full disk or a read-only folder is one :class:`StoreError`."""
+        from safetensors.torch import save_file
+
+        path = self.states_path(study_id, name)
+        tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+            os.replace(tmp, path)
+        except Exception as exc:  # OSError, or safetensors' own error wrapping one
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise _explain(self.path, exc) from None
+        return path
 
     # --- studies --------------------------------------------------------------------------
-    def upsert_study(self, study_id: str, name: str, kind: str, description: str = "",
+    def upsert_study(self, study_id: str, name: str, kind: str, description: str | None = None,
                      spec: str = "") -> None:
+        """Create or update a study; ``description=None`` keeps the stored one."""
         with self.transaction() as con:
             con.execute(
                 "INSERT INTO studies(id, name, kind, description, spec, created_at) "
                 "VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET name=excluded.name, "
-                "kind=excluded.kind, description=excluded.description, spec=excluded.spec",
-                (study_id, name, kind, description, spec, time.time()),
+                "kind=excluded.kind, spec=excluded.spec"
+                + (", description=excluded.description" if description is not None else ""),
+                (study_id, name, kind, description or "", spec, time.time()),
             )
 
     def studies(self) -> pd.DataFrame:
@@ -150,8 +231,12 @@ class Store:
         return not self.query("SELECT 1 FROM studies WHERE id=?", (study_id,)).empty
 
     def delete_study(self, study_id: str) -> None:
+        """Remove a study with every row that belongs to it (results, jobs, metrics) and its
+        hidden-state files."""
         with self.transaction() as con:
-            con.execute("DELETE FROM studies WHERE id=?", (study_id,))
+            con.execute("DELETE FROM jobs WHERE study_id=?", (study_id,))
+            con.execute("DELETE FROM studies WHERE id=?", (study_id,))  # the rest cascades
+        shutil.rmtree(self.states_dir(study_id), ignore_errors=True)
 
     # --- study structure ------------------------------------------------------------------
     def set_models(self, study_id: str, rows: list[dict]) -> None:
@@ -177,9 +262,10 @@ class Store:
                 [(study_id, name, json.dumps(list(tasks)), role) for name, tasks in groups.items()],
             )
 
-    def groups(self, study_id: str) -> dict[str, list[str]]:
-        df = self.query("SELECT name, tasks FROM task_groups WHERE study_id=? ORDER BY rowid",
-                        (study_id,))
+    def groups(self, study_id: str, role: str | None = None) -> dict[str, list[str]]:
+        """Task groups of a study; ``role="group"`` leaves out the pool of spare tasks."""
+        df = self.query("SELECT name, tasks FROM task_groups WHERE study_id=? AND role=COALESCE(?, role) "
+                        "ORDER BY rowid", (study_id, role))
         return {r.name: json.loads(r.tasks) for r in df.itertuples()}
 
     def models(self, study_id: str) -> pd.DataFrame:

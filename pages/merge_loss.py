@@ -25,12 +25,12 @@ if sub.duplicated(["task", "method"]).any():  # the paper's Table 2: several bas
 chart(figures.loss_bars(sub, collapse=collapse, title=f"Merging loss — {group}"), "loss_bars")
 if sub["score"].notna().all() and sub["expert_score"].notna().all():
     chart(figures.expert_vs_merged(sub, title=f"Expert vs merged score — {group}"), "expert_vs_merged")
-summary = sub.groupby("task", sort=False).agg(
-    worst_loss=("loss", "min"), worst_method=("loss", lambda s: sub.loc[s.idxmin(), "method"]),
-    best_loss=("loss", "max"), best_method=("loss", lambda s: sub.loc[s.idxmax(), "method"])).reset_index()
-summary["collapsed_under_all"] = summary["best_loss"] <= collapse
+summary = results.loss_extremes(sub, collapse)
 st.subheader("Worst and best method per task")
-st.dataframe(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}"}), hide_index=True)
+st.dataframe(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}"}, na_rep="undefined"),
+             hide_index=True)
+for note in sorted({n for n in sub["note"] if n}):
+    st.warning(f"Some merging losses are {note} — shown as gaps; every other number is as measured.")
 collapsed = summary.loc[summary["collapsed_under_all"], "task"].tolist()
 if collapsed:
     st.error(f"Collapse under every method (best loss ≤ {collapse}%): {', '.join(collapsed)}")

@@ -7,6 +7,7 @@ import time
 import streamlit as st
 
 from mergelab import background, jobs, runner
+from mergelab.spec import Grants, SpecError
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import need_study
 
@@ -17,6 +18,24 @@ kind = store.studies().set_index("id").loc[study, "kind"]
 if kind == "paper":
     st.info("The paper study is published numbers only: nothing to run. Pick the demo or a live study.")
     st.stop()
+
+# Code from the model folder and pickle weights run only if the person running the study says so,
+# here, now — a spec can ask for them but never grants them to itself.
+try:
+    spec = runner.load_study_spec(store, study)
+except (SpecError, ValueError) as exc:
+    spec = None
+    st.error(f"This study's stored spec cannot be run: {exc}")
+grants, blocked = Grants(), False
+if spec is not None and (spec.trust_remote_code or spec.allow_pickle):
+    st.warning("This study asks for more trust than MergeLab gives by default. Only allow it for files "
+               "you trust: both can run arbitrary code on this machine.")
+    trust = spec.trust_remote_code and st.checkbox(
+        "Allow code from the model folder (trust_remote_code) for workers started here", key="run_trust")
+    pickle = spec.allow_pickle and st.checkbox(
+        "Allow pickle weight files (allow_pickle) for workers started here", key="run_pickle")
+    grants = Grants(trust_remote_code=bool(trust), allow_pickle=bool(pickle))
+    blocked = (spec.trust_remote_code and not trust) or (spec.allow_pickle and not pickle)
 
 c1, c2, c3, c4 = st.columns(4)
 if c1.button("Queue all units", key="run_queue"):
@@ -33,9 +52,12 @@ if c4.button("Resume cancelled", key="run_resume"):
 
 @st.fragment(run_every=2.0)
 def live():
-    pid = background.ensure_worker(store, study)
-    if pid:
-        st.caption(f"started a worker (pid {pid}) on this machine")
+    if blocked:
+        st.info("No worker is started for this study until you allow what it asks for above.")
+    else:
+        pid = background.ensure_worker(store, study, grants)
+        if pid:
+            st.caption(f"started a worker (pid {pid}) on this machine")
     frame = jobs.jobs_frame(store, study)
     if frame.empty:
         st.info("No units planned yet: press 'Queue all units'.")

@@ -45,7 +45,9 @@ try:
 except analysis.AnalysisError as exc:
     st.error(f"Cannot compute HiddenSim with these settings: {exc}")
     st.stop()
-order = list(sim.index[np.argsort(-(sim.to_numpy().sum(1)))]) if ordered else None
+if sim.attrs.get("undefined"):
+    st.warning(f"HiddenSim is {sim.attrs['undefined']}; the heatmap shows only the diagonal.")
+order = list(sim.index[np.argsort(-np.nan_to_num(sim.to_numpy()).sum(1))]) if ordered else None
 title = f"HiddenSim — {group} ({distance}, {pooling}, layer {layer}, k={k})"
 chart(figures.hiddensim_heatmap(sim, title=title, order=order), "hiddensim")
 st.subheader("Merging Difficulty Score (higher = harder to merge)")
@@ -53,7 +55,11 @@ n_boot = st.select_slider("Bootstrap resamples for CIs", [0, 50, 200, 500], valu
 mds = results.mds_table(store, study, group, layer=layer, pooling=pooling, distance=distance, k=k,
                         n_boot=n_boot)
 mds = mds.sort_values("mds", ascending=False).reset_index(drop=True)
-fmt = {c: "{:.2f}" for c in mds.columns if c != "task"}
-st.dataframe(mds.style.highlight_max(subset=["mds"], color="#f8c4c4").format(fmt), hide_index=True)
-st.caption(f"Worst: **{mds.iloc[0]['task']}** (MDS {mds.iloc[0]['mds']:.2f}). Distances are averaged per "
-           "probe; Eq. 2 rescales them to [0, 1] by min–max over the group's pairs.")
+fmt = {c: "{:.2f}" for c in mds.columns if c in ("mds", "ci_low", "ci_high")}
+st.dataframe(mds.style.highlight_max(subset=["mds"], color="#f8c4c4").format(fmt, na_rep="undefined"),
+             hide_index=True)
+if mds["mds"].notna().any():
+    st.caption(f"Worst: **{mds.iloc[0]['task']}** (MDS {mds.iloc[0]['mds']:.2f}). Distances are averaged per "
+               "probe; Eq. 2 rescales them to [0, 1] by min–max over the group's pairs.")
+else:
+    st.caption(f"MDS is {mds['note'].iloc[0] if 'note' in mds else 'undefined'}.")

@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from mergelab import jobs, methods, runner
-from mergelab.spec import SpecError, dump_spec, parse_spec
+from mergelab import methods, runner
+from mergelab.loading import LoadError
+from mergelab.spec import SpecError, dump_spec, load_yaml, parse_spec
 from mergelab.ui.state import current_study, get_store
 
 st.title("Study")
@@ -17,9 +18,11 @@ study = current_study()
 uploaded = st.file_uploader("Import a study YAML", type=["yaml", "yml"], key="study_upload")
 if uploaded is not None:
     try:
-        st.session_state["study_draft"] = yaml.safe_load(uploaded.getvalue())
-    except yaml.YAMLError as exc:
-        st.error(f"Not valid YAML: {exc}")
+        st.session_state["study_draft"] = load_yaml(uploaded.getvalue().decode("utf-8"), uploaded.name)
+    except SpecError as exc:
+        st.error(str(exc))
+    except UnicodeDecodeError:
+        st.error(f"{uploaded.name} is not UTF-8 text; save it as UTF-8")
 if "study_draft" not in st.session_state:
     draft = {}
     if study and not store.query("SELECT spec FROM studies WHERE id=? AND spec != ''", (study,)).empty:
@@ -121,11 +124,22 @@ k = c1.number_input("Probes per task (k)", 1, 100, int(draft.get("hidden", {}).g
 limit = c2.number_input("Evaluation limit per task", 1, 100000, int(draft.get("eval_limit", 200)), key="study_limit")
 seed = c3.number_input("Seed", 0, 2**31 - 1, int(draft.get("seed", 0)), key="study_seed")
 c1, c2 = st.columns(2)
-batch = c1.number_input("Batch size (sequences per forward pass)", 1, 4096, int(draft.get("batch_size", 32)),
+batch = c1.number_input("Batch size (sequences per forward pass)", 1, 1024, int(draft.get("batch_size", 32)),
                         key="study_batch")
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 dtype = c2.selectbox("Weights' dtype for evaluation (auto = the checkpoint's own)", DTYPES,
                      index=DTYPES.index(draft.get("dtype", "auto")), key="study_dtype")
+
+st.subheader("Trust")
+st.caption("Off unless you turn them on. A study may ask for these; a run still needs your permission "
+           "on the Run page (CLI: --trust-remote-code / --allow-pickle).")
+trust_code = st.checkbox("This study's base ships its own Python code (trust_remote_code)",
+                         bool(draft.get("trust_remote_code", False)), key="study_trust")
+allow_pickle = st.checkbox("This study's weights are pickle (.bin) files (allow_pickle)",
+                           bool(draft.get("allow_pickle", False)), key="study_pickle")
+if trust_code or allow_pickle:
+    st.warning("Running code from a model folder or loading pickle files can execute arbitrary code on this "
+               "machine. Keep these on only for files you trust.")
 
 
 def _groups(text):
@@ -168,6 +182,7 @@ spec_dict = {
     "groups": _groups(groups_text), "pool": [t.strip() for t in pool_text.split(",") if t.strip()],
     "methods": method_params, "hidden": {**draft.get("hidden", {}), "k": int(k)}, "eval_limit": int(limit),
     "seed": int(seed), "batch_size": int(batch), "dtype": dtype,
+    "trust_remote_code": trust_code, "allow_pickle": allow_pickle,
 }
 
 problems = []
@@ -195,11 +210,15 @@ else:
 c1, c2 = st.columns(2)
 c1.download_button("Save as YAML", yaml.safe_dump(spec_dict, sort_keys=False), file_name=f"{name}.yaml",
                    key="study_save")
+replace = c2.checkbox("Replace a stored study of this name (discards its results)", key="study_replace")
 if c2.button("Register and queue all units", disabled=parsed is None, key="study_register"):
-    runner.register(store, parsed)
-    counts = jobs.enqueue(store, parsed.name, runner.plan_units(parsed))
-    st.session_state["study_id"] = parsed.name
-    st.success(f"Study {parsed.name!r} registered; {counts['new']} units queued. Open the Run page.")
+    try:
+        registered, counts = runner.prepare_spec(store, parsed, grants=None, replace=replace)
+    except (SpecError, LoadError, ValueError) as exc:
+        st.error(str(exc))
+    else:
+        st.session_state["study_id"] = registered.name
+        st.success(f"Study {registered.name!r} registered; {counts['new']} units queued. Open the Run page.")
 if parsed is not None:
     with st.expander("Resolved spec"):
         st.code(dump_spec(parsed), language="yaml")
