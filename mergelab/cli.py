@@ -204,6 +204,9 @@ def _event_printer():
         if ev["event"] == "refused":
             state.setdefault("refused", []).append(ev["reason"])
             return
+        if ev["event"] == "loaded":
+            state.setdefault("timing", {})["load"] = [1, ev["seconds"], ev["rss_mb"]]
+            return
         if ev["event"] == "waiting":
             if not state.get("waiting"):
                 tqdm.write(f"waiting for {ev['running']} unit(s) running in another worker", file=sys.stderr)
@@ -218,6 +221,9 @@ def _event_printer():
             bar.set_postfix_str(label[-50:])
         elif ev["event"] == "done":
             bar.update(1)
+            kind = ev["kind"] + (":pair" if str(ev["payload"].get("group", "")).startswith("pair:") else "")
+            n, secs, rss = state.setdefault("timing", {}).get(kind, [0, 0.0, 0.0])
+            state["timing"][kind] = [n + 1, secs + ev["seconds"], max(rss, ev["rss_mb"])]
         elif ev["event"] == "failed":
             bar.update(1)
             tqdm.write(f"unit failed: {label}: {ev['error']}", file=sys.stderr)
@@ -271,6 +277,11 @@ def cmd_run(args) -> int:
     out = runner.run_worker(store, spec.name, device=args.device, grants=_grants(args), on_event=on_event)
     if "bar" in state:
         state["bar"].close()
+    if state.get("timing"):
+        print("time by unit kind (count, seconds in all, mean, largest resident memory at a unit's end):",
+              file=sys.stderr)
+        for kind, (n, secs, rss) in state["timing"].items():
+            print(f"  {kind:14s} {n:5d} {secs:9.1f} s {secs / n:7.2f} s  {rss:7.0f} MB", file=sys.stderr)
     return _finish_line(store, spec.name, out, time.time() - started)
 
 
@@ -293,7 +304,7 @@ def cmd_worker(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from . import results
+    from . import protocol
     from .spec import parse_spec
 
     if args.spec:
@@ -305,7 +316,7 @@ def cmd_report(args) -> int:
     store = _open(args.db)
     if not store.has_study(study):
         raise ValueError(f"study {study!r} is not in the store {store.path}; run it first")
-    summary = results.summary(store, study)
+    summary = protocol.summary(store, study)
     if args.format == "json":
         clean = {k: v.astype(object).where(v.notna(), None).to_dict(orient="records") for k, v in summary.items()}
         print(json.dumps(clean, indent=2, default=float))
@@ -358,6 +369,22 @@ def cmd_demo(args) -> int:
         made = build(demo / "tasks", seed=args.seed)
         for name, m in made.items():
             print(f"{name}: {m['rows']} labels {m['labels']}")
+        return 0
+    if args.demo_command == "snapshot":
+        from .demo.snapshot import export
+
+        store = _open(args.db)
+        if not store.has_study(args.study):
+            raise ValueError(f"study {args.study!r} is not in the store {store.path}")
+        out = Path(args.out) if args.out else DATA_DIR / args.study / "results"
+        export(store, args.study, out)
+        print(f"wrote {out} (results.csv, pair_metrics.csv, jobs.csv, states/)")
+        return 0
+    if args.demo_command == "build-llm-data":
+        from .demo.llm_data import build as build_llm
+
+        for name, m in build_llm(DATA_DIR / "llm" / "tasks", seed=args.seed).items():
+            print(f"{name}: {m['kind']}, rows {m['rows']}")
         return 0
     if args.demo_command == "train":
         from .demo.train import train_all
@@ -451,6 +478,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="rebuild the bundled demo study (data, adapters)")
     dsub = d.add_subparsers(dest="demo_command", required=True)
+    sn = dsub.add_parser("snapshot", help="write a finished study's rows and states as shippable files")
+    sn.add_argument("study")
+    sn.add_argument("--db")
+    sn.add_argument("--out", help="folder (default: data/<study>/results)")
+    sn.set_defaults(func=cmd_demo)
+    b2 = dsub.add_parser("build-llm-data", help="write data/llm/tasks/*.jsonl from wordnet, fortunes, VADER")
+    b2.add_argument("--seed", type=int, default=0)
+    b2.set_defaults(func=cmd_demo)
     b = dsub.add_parser("build-data", help="write data/demo/tasks/*.jsonl from wordnet, fortunes, VADER")
     b.add_argument("--seed", type=int, default=0)
     t = dsub.add_parser("train", help="train one LoRA adapter per demo task on MiniLM (CPU)")

@@ -133,3 +133,29 @@ def expert_vs_merged(df: pd.DataFrame, title: str = "Expert vs merged score") ->
     fig.update_layout(barmode="group", title=title, yaxis_title="score", xaxis_title="task",
                       **LAYOUT)
     return fig
+
+
+def predictor_forest(df: pd.DataFrame, alpha: float = 0.05,
+                     title: str = "Which signal predicts merging loss?") -> go.Figure:
+    """Pearson r of each predictor against the best merging loss, with its bootstrap 95 % CI, one
+    row per predictor, grouped by level (``df`` from ``protocol.predictor_comparison``). Filled
+    markers: p < alpha."""
+    _require(df, ["level", "predictor", "pearson_r", "pearson_p", "ci_low", "ci_high"], "predictor_forest")
+    fig = go.Figure()
+    labels = [f"{lvl}: {p}" for lvl, p in zip(df["level"], df["predictor"])]
+    sig = df["pearson_p"] < alpha
+    for flag, name, symbol in ((True, f"p < {alpha:g}", "circle"), (False, f"p ≥ {alpha:g}", "circle-open")):
+        sub = df[sig == flag]
+        lab = [labels[i] for i in sub.index]
+        fig.add_scatter(x=sub["pearson_r"], y=lab, mode="markers", name=name,
+                        marker=dict(symbol=symbol, size=11, color="#4C78A8"),
+                        error_x=dict(type="data", symmetric=False, array=sub["ci_high"] - sub["pearson_r"],
+                                     arrayminus=sub["pearson_r"] - sub["ci_low"], color="#9ecae1"),
+                        customdata=np.stack([sub["pearson_p"], sub["n"]], -1) if len(sub) else None,
+                        hovertemplate="%{y}<br>r = %{x:.3f}<br>p = %{customdata[0]:.3g}, n = %{customdata[1]}"
+                                      "<extra></extra>")
+    fig.add_vline(x=0, line_color="#888", line_dash="dot")
+    fig.update_layout(title=title, xaxis_title="Pearson r with the best merging loss (95 % bootstrap CI)",
+                      xaxis=dict(range=[-1.05, 1.05]), yaxis=dict(autorange="reversed"),
+                      height=max(320, 28 * len(df) + 140), **LAYOUT)
+    return fig

@@ -91,9 +91,10 @@ def dequantised(ref: str | os.PathLike, progress=None) -> Path:
     arch = architecture(path)
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    if arch not in GGUF_SUPPORTED_ARCHITECTURES:
+    if arch not in GGUF_SUPPORTED_ARCHITECTURES or arch in ("general", "tokenizer"):
+        known = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})
         raise LoadError(f"{path}: GGUF architecture {arch!r} is not supported by transformers "
-                        f"(supported: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})")
+                        f"(supported: {', '.join(known)})")
     if progress:
         progress(f"dequantising {path.name} once into {folder} (later loads read the cache)")
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")

@@ -19,7 +19,7 @@ def loss_table(store: Store, study_id: str) -> pd.DataFrame:
     expert_score, loss, note. Published rows keep their printed loss. Where the expert scores 0
     the loss is undefined: NaN, and ``note`` says why; every other row is as usual."""
     res = store.results(study_id)
-    merged = res[res["method"] != "expert"].copy()
+    merged = res[~res["method"].isin(["expert", "base"])].copy()
     experts = res[res["method"] == "expert"].set_index("task")["score"]
     missing = merged["expert_score"].isna()
     merged.loc[missing, "expert_score"] = merged.loc[missing, "task"].map(experts)
@@ -68,12 +68,12 @@ def expert_states(store: Store, study_id: str, tasks: list[str], layer: int = -1
                   probe_tasks: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """(experts, probes, dim) pooled states of ``tasks``' experts on the probes of
     ``probe_tasks`` (default: the same tasks), first ``k`` probes per task."""
-    from .runner import load_states
+    from .runner import load_states_with_layers
 
     arrays, owners = [], None
     for t in tasks:
-        states, owners_t = load_states(store, study_id, f"expert__{t}")
-        arrays.append(states[pooling][layer].numpy())
+        states, owners_t, stored = load_states_with_layers(store, study_id, f"expert__{t}")
+        arrays.append(states[pooling][layer_position(stored, layer)].numpy())
         owners = owners_t
     h = np.stack(arrays)
     wanted = set(probe_tasks or tasks)
@@ -86,12 +86,23 @@ def expert_states(store: Store, study_id: str, tasks: list[str], layer: int = -1
     return h, owners
 
 
-def states_info(store: Store, study_id: str, task: str) -> dict:
-    """Layer count and probe owners of one expert's stored states."""
-    from .runner import load_states
+def layer_position(stored: tuple[list[int], int], layer: int) -> int:
+    """Where ``layer`` (0 = embeddings, −1 = last) sits among the stored layers; AnalysisError
+    naming the stored ones if the study did not keep it."""
+    layers, n_total = stored
+    wanted = n_total + layer if layer < 0 else layer
+    if wanted not in layers:
+        raise analysis.AnalysisError(f"layer {layer} was not stored for this study (stored: {layers})")
+    return layers.index(wanted)
 
-    states, owners = load_states(store, study_id, f"expert__{task}")
-    return {"layers": int(states["mean"].shape[0]), "probe_tasks": owners}
+
+def states_info(store: Store, study_id: str, task: str) -> dict:
+    """Stored layer numbers (0 = embeddings), the model's layer count and probe owners of one
+    expert's stored states."""
+    from .runner import load_states_with_layers
+
+    _, owners, (layers, n_total) = load_states_with_layers(store, study_id, f"expert__{task}")
+    return {"layers": layers, "n_layers": n_total, "probe_tasks": owners}
 
 
 def has_states(store: Store, study_id: str, tasks: list[str]) -> bool:
@@ -292,7 +303,7 @@ def _probe_ids(owners: list[str]) -> list[tuple[str, int]]:
 
 def theory(store: Store, study_id: str, group: str, layer: int = -1, pooling: str = "mean") -> pd.DataFrame:
     """Theorem 1 per merge method: Δ, the interval, measured δ_max, inside or not."""
-    from .runner import load_states, states_dir
+    from .runner import load_states_with_layers, states_dir
 
     tasks = store.groups(study_id).get(group, [])
     if not has_states(store, study_id, tasks):
@@ -303,10 +314,10 @@ def theory(store: Store, study_id: str, group: str, layer: int = -1, pooling: st
     rows = []
     for path in sorted(states_dir(store, study_id).glob(f"merged__{group}__*.safetensors")):
         method = path.stem.split("__")[-1]
-        merged, m_owners = load_states(store, study_id, path.stem)
+        merged, m_owners, stored = load_states_with_layers(store, study_id, path.stem)
         where = {pid: i for i, pid in enumerate(_probe_ids(m_owners))}
         keep = [where[pid] for pid in want]  # align probes by (task, n-th probe of that task)
-        _, worst = analysis.distortion(merged[pooling][layer].numpy()[keep], h)
+        _, worst = analysis.distortion(merged[pooling][layer_position(stored, layer)].numpy()[keep], h)
         rows.append({"method": method, "delta": experts["delta"], "d": experts["d"],
                      "lower": experts["lower"], "upper": experts["upper"],
                      "upper_per_input": experts["upper_per_input"],

@@ -48,10 +48,14 @@ def plan_units(spec: StudySpec) -> list[dict]:
         key = spec.fingerprint(kind, payload, *parts)
         units.append({"kind": kind, "unit_key": f"{spec.name}:{kind}:{key}", "payload": payload})
 
+    stored = [spec.hidden.layers] if spec.hidden.layers else []  # a field added later: only when set
+    if spec.base_scores:
+        for t in tasks:
+            add("base", {"task": t}, task_id[t])
     for t in tasks:
         add("expert", {"task": t}, adapter_id[t], task_id[t])
     for t in tasks:
-        add("states", {"task": t}, adapter_id[t], task_id, spec.hidden.k)
+        add("states", {"task": t}, adapter_id[t], task_id, spec.hidden.k, *stored)
     for group, members in spec.groups.items():
         adapters = [adapter_id[t] for t in members]
         for method, params in spec.methods.items():
@@ -59,7 +63,13 @@ def plan_units(spec: StudySpec) -> list[dict]:
                 add("merge", {"group": group, "method": method, "params": params, "task": t},
                     adapters, task_id[t])
             add("mstates", {"group": group, "method": method, "params": params},
-                adapters, {m: task_id[m] for m in members}, spec.hidden.k)
+                adapters, {m: task_id[m] for m in members}, spec.hidden.k, *stored)
+    for pair, members in spec.pair_groups.items():  # Table 4: merged and scored, no hidden states
+        adapters = [adapter_id[t] for t in members]
+        for method, params in spec.methods.items():
+            for t in members:
+                add("merge", {"group": pair, "method": method, "params": params, "task": t},
+                    adapters, task_id[t])
     ordered = sorted(tasks)
     add("conflicts", {"tasks": ordered}, [adapter_id[t] for t in ordered])
     return units
@@ -69,6 +79,8 @@ def register(store: Store, spec: StudySpec, description: str | None = None) -> N
     """Store the study's spec and structure; ``description=None`` keeps a stored description."""
     store.upsert_study(spec.name, spec.name, "live", description, dump_spec(spec))
     store.set_groups(spec.name, spec.groups)
+    if spec.pair_groups:
+        store.set_groups(spec.name, spec.pair_groups, role="pair")
     if spec.pool:
         store.set_groups(spec.name, {"pool": spec.pool}, role="pool")
     store.set_tasks(spec.name, [{"name": t, "metric": spec.tasks[t].metric,
@@ -137,7 +149,7 @@ class StudyContext:
         from .loading import AdapterSet
         from .merge import merge
 
-        members = self.spec.groups[group]
+        members = self.spec.members(group)
         key = (tuple(members), method, json.dumps(params, sort_keys=True))
         if key not in self._merges:
             sub = AdapterSet(self.aset.base, self.aset.base_ref,
@@ -155,6 +167,14 @@ def execute(ctx: StudyContext, job: dict, progress: Callable[[float, str], None]
     kind, p = job["kind"], job["payload"]
     study = ctx.spec.name
     now = time.time()
+    if kind == "base":  # the untrained base on a task: what the expert must beat
+        ctx.runner.use("base", {})
+        score = ctx.runner.evaluate(ctx.data[p["task"]])
+        return lambda con: con.execute(
+            "INSERT OR REPLACE INTO results(study_id, group_name, model, task, method, params_hash, seed, "
+            "metric, score, expert_score, loss, source, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (study, "", "base", p["task"], "base", "", ctx.spec.seed, ctx.spec.tasks[p["task"]].metric,
+             score, None, None, "computed", now))
     if kind == "expert":
         ctx.runner.use_expert(p["task"])
         score = ctx.runner.evaluate(ctx.data[p["task"]])
@@ -191,8 +211,13 @@ def execute(ctx: StudyContext, job: dict, progress: Callable[[float, str], None]
             name = f"merged__{p['group']}__{p['method']}"
         texts, owners = ctx.probe_texts(tasks)
         states = ctx.runner.hidden_states(texts)
-        ctx.store.write_states(study, name, states,
-                               {"probe_tasks": json.dumps(owners), "unit_key": job["unit_key"]})
+        n_layers = next(iter(states.values())).shape[0]
+        meta = {"probe_tasks": json.dumps(owners), "unit_key": job["unit_key"], "n_layers": str(n_layers)}
+        if ctx.spec.hidden.layers:  # keep only the layers the study analyses (0 = embeddings)
+            keep = ctx.spec.hidden.layers
+            states = {k: v[keep] for k, v in states.items()}
+            meta["layers"] = json.dumps(keep)
+        ctx.store.write_states(study, name, states, meta)
         return lambda con: None
     if kind == "conflicts":
         from .conflicts import conflict_metrics
@@ -210,18 +235,28 @@ def load_states(store: Store, study_id: str, name: str) -> tuple[dict[str, torch
     """One stored states file and its probe owners. Pages read the same files on every rerun and
     the swap ranking reads each expert once per candidate, so reads are cached per file version
     (path, size, mtime); callers must not modify the tensors."""
+    states, owners, _ = load_states_with_layers(store, study_id, name)
+    return states, owners
+
+
+def load_states_with_layers(store: Store, study_id: str, name: str):
+    """As :func:`load_states`, plus ``(stored layer numbers, the model's layer count)``: every
+    layer 0 … n − 1 (0 = embeddings) unless the study stored only some."""
     path = store.states_path(study_id, name)
     stat = path.stat()
     return _read_states(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @lru_cache(maxsize=128)
-def _read_states(path: str, size: int, mtime_ns: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _read_states(path: str, size: int, mtime_ns: int):
     from safetensors import safe_open
 
     with safe_open(path, "pt") as h:
-        owners = json.loads(h.metadata()["probe_tasks"])
-    return load_file(path), owners
+        meta = h.metadata()
+    tensors = load_file(path)
+    n = next(iter(tensors.values())).shape[0]
+    layers = json.loads(meta["layers"]) if "layers" in meta else list(range(n))
+    return tensors, json.loads(meta["probe_tasks"]), (layers, int(meta.get("n_layers", n)))
 
 
 def run_worker(store: Store, study_id: str | None = None, *, device: str | None = None,
@@ -275,12 +310,16 @@ def run_worker(store: Store, study_id: str | None = None, *, device: str | None 
             continue
         if on_event:
             on_event({"event": "start", **job})
+        started = time.perf_counter()
         try:
             with jobs.Heartbeat(store, job["id"], me):
                 sid = job["study_id"]
                 spec = load_study_spec(store, sid)  # re-read: the study may have grown since
                 if sid not in contexts or not contexts[sid].refresh(spec):
                     contexts[sid] = StudyContext(store, spec, device, grants)
+                    if on_event:
+                        on_event({"event": "loaded", "seconds": time.perf_counter() - started, "rss_mb": _rss_mb()})
+                    started = time.perf_counter()
                 job_id = job["id"]
                 write = execute(contexts[sid], job,
                                 lambda f, m, j=job_id: jobs.report_progress(store, j, me, f, m))
@@ -304,8 +343,17 @@ def run_worker(store: Store, study_id: str | None = None, *, device: str | None 
         if finished:
             done += 1
             if on_event:
-                on_event({"event": "done", **job})
+                on_event({"event": "done", "seconds": time.perf_counter() - started, "rss_mb": _rss_mb(), **job})
     return {"done": done, "failed": failed}
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now, in MB (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return float("nan")
 
 
 def _failed(store: Store, job: dict, worker: str, exc: Exception, on_event: Progress | None) -> bool:

@@ -317,6 +317,15 @@ class StudySpec(BaseModel):
                     out[f"pair:{a}+{b}"] = [a, b]
         return out
 
+    def members(self, group: str) -> list[str]:
+        """The tasks of a group or of a pair expanded from ``pairwise``."""
+        if group in self.groups:
+            return self.groups[group]
+        pairs = self.pair_groups
+        if group in pairs:
+            return pairs[group]
+        raise KeyError(f"no group {group!r} in study {self.name!r}")
+
     @property
     def all_tasks(self) -> list[str]:
         seen = dict.fromkeys(t for g in self.groups.values() for t in g)
@@ -403,7 +412,9 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
         except methods.MethodError as exc:
             problems.append(f"methods.{method}: {exc}")
     spec = spec.model_copy(update={
-        "adapters": {k: _resolve(v, root) for k, v in spec.adapters.items()},
+        # adapters to be trained are folders to write: local paths, never hub ids
+        "adapters": {k: _resolve(v, root) if adapters_exist else str((root / Path(v).expanduser()).resolve())
+                     for k, v in spec.adapters.items()},
         "base": _resolve(spec.base, root),
         "tasks": {k: t.model_copy(update={"data": _resolve(t.data, root)}) for k, t in spec.tasks.items()},
     })

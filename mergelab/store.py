@@ -104,7 +104,7 @@ def _explain(path: Path, exc: BaseException) -> StoreError:
     low = text.lower()
     if path.is_dir():
         return StoreError(f"the store {path} is a folder; give a file such as {path / 'mergelab.db'}")
-    if "full" in low or "no space left" in low or "os error 28" in low or getattr(exc, "errno", None) == 28:
+    if "is full" in low or "no space left" in low or "os error 28" in low or getattr(exc, "errno", None) == 28:
         return StoreError(f"the disk holding the store {path} is full ({text}); nothing stored was lost "
                           "— free some space and run again")
     writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))

@@ -58,6 +58,12 @@ def _examples(spec: StudySpec, task: str, split: str) -> list[tuple[str, list[st
     return [(t.template.format(**r), references(r[t.target_field])) for r in rows]
 
 
+def _check_causal(spec: StudySpec) -> None:
+    if spec.architecture != "causal":
+        raise ValueError("mergelab train trains adapters for causal LMs; the MiniLM demo's encoder "
+                         "adapters come from `mergelab demo train`")
+
+
 def _batch(tok, pairs: list[tuple[str, str]], device) -> tuple[dict, torch.Tensor, int]:
     """Left-padded ids of prompt + answer + EOS, with labels for the answer positions only."""
     seqs, answer_lens = [], []
@@ -88,9 +94,7 @@ def train_task(spec: StudySpec, task: str, out_dir: Path, config: TrainConfig, *
 
     from .loading import resolve_dir
 
-    if spec.architecture != "causal":
-        raise ValueError("mergelab train trains adapters for causal LMs; the MiniLM demo's encoder "
-                         "adapters come from `mergelab demo train`")
+    _check_causal(spec)
     examples = _examples(spec, task, config.split)
     base = resolve_dir(spec.base, what="base model")
     torch.manual_seed(config.seed)
@@ -103,7 +107,7 @@ def train_task(spec: StudySpec, task: str, out_dir: Path, config: TrainConfig, *
     opt = torch.optim.AdamW(params, lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / config.steps)
     model.train()
-    started, losses, order = time.time(), [], []
+    started, cpu_started, losses, order = time.time(), time.process_time(), [], []
     for step in range(config.steps):
         if len(order) < config.batch_size:
             order += rng.sample(range(len(examples)), len(examples))
@@ -131,7 +135,8 @@ def train_task(spec: StudySpec, task: str, out_dir: Path, config: TrainConfig, *
     cfg_path.write_text(json.dumps(cfg, indent=2))
     first = sum(losses[:10]) / min(10, len(losses))
     last = sum(losses[-10:]) / min(10, len(losses))
-    return {"task": task, "seconds": round(time.time() - started, 1), "steps": config.steps,
+    return {"task": task, "seconds": round(time.time() - started, 1),
+            "cpu_seconds": round(time.process_time() - cpu_started, 1), "steps": config.steps,
             "examples": len(examples), "loss_first_10": round(first, 4), "loss_last_10": round(last, 4)}
 
 
@@ -140,6 +145,7 @@ def train_study(spec: StudySpec, tasks: list[str] | None, config: TrainConfig, *
                 progress_for: Callable[[str], Callable] | None = None) -> list[dict]:
     """Train every task's adapter (or ``tasks``') that does not exist yet; record each in
     ``training.json`` beside the adapters as it finishes."""
+    _check_causal(spec)
     wanted = tasks or spec.all_tasks
     unknown = [t for t in wanted if t not in spec.tasks]
     if unknown:

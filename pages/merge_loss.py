@@ -15,7 +15,8 @@ losses = results.loss_table(store, study)
 if losses.empty:
     st.info("No merge results in this study yet — queue them on the Run page.")
     st.stop()
-groups = list(dict.fromkeys(losses["group_name"]))
+pairs = set(store.groups(study, role="pair"))
+groups = [g for g in dict.fromkeys(losses["group_name"]) if g not in pairs]  # pairs: Statistics page
 group = st.selectbox("Task group", groups, key="loss_group")
 collapse = st.slider("Collapse line (%)", -100, 0, -30, key="loss_collapse")
 sub = losses[losses["group_name"] == group]

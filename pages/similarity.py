@@ -10,7 +10,7 @@ from mergelab.ui.widgets import chart, need_study
 st.title("Hidden-state similarity")
 store = get_store()
 study = need_study(current_study())
-groups = store.groups(study)
+groups = store.groups(study, role="group")
 if not groups:
     st.info("This study has no task groups.")
     st.stop()
@@ -26,12 +26,12 @@ if not results.has_states(store, study, tasks):
 
 c1, c2, c3, c4 = st.columns(4)
 info = results.states_info(store, study, tasks[0])
-layers = list(range(info["layers"]))
+layers = info["layers"]
 owners = info["probe_tasks"]
 
 
 def _layer_name(i: int) -> str:
-    return "embeddings" if i == 0 else f"layer {i}" + (" (last)" if i == len(layers) - 1 else "")
+    return "embeddings" if i == 0 else f"layer {i}" + (" (last)" if i == info["n_layers"] - 1 else "")
 
 
 layer = c1.selectbox("Layer", layers, index=len(layers) - 1, key="sim_layer", format_func=_layer_name)

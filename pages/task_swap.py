@@ -11,8 +11,8 @@ from mergelab.ui.widgets import chart, need_study
 st.title("Task swap: what if?")
 store = get_store()
 study = need_study(current_study())
-groups = {k: v for k, v in store.groups(study).items() if k != "pool"}
-pool = store.groups(study).get("pool", [])
+groups = store.groups(study, role="group")
+pool = store.groups(study, role="pool").get("pool", [])
 if not pool or not groups:
     st.info("This study has no pool of spare tasks (a `pool:` list in its spec), so there is "
             "nothing to swap in. The paper's own swap is on the Paper page (Table 6).")
@@ -35,14 +35,15 @@ if st.button("Merge and evaluate this swap", type="primary", key="swap_go"):
     pid = background.ensure_worker(store, study)
     st.success(f"Queued {counts['new']} units for {swap_name}" + (f"; started worker {pid}" if pid else ""))
 
-done_swaps = [g for g in store.groups(study) if g.startswith(f"swap:{group}:")]
+groups = store.groups(study, role="group")  # again: a swap queued above is a new group
+done_swaps = [g for g in groups if g.startswith(f"swap:{group}:")]
 if done_swaps:
     st.subheader("Before / after (Table 6 style)")
     losses = results.loss_table(store, study)
     rows = []
     for g in [group, *done_swaps]:
         sub = losses[losses["group_name"] == g]
-        mds = results.mds_table(store, study, g, tasks=store.groups(study)[g])
+        mds = results.mds_table(store, study, g, tasks=groups[g])
         best = sub.groupby("task")["loss"].max()
         rows.append({"group": g, "worst_loss": best.min() if len(best) else None,
                      "worst_mds": mds["mds"].max(), "merged_tasks": sub["task"].nunique()})

@@ -20,7 +20,7 @@ is the bound that does hold for it.
 """)
 store = get_store()
 study = need_study(current_study())
-groups = list(store.groups(study))
+groups = list(store.groups(study, role="group"))
 group = st.selectbox("Task group", groups, key="theory_group")
 table = results.theory(store, study, group)
 if table.empty:

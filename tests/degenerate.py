@@ -22,17 +22,19 @@ def _states(rng, owners: list[str], layers: int = 3, dim: int = 8, shift: float 
 
 def make(store: Store, name: str, *, groups: dict[str, list[str]], pool: list[str] = (),
          expert_scores: dict[str, float] | None = None, merged_tasks: dict[str, list[str]] | None = None,
-         states: bool = True, k: int = 3, seed: int = 0, failed_units: int = 0) -> str:
+         states: bool = True, k: int = 3, seed: int = 0, failed_units: int = 0,
+         pairwise: list[str] = ()) -> str:
     """A live study ``name``: experts with ``expert_scores`` (default 80), every group merged with
     LA and TIES and scored on ``merged_tasks[group]`` (default: all its tasks), stored hidden
-    states for experts and merges, conflict metrics for every pair, ``failed_units`` failed jobs."""
+    states for experts and merges, conflict metrics for every pair, ``failed_units`` failed jobs,
+    and every pair of the groups in ``pairwise`` merged and scored (role "pair")."""
     rng = np.random.default_rng(seed)
     tasks = list(dict.fromkeys([t for g in groups.values() for t in g] + list(pool)))
     expert_scores = {t: 80.0 for t in tasks} | dict(expert_scores or {})
     spec = {"name": name, "base": "org/base", "architecture": "causal",
             "adapters": {t: f"adapters/{t}" for t in tasks},
             "tasks": {t: {"data": f"data/{t}.jsonl", "labels": ["no", "yes"], "note": f"task {t}"} for t in tasks},
-            "groups": groups, "pool": list(pool), "methods": {m: {} for m in METHODS},
+            "groups": groups, "pool": list(pool), "methods": {m: {} for m in METHODS}, "pairwise": list(pairwise),
             "hidden": {"k": k, "layer": -1, "pooling": "mean", "distance": "l2"}}
     store.upsert_study(name, name, "live", f"degenerate study {name}", yaml.safe_dump(spec))
     store.set_groups(name, groups)
@@ -44,6 +46,14 @@ def make(store: Store, name: str, *, groups: dict[str, list[str]], pool: list[st
         for m in METHODS:
             for t in (merged_tasks or {}).get(g, members):
                 rows.append({"group_name": g, "model": f"merged:{g}:{m}", "task": t, "method": m,
+                             "metric": "accuracy", "score": float(rng.uniform(20, 80))})
+    pairs = {f"pair:{a}+{b}": [a, b] for g in pairwise for i, a in enumerate(groups[g]) for b in groups[g][i + 1:]}
+    if pairs:
+        store.set_groups(name, pairs, role="pair")
+    for pair, members in pairs.items():
+        for m in METHODS:
+            for t in members:
+                rows.append({"group_name": pair, "model": f"merged:{pair}:{m}", "task": t, "method": m,
                              "metric": "accuracy", "score": float(rng.uniform(20, 80))})
     store.add_results(name, rows)
     pairs = [(a, b) for i, a in enumerate(tasks) for b in tasks[i + 1:]]

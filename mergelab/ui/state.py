@@ -32,7 +32,7 @@ def study_picker() -> str | None:
         return None
     ids = list(studies["id"])
     labels = dict(zip(studies["id"], studies["name"]))
-    fallback = "demo" if "demo" in ids else ids[0]
+    fallback = next((s for s in ("llm", "demo") if s in ids), ids[0])
     wanted = st.query_params.get("study", st.session_state.get("study_id", fallback))
     index = ids.index(wanted) if wanted in ids else 0
     choice = st.sidebar.selectbox("Study", ids, index=index, format_func=labels.get,

