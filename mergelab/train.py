@@ -70,7 +70,7 @@ def _batch(tok, pairs: list[tuple[str, str]], device) -> tuple[dict, torch.Tenso
     for prompt, answer in pairs:
         p = tok(prompt)["input_ids"]
         whole = tok(prompt + " " + answer)["input_ids"]
-        ans = whole[len(p):] + [tok.eos_token_id]
+        ans = [*whole[len(p):], tok.eos_token_id]
         seqs.append(p + ans)
         answer_lens.append(len(ans))
     width = max(map(len, seqs))

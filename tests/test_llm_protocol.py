@@ -17,7 +17,7 @@ import torch
 import yaml
 from scipy import stats as sps
 
-from mergelab import cli, gguf, jobs, loading, protocol, results, runner
+from mergelab import cli, gguf, loading, protocol, results, runner
 from mergelab.loading import LoadError
 from mergelab.spec import SpecError, dump_spec, parse_spec
 from mergelab.store import Store
