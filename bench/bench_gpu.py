@@ -24,9 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mergelab import analysis, hidden  # noqa: E402
-from mergelab.loading import AdapterSet, LoraAdapter  # noqa: E402
-from mergelab.merge import merge  # noqa: E402
+from mergelab.analysis import equations as analysis  # noqa: E402
+from mergelab.analysis import hidden  # noqa: E402
+from mergelab.io.adapters import AdapterSet, LoraAdapter  # noqa: E402
+from mergelab.merging.merge import merge  # noqa: E402
 
 
 def sync(device):

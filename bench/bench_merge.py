@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mergelab import loading, merge  # noqa: E402
-from mergelab.mergekit_export import mergekit_config  # noqa: E402
+from mergelab.io import adapters as loading  # noqa: E402
+from mergelab.merging import merge  # noqa: E402
+from mergelab.merging.mergekit_bridge import mergekit_config  # noqa: E402
 
 METHODS = {"TIES": ("ties", {"density": 0.2}), "TA": ("task_arithmetic", {}),
            "DARE": ("dare_linear", {"density": 0.1}), "SLERP": ("slerp", {})}

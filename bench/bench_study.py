@@ -36,8 +36,9 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mergelab import runner  # noqa: E402
-from mergelab.store import Store  # noqa: E402
+from mergelab.storage.store import Store  # noqa: E402
+from mergelab.study import executors, planner  # noqa: E402
+from mergelab.study import worker as runner  # noqa: E402
 
 SIZES = {
     "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
@@ -175,8 +176,8 @@ def main():
                 print("FAILED", ev["kind"], ev["error"], file=sys.stderr)
 
     t = time.perf_counter()
-    spec, _ = runner.prepare(store, spec_path)
-    out = runner.run_worker(store, spec.name, device=args.device, on_event=on_event)
+    spec, _ = planner.prepare(store, spec_path)
+    out = executors.run_worker(store, spec.name, device=args.device, on_event=on_event)
     sync(device)
     wall = time.perf_counter() - t
     print(f"study: {out['done']} units done, {out['failed']} failed, {wall:.1f} s wall "
@@ -184,11 +185,11 @@ def main():
           + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(kinds.items())))
 
     # label scoring, batched vs per row, on the same loaded model and task
-    from mergelab.data import load_all
+    from mergelab.study.data import load_all
 
-    ctx = runner.StudyContext(store, spec, args.device)
+    ctx = runner.StudyContext(spec, args.device)
     task = load_all(spec)[f"task{min(1, args.tasks - 1)}"]  # task1 has 3 labels
-    run = ctx.runner
+    run = ctx.model
     run.use_expert(task.name)
     times = {}
     preds = {}
@@ -207,7 +208,7 @@ def main():
     # greedy generation (rougeL tasks), batched vs one row at a time, same rows
     import dataclasses
 
-    from mergelab.spec import TaskSpec
+    from mergelab.study.spec import TaskSpec
 
     gen_task = dataclasses.replace(task, spec=TaskSpec(data=task.spec.data, target_field="label", metric="rougeL",
                                                        template=task.spec.template))

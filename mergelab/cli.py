@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import methods
+from .merging import registry as methods
 
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, RuntimeError)
 
@@ -109,14 +109,16 @@ def _output_folder(path: str) -> Path:
 
 
 def cmd_merge(args) -> int:
-    from . import loading, merge
+    from .io import adapters as loading
+    from .merging import merge
+    from .merging.device import pick_device
 
     params = _params(args, args.method)
     methods.get(args.method).resolve(len(args.adapters), params)  # bad parameters: before any loading
     _output_folder(args.out)
     aset = loading.load_adapter_set(args.base, _adapters(args.adapters), allow_pickle=args.allow_pickle,
                                     check_base_name=not args.ignore_base_name)
-    device = merge.pick_device(args.device)
+    device = pick_device(args.device)
     print(f"merging {len(aset.adapters)} adapters × {len(aset.module_keys)} modules with "
           f"{methods.get(args.method).label} on {device}", file=sys.stderr)
     result = merge.merge(aset, args.method, params, device=str(device), progress=_bar("merge"))
@@ -134,14 +136,14 @@ def cmd_merge(args) -> int:
 
 
 def _exists_or_hub_id(value: str, what: str) -> None:
-    from .spec import _is_local, _looks_like_hub_id
+    from .io.content import is_local, looks_like_hub_id
 
-    if not (_is_local(value) or _looks_like_hub_id(value) or value.startswith("pypi:")):
+    if not (is_local(value) or looks_like_hub_id(value) or value.startswith("pypi:")):
         raise ValueError(f"{what} {value} does not exist (give a local folder or a hub id org/name)")
 
 
 def cmd_export(args) -> int:
-    from .mergekit_export import mergekit_yaml
+    from .merging.mergekit_bridge import mergekit_yaml
 
     _exists_or_hub_id(args.base, "base")
     for a in args.adapters:
@@ -160,7 +162,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_conflicts(args) -> int:
-    from . import conflicts, loading
+    from .io import adapters as loading
+    from .merging import conflicts
 
     aset = loading.load_adapter_set(args.base, _adapters(args.adapters), allow_pickle=args.allow_pickle,
                                     check_base_name=not args.ignore_base_name)
@@ -179,7 +182,7 @@ def cmd_methods(args) -> int:
 
 
 def cmd_paper(args) -> int:
-    from . import paper
+    from .analysis import paper
 
     tables = paper.load_tables()
     out = {"table5": paper.table5_recomputed(tables).to_dict(orient="records"),
@@ -190,7 +193,7 @@ def cmd_paper(args) -> int:
 
 
 def _open(db):
-    from .studies import open_store
+    from .study.bundled import open_store
 
     return open_store(db)
 
@@ -232,14 +235,14 @@ def _event_printer():
 
 
 def _grants(args):
-    from .spec import Grants
+    from .study.spec import Grants
 
     return Grants(trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
 
 
 def _finish_line(store, study: str, out: dict, seconds: float) -> int:
     """Print how the run ended; 0 only when every unit of the study is done."""
-    from . import jobs
+    from .storage import jobs
 
     counts = jobs.status_counts(store, study)
     print(f"ran {out['done']} units ({out['failed']} failed) in {seconds:.1f} s", file=sys.stderr)
@@ -257,12 +260,13 @@ def _finish_line(store, study: str, out: dict, seconds: float) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import jobs, runner
+    from .storage import jobs
+    from .study import executors, planner
 
     store = _open(args.db)
-    spec, counts = runner.prepare(store, args.spec, grants=_grants(args), replace=args.replace)
+    spec, counts = planner.prepare(store, args.spec, grants=_grants(args), replace=args.replace)
     if args.recompute:
-        n = jobs.requeue(store, spec.name, [u["unit_key"] for u in runner.plan_units(spec)])
+        n = jobs.requeue(store, spec.name, [u["unit_key"] for u in planner.plan_units(spec)])
         print(f"--recompute: {n} units queued again; their stored results are replaced one by one "
               "as each finishes", file=sys.stderr)
     if args.retry_failed:
@@ -274,7 +278,7 @@ def cmd_run(args) -> int:
     on_event, state = _event_printer()
     state["total"] = int(status.get("queued", 0) + status.get("running", 0))
     started = time.time()
-    out = runner.run_worker(store, spec.name, device=args.device, grants=_grants(args), on_event=on_event)
+    out = executors.run_worker(store, spec.name, device=args.device, grants=_grants(args), on_event=on_event)
     if "bar" in state:
         state["bar"].close()
     if state.get("timing"):
@@ -286,12 +290,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from . import runner
+    from .study import executors
 
     store = _open(args.db)
     on_event, state = _event_printer()
     started = time.time()
-    out = runner.run_worker(store, args.study, device=args.device, grants=_grants(args),
+    out = executors.run_worker(store, args.study, device=args.device, grants=_grants(args),
                             stop_when_empty=not args.forever, on_event=on_event)
     if "bar" in state:
         state["bar"].close()
@@ -304,8 +308,8 @@ def cmd_worker(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from . import protocol
-    from .spec import parse_spec
+    from .analysis import protocol
+    from .study.spec import parse_spec
 
     if args.spec:
         study = parse_spec(Path(args.spec)).name
@@ -330,8 +334,8 @@ def cmd_report(args) -> int:
 def cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from .spec import parse_spec
-    from .train import TrainConfig, train_study
+    from .study.spec import parse_spec
+    from .study.train import TrainConfig, train_study
 
     spec = parse_spec(Path(args.spec), adapters_exist=False)
     config = TrainConfig(rank=args.rank, alpha=args.alpha or 2 * args.rank, targets=args.targets, steps=args.steps,
@@ -364,14 +368,14 @@ def cmd_demo(args) -> int:
 
     demo = DATA_DIR / "demo"
     if args.demo_command == "build-data":
-        from .demo.build_data import build
+        from .study.bundled.demo_tasks import build
 
         made = build(demo / "tasks", seed=args.seed)
         for name, m in made.items():
             print(f"{name}: {m['rows']} labels {m['labels']}")
         return 0
     if args.demo_command == "snapshot":
-        from .demo.snapshot import export
+        from .storage.snapshot import export
 
         store = _open(args.db)
         if not store.has_study(args.study):
@@ -381,13 +385,13 @@ def cmd_demo(args) -> int:
         print(f"wrote {out} (results.csv, pair_metrics.csv, jobs.csv, states/)")
         return 0
     if args.demo_command == "build-llm-data":
-        from .demo.llm_data import build as build_llm
+        from .study.bundled.llm_tasks import build as build_llm
 
         for name, m in build_llm(DATA_DIR / "llm" / "tasks", seed=args.seed).items():
             print(f"{name}: {m['kind']}, rows {m['rows']}")
         return 0
     if args.demo_command == "train":
-        from .demo.train import train_all
+        from .study.bundled.demo_train import train_all
 
         train_all(demo / "tasks", demo / "adapters", seed=args.seed, only=args.tasks)
         return 0
@@ -405,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mergelab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def base_args(p, out_required=True):
+    def base_args(p):
         p.add_argument("--base", required=True, help="base model: hub id or local folder")
         p.add_argument("--adapters", nargs="+", required=True, help="PEFT LoRA folders or hub ids")
         p.add_argument("--method", default="ties", help=f"one of {sorted(methods.METHODS)} or "

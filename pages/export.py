@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from mergelab import results
-from mergelab.report import build_report
+from mergelab.analysis import views as results
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import need_study
+from mergelab.viz.report import build_report
 
 st.title("Export")
 store = get_store()

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from mergelab import figures, results
+from mergelab.analysis import views as results
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import chart, need_study
+from mergelab.viz import figures
 
 st.title("Merging loss")
 st.caption("L(T) = (P_merged / P_expert − 1) · 100 (Eq. 1). Classification heads are task-specific "

@@ -2,14 +2,15 @@
 
 import streamlit as st
 
-from mergelab import figures, paper
+from mergelab.analysis import paper
 from mergelab.ui.state import get_store
+from mergelab.viz import figures
 
 st.title("The paper's published results")
 st.caption(
     "Cao et al., *An Empirical Study and Theoretical Explanation on Task-Level Model-Merging "
     "Collapse* (preprint, 2026-03-11). Numbers transcribed into `data/paper/`; every statistic "
-    "below is recomputed from them with `mergelab.stats`, beside the value the paper prints."
+    "below is recomputed from them with `mergelab.analysis.stats`, beside the value the paper prints."
 )
 
 store = get_store()

@@ -6,8 +6,10 @@ import time
 
 import streamlit as st
 
-from mergelab import background, jobs, runner
-from mergelab.spec import Grants, SpecError
+from mergelab.storage import jobs
+from mergelab.study import executors as background
+from mergelab.study import planner as runner
+from mergelab.study.spec import Grants, SpecError
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import need_study
 

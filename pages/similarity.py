@@ -3,14 +3,16 @@
 import numpy as np
 import streamlit as st
 
-from mergelab import analysis, figures, results
+from mergelab.analysis import equations as analysis
+from mergelab.analysis import views as results
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import chart, need_study
+from mergelab.viz import figures
 
 st.title("Hidden-state similarity")
 store = get_store()
 study = need_study(current_study())
-groups = store.groups(study, role="group")
+groups = store.groups(study)
 if not groups:
     st.info("This study has no task groups.")
     st.stop()

@@ -3,9 +3,11 @@ and which signal predicts merging loss — each beside the paper's printed numbe
 
 import streamlit as st
 
-from mergelab import figures, paper, protocol, results
+from mergelab.analysis import paper, protocol
+from mergelab.analysis import views as results
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import chart, need_study
+from mergelab.viz import figures
 
 ALPHA = 0.05
 st.title("Statistics")

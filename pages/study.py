@@ -6,9 +6,11 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from mergelab import methods, runner
-from mergelab.loading import LoadError
-from mergelab.spec import SpecError, dump_spec, load_yaml, parse_spec
+from mergelab.io.errors import LoadError
+from mergelab.merging import registry as methods
+from mergelab.study import form
+from mergelab.study import planner as runner
+from mergelab.study.spec import SpecError, dump_spec, load_yaml, parse_spec
 from mergelab.ui.state import current_study, get_store
 
 st.title("Study")
@@ -25,8 +27,8 @@ if uploaded is not None:
         st.error(f"{uploaded.name} is not UTF-8 text; save it as UTF-8")
 if "study_draft" not in st.session_state:
     draft = {}
-    if study and not store.query("SELECT spec FROM studies WHERE id=? AND spec != ''", (study,)).empty:
-        draft = yaml.safe_load(store.query("SELECT spec FROM studies WHERE id=?", (study,))["spec"].iloc[0])
+    if study and store.spec_text(study):
+        draft = yaml.safe_load(store.spec_text(study))
     st.session_state["study_draft"] = draft
 draft = st.session_state["study_draft"]
 
@@ -76,8 +78,7 @@ task_df = st.data_editor(pd.DataFrame([{
 slots["tasks"] = st.empty()
 
 st.subheader("Groups")
-groups_text = st.text_area("One group per line: name: task, task, ...",
-                           "\n".join(f"{g}: {', '.join(ts)}" for g, ts in draft.get("groups", {}).items()),
+groups_text = st.text_area("One group per line: name: task, task, ...", form.groups_to_text(draft.get("groups", {})),
                            key="study_groups")
 pool_text = st.text_input("Pool of spare tasks for swapping (comma-separated)",
                           ", ".join(draft.get("pool", [])), key="study_pool")
@@ -142,61 +143,30 @@ if trust_code or allow_pickle:
                "machine. Keep these on only for files you trust.")
 
 
-def _groups(text):
-    out = {}
-    for line in text.splitlines():
-        if ":" in line:
-            g, _, ts = line.partition(":")
-            out[g.strip()] = [t.strip() for t in ts.split(",") if t.strip()]
-    return out
-
-
-def _cell(value) -> str:
-    """A table cell as text; empty for the None / NaN of a freshly added row."""
-    return "" if value is None or pd.isna(value) else str(value).strip()
-
-
-def _task(row) -> dict:
-    """A task from its table row, keeping the settings the table does not show (from the draft)."""
-    out = {k: v for k, v in tasks.get(row.task, {}).items()
-           if k not in ("labels", "label_field", "target_field")}
-    labels = [x.strip() for x in _cell(row.labels).split(",") if x.strip()]
-    answer = _cell(row.answer_field)
-    out.update({"data": _cell(row.data), "template": _cell(row.template) or "{text}",
-                "metric": _cell(row.metric) or "accuracy", "split": _cell(row.split) or "eval",
-                "probe_split": _cell(row.probe_split) or "probe"})
-    if labels:
-        out.update(labels=labels, label_field=answer or "label")
-    else:
-        out["target_field"] = answer or "target"
-    return out
-
-
+group_lines, group_problems = form.groups_from_text(groups_text)
 # Start from the draft, so that settings this form does not show (hidden layer / pooling /
 # distance, allow_pickle, trust_remote_code, ...) survive an edit and a save.
 spec_dict = {
     **{k: v for k, v in draft.items() if k not in ("methods",)},
     "name": name, "base": base, "architecture": arch,
     "adapters": {r.task: r.adapter for r in adapter_df.itertuples() if r.task and r.adapter},
-    "tasks": {r.task: _task(r) for r in task_df.itertuples() if r.task},
-    "groups": _groups(groups_text), "pool": [t.strip() for t in pool_text.split(",") if t.strip()],
+    "tasks": {r["task"]: form.task_from_row(r, tasks.get(r["task"], {}))
+              for r in task_df.to_dict(orient="records") if form.cell_text(r.get("task"))},
+    "groups": group_lines, "pool": [t.strip() for t in pool_text.split(",") if t.strip()],
     "methods": method_params, "hidden": {**draft.get("hidden", {}), "k": int(k)}, "eval_limit": int(limit),
     "seed": int(seed), "batch_size": int(batch), "dtype": dtype,
     "trust_remote_code": trust_code, "allow_pickle": allow_pickle,
 }
 
-problems = []
+error = None
 try:
     parsed = parse_spec(spec_dict, Path.cwd())
 except SpecError as exc:
+    parsed, error = None, exc
+by_section = form.by_section(error, group_problems)
+if group_problems:
     parsed = None
-    problems = exc.problems
-SECTION = {"base": "base", "name": "base", "architecture": "base", "adapters": "adapters",
-           "tasks": "tasks", "groups": "groups", "pool": "groups", "methods": "methods"}
-by_section: dict[str, list[str]] = {}
-for p in problems:
-    field = p.split(":")[0].split(".")[0].strip()
-    by_section.setdefault(SECTION.get(field, "other"), []).append(p)
+problems = [p for items in by_section.values() for p in items]
 for section, items in by_section.items():
     target = slots.get(section)
     text = "\n".join(f"- {item}" for item in items)

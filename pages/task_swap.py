@@ -1,18 +1,20 @@
 """Task swap — the paper's (a)→(a1): drop the worst-MDS task, rank replacements by hidden states,
 then verify the best swap by actually merging."""
 
-import pandas as pd
 import streamlit as st
 
-from mergelab import background, figures, results, runner
+from mergelab.analysis import views as results
+from mergelab.study import executors as background
+from mergelab.study import planner as runner
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import chart, need_study
+from mergelab.viz import figures
 
 st.title("Task swap: what if?")
 store = get_store()
 study = need_study(current_study())
-groups = store.groups(study, role="group")
-pool = store.groups(study, role="pool").get("pool", [])
+groups = store.groups(study)
+pool = store.pool(study)
 if not pool or not groups:
     st.info("This study has no pool of spare tasks (a `pool:` list in its spec), so there is "
             "nothing to swap in. The paper's own swap is on the Paper page (Table 6).")
@@ -29,25 +31,15 @@ st.markdown(f"Worst-MDS task in **{group}**: **{removed}** (MDS {cands.attrs['cu
 st.dataframe(cands.style.format({"new_worst_mds": "{:.2f}", "candidate_mds": "{:.2f}"})
              .highlight_min(subset=["new_worst_mds"], color="#c7e9c0"), hide_index=True, key="swap_table")
 choice = st.selectbox("Swap in", list(cands["candidate"]), key="swap_choice")
-swap_name = f"swap:{group}:{removed}->{choice}"
+swap_name = results.swap_name(group, removed, choice)
 if st.button("Merge and evaluate this swap", type="primary", key="swap_go"):
     counts = runner.add_group(store, study, swap_name, [choice if t == removed else t for t in tasks])
     pid = background.ensure_worker(store, study)
     st.success(f"Queued {counts['new']} units for {swap_name}" + (f"; started worker {pid}" if pid else ""))
 
-groups = store.groups(study, role="group")  # again: a swap queued above is a new group
-done_swaps = [g for g in groups if g.startswith(f"swap:{group}:")]
-if done_swaps:
+if results.swaps_of(store, study, group):  # read again: a swap queued above is a new group
     st.subheader("Before / after (Table 6 style)")
-    losses = results.loss_table(store, study)
-    rows = []
-    for g in [group, *done_swaps]:
-        sub = losses[losses["group_name"] == g]
-        mds = results.mds_table(store, study, g, tasks=groups[g])
-        best = sub.groupby("task")["loss"].max()
-        rows.append({"group": g, "worst_loss": best.min() if len(best) else None,
-                     "worst_mds": mds["mds"].max(), "merged_tasks": sub["task"].nunique()})
-    table = pd.DataFrame(rows)
+    table = results.swap_table(store, study, group)
     st.dataframe(table, hide_index=True)
     if table["worst_loss"].notna().all():
         chart(figures.swap_comparison(table), "swap_comparison")

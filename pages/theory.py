@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from mergelab import results
+from mergelab.analysis import views as results
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import need_study
 
@@ -20,7 +20,7 @@ is the bound that does hold for it.
 """)
 store = get_store()
 study = need_study(current_study())
-groups = list(store.groups(study, role="group"))
+groups = list(store.groups(study))
 group = st.selectbox("Task group", groups, key="theory_group")
 table = results.theory(store, study, group)
 if table.empty:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import yaml
 
-from mergelab.store import Store
+from mergelab.storage.store import Store
 
 METHODS = ["LA", "TIES"]
 
@@ -39,7 +39,7 @@ def make(store: Store, name: str, *, groups: dict[str, list[str]], pool: list[st
     store.upsert_study(name, name, "live", f"degenerate study {name}", yaml.safe_dump(spec))
     store.set_groups(name, groups)
     if pool:
-        store.set_groups(name, {"pool": list(pool)}, role="pool")
+        store.set_pool(name, list(pool))
     rows = [{"group_name": "", "model": f"expert:{t}", "task": t, "method": "expert", "metric": "accuracy",
              "score": expert_scores[t], "expert_score": expert_scores[t], "loss": 0.0} for t in tasks]
     for g, members in groups.items():
@@ -72,7 +72,7 @@ def make(store: Store, name: str, *, groups: dict[str, list[str]], pool: list[st
                 store.write_states(name, f"merged__{g}__{m}", _states(rng, g_owners),
                                    {"probe_tasks": json.dumps(g_owners), "unit_key": f"{name}:mstates:{g}:{m}"})
     if failed_units:
-        with store.transaction() as con:
+        with store._transaction() as con:  # failed units, as a worker would leave them
             con.executemany(
                 "INSERT INTO jobs(study_id, kind, unit_key, payload, status, attempts, error, created_at, "
                 "updated_at) VALUES (?, 'merge', ?, ?, 'failed', 1, ?, 0, 0)",

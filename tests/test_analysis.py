@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mergelab import analysis
-from mergelab.analysis import AnalysisError
+from mergelab.analysis import equations as analysis
+from mergelab.analysis.equations import AnalysisError
 
 
 def _distances(points):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mergelab import loading
-from mergelab.loading import LoadError
+from mergelab.io import adapters as loading
+from mergelab.io.errors import LoadError
 
 from tinymodels import make_causal_base, make_lora
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mergelab import conflicts, loading
+from mergelab.io import adapters as loading
+from mergelab.merging import conflicts
 
 from tinymodels import make_causal_base, make_lora
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mergelab.data import load_task
-from mergelab.spec import SpecError, TaskSpec
+from mergelab.study.data import load_task
+from mergelab.study.spec import SpecError, TaskSpec
 
 
 def write_sni_dataset(folder: Path, n: int = 12) -> Path:
@@ -64,7 +64,7 @@ def test_rougel_takes_the_best_of_several_references(tmp_path):
     """Super-NaturalInstructions scores a prediction against its best-matching reference."""
     import dataclasses
 
-    from mergelab.runtime import ModelRunner
+    from mergelab.models.loaded import LoadedModel as ModelRunner
 
     folder = write_sni_dataset(tmp_path / "task")
     spec = TaskSpec(data=str(folder), split="test", probe_split="train", template="{input}",
@@ -88,7 +88,7 @@ def test_content_id_of_a_dataset_folder_sees_its_nested_data_files(tmp_path):
 
     import pandas as pd
 
-    from mergelab.spec import content_id
+    from mergelab.io.content import content_id
 
     folder = write_sni_dataset(tmp_path / "task")
     before = content_id(str(folder))
@@ -103,8 +103,8 @@ def test_a_causal_study_runs_on_a_dataset_folder(tmp_path):
     YAML), evaluated against lists of references."""
     import yaml
 
-    from mergelab import results
-    from mergelab.store import Store
+    from mergelab.analysis import views as results
+    from mergelab.storage.store import Store
 
     from tinymodels import make_tiny_causal_study, run_study
 

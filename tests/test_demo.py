@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mergelab import results
-from mergelab.studies import open_store
+from mergelab.analysis import views as results
+from mergelab.study.bundled import open_store
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
 
@@ -50,8 +50,9 @@ def test_default_group_has_a_collapse_under_all_five_methods(store):
 
 
 def test_pool_has_a_swap_that_lowers_the_worst_mds(store):
-    groups = store.groups("demo")
-    cands = results.swap_candidates(store, "demo", groups["default"], groups["pool"])
+    groups = store.groups("demo")  # the pool is a role, not a group
+    assert "pool" not in groups
+    cands = results.swap_candidates(store, "demo", groups["default"], store.pool("demo"))
     assert cands.attrs["removed"] == "wn_pos"
     assert (cands["new_worst_mds"] < cands.attrs["current_worst_mds"]).sum() >= 1
 
@@ -59,14 +60,15 @@ def test_pool_has_a_swap_that_lowers_the_worst_mds(store):
 def test_shipped_results_cover_every_unit_of_the_demo_spec(store):
     """Unit keys hash what determines a result; a spec field added later must not change them,
     or every checkout would re-run the shipped demo."""
-    from mergelab import jobs, runner
-    from mergelab.spec import parse_spec
+    from mergelab.storage import jobs
+    from mergelab.study import planner
+    from mergelab.study.spec import parse_spec
 
     spec = parse_spec(DEMO / "study.yaml")
-    assert jobs.enqueue(store, spec.name, runner.plan_units(spec))["new"] == 0
+    assert jobs.enqueue(store, spec.name, planner.plan_units(spec))["new"] == 0
     # and the shipped rows carry the keys a recompute writes, so `run --recompute` replaces them
     # instead of adding a second row per merge
-    planned = {u["unit_key"] for u in runner.plan_units(spec)}
+    planned = {u["unit_key"] for u in planner.plan_units(spec)}
     assert set(jobs.jobs_frame(store, "demo")["unit_key"]) == planned
     merged = store.results("demo").query("method != 'expert'")
     assert (merged["params_hash"] == [spec.fingerprint(m, spec.methods[m]) for m in merged["method"]]).all()

@@ -27,3 +27,76 @@ def test_checker_sees_a_streamlit_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nfrom streamlit import session_state\n")
     assert "streamlit" in _imports(bad)
+
+
+# --- the layering: data flows one way ------------------------------------------------------------
+#: Subpackages in the order data flows through them; each may import only those before it.
+LAYERS = ["io", "merging", "models", "storage", "study", "analysis", "viz", "ui"]
+#: Top-level modules: config is below everything; the command line and the package's entry points
+#: sit above everything.
+BOTTOM, TOP = {"config"}, {"cli", "__main__", "__init__"}
+
+
+def _mergelab_imports(path: Path, root: Path = ENGINE) -> set[str]:
+    """The mergelab modules ``path`` imports, as dotted names relative to the package
+    (``storage.store``), resolving relative imports."""
+    rel = path.relative_to(root).with_suffix("")
+    package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("mergelab.")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                if node.module is None:  # from . import x
+                    out |= {".".join([*base, a.name]) for a in node.names}
+                elif target:
+                    out.add(target)
+            elif node.module and node.module.startswith("mergelab."):
+                out.add(node.module.split(".", 1)[1])
+            elif node.module == "mergelab":
+                out |= {a.name for a in node.names}
+    return out
+
+
+def _layer(module: str) -> int | None:
+    head = module.split(".")[0]
+    if head in BOTTOM:
+        return -1
+    if head in TOP:
+        return len(LAYERS)
+    return LAYERS.index(head) if head in LAYERS else None
+
+
+def layering_violations(root: Path = ENGINE) -> list[str]:
+    bad = []
+    for path in root.rglob("*.py"):
+        module = ".".join(path.relative_to(root).with_suffix("").parts)
+        own = _layer(module)
+        assert own is not None, f"{module} is in no layer: put it in one of {LAYERS}"
+        for target in _mergelab_imports(path, root):
+            theirs = _layer(target)
+            if theirs is not None and theirs > own:
+                bad.append(f"{module} imports {target}")
+    return bad
+
+
+def test_every_module_imports_only_layers_below_its_own():
+    assert layering_violations() == []
+
+
+def test_each_subpackage_says_what_it_holds():
+    for name in LAYERS:
+        doc = ast.get_docstring(ast.parse((ENGINE / name / "__init__.py").read_text()))
+        assert doc and len(doc) > 30, name
+
+
+def test_the_layering_check_sees_an_upward_import(tmp_path):
+    fake = tmp_path / "mergelab"
+    (fake / "storage").mkdir(parents=True)
+    (fake / "analysis").mkdir()
+    (fake / "storage" / "store.py").write_text("from ..analysis import views\n")
+    (fake / "analysis" / "views.py").write_text("from ..storage.store import Store\n")
+    assert layering_violations(fake) == ["storage.store imports analysis"]

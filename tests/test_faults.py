@@ -20,9 +20,11 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from mergelab import cli, jobs, runner
-from mergelab.store import Store
-from mergelab.studies import open_store
+from mergelab import cli
+from mergelab.storage import jobs
+from mergelab.storage.store import Store
+from mergelab.study import executors, planner
+from mergelab.study.bundled import open_store
 
 from tinymodels import make_lora, make_tiny_causal_study, make_tiny_study
 
@@ -42,8 +44,8 @@ class World:
         self.good = [self.study / "adapters" / f"c{i}" for i in range(3)]
         self.db = root / "store" / "mergelab.db"
         store = open_store(self.db)  # bundled studies loaded once, so later opens write nothing
-        runner.prepare(store, self.spec_path)
-        out = runner.run_worker(store, "tiny-causal")
+        planner.prepare(store, self.spec_path)
+        out = executors.run_worker(store, "tiny-causal")
         assert out["failed"] == 0
         self.spec = yaml.safe_load(self.spec_path.read_text())
         self.bad = root / "bad"
@@ -415,7 +417,7 @@ def test_bad_input_in_a_real_process(world, case_id):
 
 def test_names_never_become_paths_outside_the_store(world, tmp_path):
     """A name that escaped validation still cannot place a file outside the store's folder."""
-    from mergelab.store import StoreError
+    from mergelab.storage.store import StoreError
 
     store = Store(tmp_path / "s" / "m.db")
     with pytest.raises(StoreError, match="outside"):
@@ -484,11 +486,11 @@ def test_remote_code_runs_only_with_the_flag(world, tmp_path):
     res = subprocess.run([*MERGELAB, "run", str(path), "--db", str(db)], capture_output=True, text=True)
     assert res.returncode == 2 and "--trust-remote-code" in res.stderr and not marker.exists(), res.stderr
     # registered from the dashboard: a worker still refuses it without the flag
-    from mergelab.spec import parse_spec
+    from mergelab.study.spec import parse_spec
 
     store = Store(db)
-    runner.register(store, parse_spec(path))
-    jobs.enqueue(store, "marked", runner.plan_units(parse_spec(path)))
+    planner.register(store, parse_spec(path))
+    jobs.enqueue(store, "marked", planner.plan_units(parse_spec(path)))
     res = subprocess.run([*MERGELAB, "worker", "--db", str(db), "--study", "marked"], capture_output=True, text=True)
     assert res.returncode == 2 and "--trust-remote-code" in res.stderr and not marker.exists(), res.stderr
     res = subprocess.run([*MERGELAB, "worker", "--db", str(db)], capture_output=True, text=True)
@@ -512,7 +514,8 @@ def test_adapter_rank_above_a_modules_dimensions_is_honest(world, tmp_path):
     """rank 24 on 32×16 modules (k/v of the tiny Llama have 16 rows): every module keeps the rank
     its shape allows, the config says so, PEFT reloads it, and the reported error is the real
     one of the reloaded ΔW."""
-    from mergelab import loading, merge
+    from mergelab.io import adapters as loading
+    from mergelab.merging import merge
 
     adapters = [make_lora(world.base, tmp_path / f"kv{i}", i, r=8, targets=["q_proj", "k_proj"])
                 for i in range(2)]
@@ -547,7 +550,7 @@ def test_classifier_head_with_another_label_count_is_refused_at_validation(tmp_p
     res = subprocess.run([*MERGELAB, "run", str(spec), "--db", str(db)], capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "head" in res.stderr and "2 labels" in res.stderr and "3" in res.stderr, res.stderr
-    assert Store(db).query("SELECT COUNT(*) AS n FROM jobs WHERE study_id='tiny'")["n"].item() == 0
+    assert jobs.status_counts(Store(db), "tiny") == {}
 
 
 # --- resume is whole ---------------------------------------------------------------------------
@@ -558,7 +561,7 @@ def _counts(store, study="tiny-causal"):
 def _fresh_study(world, tmp_path):
     db = tmp_path / "k.db"
     store = Store(db)
-    runner.prepare(store, world.spec_path)
+    planner.prepare(store, world.spec_path)
     return db, store
 
 
@@ -582,8 +585,8 @@ def test_a_dead_workers_claim_is_reclaimed_at_once(world, tmp_path):
 def _run_uninterrupted(world, tmp_path) -> dict:
     db = tmp_path / "u.db"
     store = Store(db)
-    runner.prepare(store, world.spec_path)
-    runner.run_worker(store, "tiny-causal")
+    planner.prepare(store, world.spec_path)
+    executors.run_worker(store, "tiny-causal")
     return _scores(store)
 
 
@@ -728,15 +731,15 @@ def test_full_disk_gives_the_real_error_and_loses_nothing(world, tmp_path, monke
         return real_finish(store_, job, worker, full)
 
     monkeypatch.setattr(jobs, "finish", finish_on_a_full_disk)
-    from mergelab.store import StoreError
+    from mergelab.storage.store import StoreError
 
     with pytest.raises(StoreError, match="disk is full") as info:
-        runner.run_worker(store, "tiny-causal")
+        executors.run_worker(store, "tiny-causal")
     assert "rollback" not in str(info.value)
     monkeypatch.undo()
     assert store.results("tiny-causal").equals(rows_before)
     assert _counts(store).get("queued", 0) == 1
-    out = runner.run_worker(store, "tiny-causal")
+    out = executors.run_worker(store, "tiny-causal")
     assert out["failed"] == 0 and set(_counts(store)) == {"done"}
 
 
@@ -755,7 +758,7 @@ def test_full_disk_on_a_real_small_filesystem(world, tmp_path):
     try:
         db = mnt / "m.db"
         store = open_store(db)  # the bundled studies in first, while there is room
-        runner.prepare(store, world.spec_path)
+        planner.prepare(store, world.spec_path)
         filler = mnt / "filler"  # leave almost nothing
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
         res = subprocess.run([*MERGELAB, "run", str(world.spec_path), "--db", str(db)],
@@ -782,7 +785,7 @@ def test_bundled_study_half_loaded_by_a_full_disk_loads_whole_next_time(tmp_path
     whose states are missing."""
     import errno
 
-    from mergelab.store import StoreError
+    from mergelab.storage.store import StoreError
 
     real_copy = shutil.copy2
     calls = {"n": 0}
@@ -810,8 +813,8 @@ def test_study_page_shows_what_an_imported_yaml_asks_for(db_path, monkeypatch):
     the worker it starts gets the flags only when ticked there."""
     from streamlit.testing.v1 import AppTest
 
-    from mergelab import background
-    from mergelab.spec import Grants, load_yaml
+    from mergelab.study import executors as background
+    from mergelab.study.spec import Grants, load_yaml
 
     monkeypatch.setenv("MERGELAB_NO_AUTOSTART", "1")
     root = Path(__file__).resolve().parent.parent
@@ -831,7 +834,7 @@ def test_study_page_shows_what_an_imported_yaml_asks_for(db_path, monkeypatch):
     at.checkbox(key="study_pickle").uncheck().run()
     at.button(key="study_register").click().run()
     assert not at.exception and any("registered" in s.value for s in at.success), [e.value for e in at.error]
-    stored = open_store(db_path).query("SELECT spec FROM studies WHERE id='trusting'")["spec"].iloc[0]
+    stored = open_store(db_path).spec_text("trusting")
     assert "trust_remote_code: true" in stored and "allow_pickle: false" in stored
     at.switch_page("pages/run.py").run()
     assert not at.exception

@@ -3,7 +3,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from mergelab import figures, paper
+from mergelab.analysis import paper
+from mergelab.viz import figures
 
 
 def test_loss_bars_one_trace_per_method_and_collapse_line():
@@ -49,8 +50,8 @@ def test_swap_and_expert_figures():
 def test_html_report_and_png_export(tmp_path):
     import shutil
 
-    from mergelab.report import build_report
-    from mergelab.studies import open_store
+    from mergelab.study.bundled import open_store
+    from mergelab.viz.report import build_report
 
     store = open_store(tmp_path / "m.db")
     html = build_report(store, "demo")

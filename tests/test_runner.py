@@ -13,9 +13,11 @@ import time
 import pytest
 import yaml
 
-from mergelab import jobs, runner
-from mergelab.spec import SpecError, parse_spec
-from mergelab.store import Store
+from mergelab.storage import jobs
+from mergelab.storage.store import Store
+from mergelab.study import executors, planner
+from mergelab.study.spec import SpecError, parse_spec
+from mergelab.study.worker import StudyContext
 
 from tinymodels import make_tiny_study
 
@@ -50,24 +52,25 @@ def test_run_and_report_end_to_end(study, tmp_path):
     assert [row[row["task"]] for row in sim] == [1.0, 1.0, 1.0]
     assert all(m["mds"] >= 1 for m in out["mds:g"])
     assert len(store.pair_metrics("tiny")) == 3 * 4
-    runs = store.query("SELECT method, params FROM runs WHERE study_id='tiny' ORDER BY method")
-    assert list(runs["method"]) == ["LA", "TIES"]
+    merged = store.results("tiny").query("method != 'expert'")  # LA and TIES with default params: own hashes
+    assert merged.groupby("method")["params_hash"].nunique().to_dict() == {"LA": 1, "TIES": 1}
+    assert merged["params_hash"].nunique() == 2
     # a second run finds every unit done and recomputes nothing
     again = subprocess.run([*MERGELAB, "run", str(study), "--db", str(db)], capture_output=True, text=True)
     assert again.returncode == 0 and "0 new units" in again.stderr and "ran 0 units" in again.stderr
     # --recompute runs every unit again and replaces (never duplicates) the results
-    n_results = len(store.query("SELECT * FROM results WHERE study_id='tiny'"))
+    n_results = len(store.results("tiny"))
     redo = subprocess.run([*MERGELAB, "run", str(study), "--db", str(db), "--recompute"],
                           capture_output=True, text=True)
     assert redo.returncode == 0 and "15 units queued again" in redo.stderr and "ran 15 units" in redo.stderr
     assert _counts(store) == {"done": 15}
-    assert len(store.query("SELECT * FROM results WHERE study_id='tiny'")) == n_results
+    assert len(store.results("tiny")) == n_results
 
 
 def test_kill_mid_run_then_resume_redoes_nothing(study, tmp_path):
     db = tmp_path / "k.db"
     store = Store(db)
-    runner.prepare(store, study)
+    planner.prepare(store, study)
     env = {**os.environ, "MERGELAB_UNIT_DELAY_S": "0.6"}
     proc = subprocess.Popen([*MERGELAB, "worker", "--db", str(db)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -82,15 +85,15 @@ def test_kill_mid_run_then_resume_redoes_nothing(study, tmp_path):
     before = jobs.jobs_frame(store, "tiny")
     done_before = before[before.status == "done"]
     assert len(done_before) >= 4 and (before.status == "running").sum() == 1
-    rows_before = store.query("SELECT * FROM results WHERE study_id='tiny'")
+    rows_before = store.results("tiny")
     time.sleep(1.2)
-    out = runner.run_worker(store, "tiny", stale_after=1.0)
+    out = executors.run_worker(store, "tiny", stale_after=1.0)
     after = jobs.jobs_frame(store, "tiny").set_index("id")
     assert (after.status == "done").all()
     assert out["done"] == 15 - len(done_before)
     # zero finished units recomputed: one attempt each, rows untouched
     assert (after.loc[done_before["id"], "attempts"] == 1).all()
-    rows_after = store.query("SELECT * FROM results WHERE study_id='tiny'")
+    rows_after = store.results("tiny")
     kept = rows_after.merge(rows_before, on=list(rows_before.columns))
     assert len(kept) == len(rows_before)
     assert len(rows_after) == 3 + 6
@@ -99,7 +102,7 @@ def test_kill_mid_run_then_resume_redoes_nothing(study, tmp_path):
 def test_two_workers_never_run_the_same_unit(study, tmp_path):
     db = tmp_path / "c.db"
     store = Store(db)
-    runner.prepare(store, study)
+    planner.prepare(store, study)
     env = {**os.environ, "MERGELAB_UNIT_DELAY_S": "0.2"}
     procs = [subprocess.Popen([*MERGELAB, "worker", "--db", str(db)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
@@ -129,7 +132,7 @@ def test_bad_specs_fail_clearly_before_model_work(study, tmp_path):
         parse_spec(_spec(study, methods={"TIES": {"density": 2.0}}), root)
     with pytest.raises(SpecError, match="hidden.k"):
         parse_spec(_spec(study, hidden={"k": 0}), root)
-    from mergelab.data import load_all
+    from mergelab.study.data import load_all
 
     spec = parse_spec(_spec(study, hidden={"k": 50}), root)
     with pytest.raises(SpecError, match="hidden.k = 50 but only 4 probe rows"):
@@ -151,12 +154,12 @@ def test_bad_specs_fail_clearly_before_model_work(study, tmp_path):
                          capture_output=True, text=True, cwd=study.parent)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "adapter 'task2' was trained on base" in res.stderr
-    assert Store(other).query("SELECT COUNT(*) AS n FROM jobs WHERE study_id='tiny'")["n"].item() == 0
+    assert jobs.status_counts(Store(other), "tiny") == {}
 
 
 def test_causal_study_label_scoring_and_rouge(tmp_path):
     """Causal LMs: classification by label log-likelihood, generation scored with rougeL."""
-    from mergelab import results
+    from mergelab.analysis import views as results
 
     from tinymodels import make_tiny_causal_study, run_study
 
@@ -222,9 +225,9 @@ def test_label_scoring_equals_a_direct_computation(tmp_path, batch_size):
 
     import torch
 
-    from mergelab.data import load_all
-    from mergelab.loading import load_adapter_set
-    from mergelab.runtime import ModelRunner
+    from mergelab.io.adapters import load_adapter_set
+    from mergelab.models.loaded import LoadedModel as ModelRunner
+    from mergelab.study.data import load_all
 
     from tinymodels import make_tiny_causal_study
 
@@ -245,9 +248,9 @@ def test_label_scoring_with_absolute_positions(tmp_path):
 
     import torch
 
-    from mergelab.data import TaskData
-    from mergelab.runtime import ModelRunner
-    from mergelab.spec import TaskSpec
+    from mergelab.study.data import TaskData
+    from mergelab.models.loaded import LoadedModel as ModelRunner
+    from mergelab.study.spec import TaskSpec
 
     from tinymodels import WORDS, add_word_tokenizer, make_causal_base
 
@@ -264,9 +267,9 @@ def test_seq2seq_label_scoring_equals_a_direct_computation(tmp_path):
 
     import torch
 
-    from mergelab.data import load_all
-    from mergelab.loading import load_adapter_set
-    from mergelab.runtime import ModelRunner
+    from mergelab.io.adapters import load_adapter_set
+    from mergelab.models.loaded import LoadedModel as ModelRunner
+    from mergelab.study.data import load_all
 
     from tinymodels import make_tiny_causal_study
 
@@ -287,9 +290,9 @@ def test_batched_generation_equals_one_row_at_a_time(tmp_path, architecture):
 
     import torch
 
-    from mergelab.data import load_all
-    from mergelab.loading import load_adapter_set
-    from mergelab.runtime import ModelRunner
+    from mergelab.io.adapters import load_adapter_set
+    from mergelab.models.loaded import LoadedModel as ModelRunner
+    from mergelab.study.data import load_all
 
     from tinymodels import make_tiny_causal_study
 
@@ -321,7 +324,7 @@ def test_unit_keys_do_not_depend_on_where_the_study_lives(study, tmp_path):
 
     copy = tmp_path / "elsewhere"
     shutil.copytree(study.parent, copy, ignore=shutil.ignore_patterns("*.db*", "states"))
-    keys = lambda path: sorted(u["unit_key"] for u in runner.plan_units(parse_spec(path)))
+    keys = lambda path: sorted(u["unit_key"] for u in planner.plan_units(parse_spec(path)))
     assert keys(study) == keys(copy / "study.yaml")
     data = copy / "data" / "task0.jsonl"
     data.write_text(data.read_text().replace('"no"', '"yes"', 1))
@@ -333,14 +336,14 @@ def test_unit_keys_do_not_depend_on_where_the_study_lives(study, tmp_path):
 def test_worker_picks_up_a_group_added_while_it_runs(study, tmp_path):
     """A swap queued from the dashboard while a worker is busy must not fail on a stale spec."""
     store = Store(tmp_path / "g.db")
-    runner.prepare(store, study)
+    planner.prepare(store, study)
     added = {}
 
     def on_event(ev):
         if ev["event"] == "done" and not added:
-            added.update(runner.add_group(store, "tiny", "pair", ["task0", "task1"]))
+            added.update(planner.add_group(store, "tiny", "pair", ["task0", "task1"]))
 
-    out = runner.run_worker(store, "tiny", on_event=on_event)
+    out = executors.run_worker(store, "tiny", on_event=on_event)
     frame = jobs.jobs_frame(store, "tiny")
     assert added["new"] == 2 * 2 + 2  # 2 methods × 2 tasks merged, plus 2 merged-state units
     assert out == {"done": 15 + added["new"], "failed": 0}, frame[frame.status == "failed"]["error"].tolist()
@@ -351,9 +354,9 @@ def test_bfloat16_evaluation(tmp_path):
     own unit keys (a float32 result is not a bf16 result); 'auto' keeps the keys it had."""
     import torch
 
-    from mergelab.data import load_all
-    from mergelab.loading import load_adapter_set
-    from mergelab.runtime import ModelRunner
+    from mergelab.io.adapters import load_adapter_set
+    from mergelab.models.loaded import LoadedModel as ModelRunner
+    from mergelab.study.data import load_all
 
     from tinymodels import make_tiny_causal_study
 
@@ -370,7 +373,7 @@ def test_bfloat16_evaluation(tmp_path):
     data = load_all(spec)
     assert len(run.classify(data["c0"])) == len(data["c0"].eval_rows)
     assert run.hidden_states(["apple river"])["mean"].dtype == torch.float32
-    keys = lambda s: {u["unit_key"] for u in runner.plan_units(s)}
+    keys = lambda s: {u["unit_key"] for u in planner.plan_units(s)}
     assert keys(spec) == keys(spec.model_copy(update={"dtype": "auto"}))
     assert not keys(spec) & keys(spec.model_copy(update={"dtype": "bfloat16"}))
 
@@ -380,14 +383,14 @@ def test_a_worker_context_follows_edited_data_and_retrained_adapters(study, tmp_
     see the new rows, and an adapter retrained in place (same path) reloads the model."""
     import shutil
 
-    from mergelab.spec import parse_spec
+    from mergelab.study.spec import parse_spec
 
     from tinymodels import make_lora, minilm_path
 
     copy = tmp_path / "copy"
     shutil.copytree(study.parent, copy, ignore=shutil.ignore_patterns("*.db*", "states"))
     spec = parse_spec(copy / "study.yaml")
-    ctx = runner.StudyContext(Store(tmp_path / "w.db"), spec)
+    ctx = StudyContext(spec)
     data = copy / "data" / "task0.jsonl"
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     data.write_text("".join(json.dumps({**r, "text": r["text"] + " edited"}) + "\n" for r in rows))

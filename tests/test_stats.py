@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mergelab import stats
-from mergelab.stats import StatsError
+from mergelab.analysis import stats
+from mergelab.analysis.stats import StatsError
 
 
 def test_pearson_matches_definition():

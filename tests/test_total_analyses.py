@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mergelab import cli, results
-from mergelab.report import build_report
-from mergelab.studies import open_store
+from mergelab import cli
+from mergelab.analysis import views as results
+from mergelab.study.bundled import open_store
+from mergelab.viz.report import build_report
 
 import degenerate
 
@@ -67,7 +68,7 @@ def test_report_uses_the_specs_hidden_settings(store, db_path, capsys):
     degenerate.make(store, "cos", groups={"g": ["a", "b", "c"]})
     import yaml
 
-    spec = yaml.safe_load(store.query("SELECT spec FROM studies WHERE id='cos'")["spec"].iloc[0])
+    spec = yaml.safe_load(store.spec_text("cos"))
     spec["hidden"] = {"k": 3, "layer": 1, "pooling": "first", "distance": "cosine"}
     store.upsert_study("cos", "cos", "live", None, yaml.safe_dump(spec))
     out = _report(db_path, "cos", capsys)

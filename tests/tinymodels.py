@@ -194,10 +194,11 @@ def make_full_finetune(base: Path, folder: Path, seed: int, scale: float = 0.02)
 
 def run_study(store, spec_path: Path, study_id: str) -> dict:
     """Register, queue and run a study here; fail the test with the units' errors if any failed."""
-    from mergelab import jobs, runner
+    from mergelab.storage import jobs
+    from mergelab.study import executors, planner
 
-    runner.prepare(store, spec_path)
-    out = runner.run_worker(store, study_id)
+    planner.prepare(store, spec_path)
+    out = executors.run_worker(store, study_id)
     frame = jobs.jobs_frame(store, study_id)
     assert out["failed"] == 0, frame[frame.status == "failed"]["error"].tolist()
     return out

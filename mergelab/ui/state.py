@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from mergelab.config import default_db_path
-from mergelab.store import Store, StoreError
-from mergelab.studies import open_store
+from mergelab.storage.store import Store, StoreError
+from mergelab.study.bundled import open_store
 
 
 @st.cache_resource

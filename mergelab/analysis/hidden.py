@@ -1,0 +1,94 @@
+"""Hidden-state distances between experts on a shared probe set → HiddenSim (Eq. 2) → MDS (Eq. 3).
+
+States are pooled per layer and stored once per expert, so every ablation the reviewers asked
+for — probe count k, layer, pooling, distance (L2 / cosine / CKA), bootstrap CIs — is a cheap
+recomputation from stored states.
+
+Distance between experts i and j on probes X (what "average L2 distance" means here):
+``l2``: mean over probes x of ‖h_i(x) − h_j(x)‖₂ (raw, not squared; Eq. 2's min–max scaling makes
+the overall scale irrelevant); ``cosine``: mean of 1 − cos(h_i(x), h_j(x)); ``cka``: 1 − linear
+CKA of the two probe × dim matrices (Kornblith et al. 2019).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import equations as analysis
+
+DISTANCES = ("l2", "cosine", "cka")
+
+
+def select_probes(probe_tasks: list[str], k: int) -> np.ndarray:
+    """Indices of the first ``k`` probes of each task (probes are stored k_max per task)."""
+    seen: dict[str, int] = {}
+    keep = []
+    for i, t in enumerate(probe_tasks):
+        if seen.get(t, 0) < k:
+            keep.append(i)
+            seen[t] = seen.get(t, 0) + 1
+    return np.array(keep, dtype=int)
+
+
+def _linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    num = np.linalg.norm(y.T @ x) ** 2
+    den = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(num / den) if den > 0 else 1.0
+
+
+def distance_matrix(states: np.ndarray, distance: str = "l2") -> np.ndarray:
+    """``states``: (experts, probes, dim) → symmetric (experts, experts) distances."""
+    h = np.asarray(states, dtype=np.float64)
+    n = h.shape[0]
+    out = np.zeros((n, n))
+    if distance == "l2":
+        for i in range(n):
+            out[i] = np.linalg.norm(h[i][None] - h, axis=-1).mean(-1)
+    elif distance == "cosine":
+        unit = h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
+        for i in range(n):
+            out[i] = 1.0 - (unit[i][None] * unit).sum(-1).mean(-1)
+    elif distance == "cka":
+        for i in range(n):
+            for j in range(i + 1, n):
+                out[i, j] = out[j, i] = 1.0 - _linear_cka(h[i], h[j])
+    else:
+        raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
+    out = (out + out.T) / 2
+    np.fill_diagonal(out, 0.0)
+    return np.maximum(out, 0.0)
+
+
+def mds_of(states: np.ndarray, distance: str = "l2") -> np.ndarray:
+    """Eq. 3 of Eq. 2 of the experts' distances on these probes: one MDS per expert."""
+    return analysis.mds(analysis.hiddensim(distance_matrix(states, distance)))
+
+
+def similarity_frame(states: np.ndarray, tasks: list[str], distance: str = "l2") -> pd.DataFrame:
+    sim = analysis.hiddensim(distance_matrix(states, distance))
+    return pd.DataFrame(sim, index=tasks, columns=tasks)
+
+
+def mds_with_ci(states: np.ndarray, tasks: list[str], distance: str = "l2", n_boot: int = 200,
+                seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """MDS per task with a percentile bootstrap CI over probes (resampled with replacement)."""
+    mds = mds_of(states, distance)
+    rng = np.random.default_rng(seed)
+    n_probes = states.shape[1]
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n_probes, n_probes)
+        try:
+            boots.append(mds_of(states[:, idx], distance))
+        except analysis.AnalysisError:
+            continue
+    frame = pd.DataFrame({"task": tasks, "mds": mds})
+    if boots:
+        b = np.array(boots)
+        lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+        frame["ci_low"] = np.percentile(b, lo, axis=0)
+        frame["ci_high"] = np.percentile(b, hi, axis=0)
+    return frame

@@ -1,0 +1,347 @@
+"""Read-side views of a study: pure functions of store rows (and stored hidden states).
+
+Pages, the CLI report and the HTML report all use these, for the paper study and live studies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..storage import states as states_io
+from ..storage.store import Store
+from . import equations as analysis
+from . import hidden, stats
+
+UNDEFINED_LOSS = "undefined: the expert scores 0, so Eq. 1 divides by zero"
+
+
+def loss_table(store: Store, study_id: str) -> pd.DataFrame:
+    """Merged rows with expert score and merging loss (Eq. 1): group_name, task, method, score,
+    expert_score, loss, note. Published rows keep their printed loss. Where the expert scores 0
+    the loss is undefined: NaN, and ``note`` says why; every other row is as usual."""
+    res = store.results(study_id)
+    merged = res[~res["method"].isin(["expert", "base"])].copy()
+    experts = res[res["method"] == "expert"].set_index("task")["score"]
+    missing = merged["expert_score"].isna()
+    merged.loc[missing, "expert_score"] = merged.loc[missing, "task"].map(experts)
+    merged["note"] = ""
+    zero = merged["loss"].isna() & (merged["expert_score"] == 0)
+    merged.loc[zero, "note"] = UNDEFINED_LOSS
+    need = merged["loss"].isna() & merged["expert_score"].notna() & merged["score"].notna() & ~zero
+    if need.any():
+        merged.loc[need, "loss"] = analysis.merging_loss(
+            merged.loc[need, "score"].to_numpy(float), merged.loc[need, "expert_score"].to_numpy(float))
+    return merged[["group_name", "model", "task", "method", "score", "expert_score", "loss", "note"]]
+
+
+def loss_extremes(losses: pd.DataFrame, collapse: float = -30.0) -> pd.DataFrame:
+    """Per task of one group's loss rows: worst and best loss over methods and which method gave
+    each, and whether even the best is at or below ``collapse`` (collapse under every method).
+    A task whose losses are all undefined gets NaN, method "undefined" and a note."""
+    rows = []
+    for task, sub in losses.groupby("task", sort=False):
+        known = sub.dropna(subset=["loss"])
+        if known.empty:
+            note = next((n for n in sub.get("note", []) if n), "undefined: no merged score")
+            rows.append({"task": task, "worst_loss": np.nan, "worst_method": "undefined", "best_loss": np.nan,
+                         "best_method": "undefined", "collapsed_under_all": False, "note": note})
+            continue
+        worst, best = known.loc[known["loss"].idxmin()], known.loc[known["loss"].idxmax()]
+        rows.append({"task": task, "worst_loss": worst["loss"], "worst_method": worst["method"],
+                     "best_loss": best["loss"], "best_method": best["method"],
+                     "collapsed_under_all": bool(best["loss"] <= collapse), "note": ""})
+    return pd.DataFrame(rows, columns=["task", "worst_loss", "worst_method", "best_loss", "best_method",
+                                       "collapsed_under_all", "note"])
+
+
+def expert_table(store: Store, study_id: str) -> pd.DataFrame:
+    res = store.results(study_id)
+    return res[res["method"] == "expert"][["task", "metric", "score"]].reset_index(drop=True)
+
+
+def best_loss(losses: pd.DataFrame, group: str) -> pd.DataFrame:
+    sub = losses[losses["group_name"] == group]
+    return sub.groupby("task", sort=False)["loss"].max().rename("best_loss").reset_index()
+
+
+def expert_states(store: Store, study_id: str, tasks: list[str], layer: int = -1,
+                  pooling: str = "mean", k: int | None = None,
+                  probe_tasks: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(experts, probes, dim) pooled states of ``tasks``' experts on the probes of
+    ``probe_tasks`` (default: the same tasks), first ``k`` probes per task."""
+    arrays, owners = [], None
+    for t in tasks:
+        states, owners_t, stored = states_io.read_states(store, study_id, states_io.expert_name(t))
+        arrays.append(states[pooling][layer_position(stored, layer)])
+        owners = owners_t
+    h = np.stack(arrays)
+    wanted = set(probe_tasks or tasks)
+    keep = [i for i, o in enumerate(owners) if o in wanted]
+    owners = [owners[i] for i in keep]
+    h = h[:, keep]
+    if k is not None:
+        sel = hidden.select_probes(owners, k)
+        h, owners = h[:, sel], [owners[i] for i in sel]
+    return h, owners
+
+
+def layer_position(stored: tuple[list[int], int], layer: int) -> int:
+    """Where ``layer`` (0 = embeddings, −1 = last) sits among the stored layers; AnalysisError
+    naming the stored ones if the study did not keep it."""
+    layers, n_total = stored
+    wanted = n_total + layer if layer < 0 else layer
+    if wanted not in layers:
+        raise analysis.AnalysisError(f"layer {layer} was not stored for this study (stored: {layers})")
+    return layers.index(wanted)
+
+
+def states_info(store: Store, study_id: str, task: str) -> dict:
+    """Stored layer numbers (0 = embeddings), the model's layer count and probe owners of one
+    expert's stored states."""
+    _, owners, (layers, n_total) = states_io.read_states(store, study_id, states_io.expert_name(task))
+    return {"layers": layers, "n_layers": n_total, "probe_tasks": owners}
+
+
+def has_states(store: Store, study_id: str, tasks: list[str]) -> bool:
+    return states_io.has_expert_states(store, study_id, tasks)
+
+
+def similarity(store: Store, study_id: str, tasks: list[str], *, layer: int = -1,
+               pooling: str = "mean", distance: str = "l2", k: int | None = None) -> pd.DataFrame:
+    """HiddenSim (Eq. 2) of ``tasks``. Where Eq. 2 is undefined (one pair, or every distance
+    equal: max − min = 0) the off-diagonal cells are NaN and ``attrs['undefined']`` says why."""
+    h, _ = expert_states(store, study_id, tasks, layer, pooling, k)
+    try:
+        return hidden.similarity_frame(h, tasks, distance)
+    except analysis.AnalysisError as exc:
+        frame = pd.DataFrame(np.where(np.eye(len(tasks), dtype=bool), 1.0, np.nan), index=tasks, columns=tasks)
+        frame.attrs["undefined"] = _undefined(exc, len(tasks))
+        return frame
+
+
+def _undefined(exc: Exception, n: int) -> str:
+    if n == 2:
+        return ("undefined for a group of 2: Eq. 2 rescales distances by their max − min, and one pair "
+                "has a single distance")
+    return f"undefined: {exc}"
+
+
+def mds_table(store: Store, study_id: str, group: str, tasks: list[str] | None = None, *,
+              layer: int = -1, pooling: str = "mean", distance: str = "l2", k: int | None = None,
+              n_boot: int = 0) -> pd.DataFrame:
+    """MDS per task of a group (stored published MDS for studies without hidden states)."""
+    tasks = tasks or store.groups(study_id).get(group, [])
+    if tasks and has_states(store, study_id, tasks):
+        h, _ = expert_states(store, study_id, tasks, layer, pooling, k)
+        try:
+            if n_boot:
+                return hidden.mds_with_ci(h, tasks, distance, n_boot=n_boot)
+            return pd.DataFrame({"task": tasks, "mds": hidden.mds_of(h, distance)})
+        except analysis.AnalysisError as exc:
+            return pd.DataFrame({"task": tasks, "mds": np.nan, "note": _undefined(exc, len(tasks))})
+    tm = store.task_metrics(study_id)
+    sub = tm[(tm["group_name"] == group) & (tm["name"] == "mds")]
+    return sub[["task", "value"]].rename(columns={"value": "mds"}).reset_index(drop=True)
+
+
+def mds_vs_loss(store: Store, study_id: str, group: str, **kw) -> pd.DataFrame:
+    """Per task of ``group``: MDS and best loss over methods (NaN where a task has no merged row
+    or an undefined loss)."""
+    losses = loss_table(store, study_id)
+    return mds_table(store, study_id, group, **kw).merge(best_loss(losses, group), on="task", how="left")
+
+
+def spec_dict(store: Store, study_id: str) -> dict:
+    """The study's stored spec as plain data ({} for published studies); not validated, so it
+    reads even when the study's files have moved."""
+    import yaml
+
+    text = store.spec_text(study_id)
+    return (yaml.safe_load(text) or {}) if text else {}
+
+
+def hidden_settings(store: Store, study_id: str) -> dict:
+    """The study spec's HiddenSim settings (layer, pooling, distance), for views that default to
+    what the study asked for; {} for studies without a spec."""
+    hidden_spec = spec_dict(store, study_id).get("hidden") or {}
+    return {k: hidden_spec[k] for k in ("layer", "pooling", "distance") if k in hidden_spec}
+
+
+def summary(store: Store, study_id: str) -> dict[str, pd.DataFrame]:
+    """Everything `mergelab report` prints, at the study's own HiddenSim settings. Total: a cell
+    the paper's formulas leave undefined (a group of 2, an expert scoring 0, a task with no
+    merged rows) is NaN with a note, and everything else is computed as usual."""
+    kw = hidden_settings(store, study_id)
+    out = {"experts": expert_table(store, study_id), "losses": loss_table(store, study_id),
+           "table5_mds_vs_best_loss": table5(store, study_id, **kw)}
+    for group, tasks in store.groups(study_id, role="group").items():
+        if has_states(store, study_id, tasks):
+            sim = similarity(store, study_id, tasks, **kw)
+            frame = sim.reset_index(names="task")
+            if sim.attrs.get("undefined"):
+                frame["note"] = sim.attrs["undefined"]
+            out[f"hiddensim:{group}"] = frame
+        out[f"mds:{group}"] = mds_table(store, study_id, group, **kw)
+        out[f"anova:{group}"] = anova(store, study_id, group)
+    return out
+
+
+def _group_worst_mds(store: Store, study_id: str, tasks: list[str], **kw) -> np.ndarray:
+    """MDS of ``tasks`` measured as a study of that group would: on the group's own probes."""
+    h, _ = expert_states(store, study_id, tasks, **kw)
+    return hidden.mds_of(h, "l2")
+
+
+def swap_candidates(store: Store, study_id: str, group: list[str], pool: list[str], *,
+                    remove: str | None = None, **kw) -> pd.DataFrame:
+    """Rank pool tasks as replacements for ``remove`` (default: the group's worst-MDS task) by
+    the new group's worst MDS, from stored hidden states alone (no merge needed). Each candidate
+    group is measured on its own probes, exactly as running it as a study would."""
+    current = _group_worst_mds(store, study_id, group, **kw)
+    remove = remove or group[int(np.argmax(current))]
+    rows = []
+    for cand in pool:
+        if cand in group:
+            continue
+        new = [cand if t == remove else t for t in group]
+        m = _group_worst_mds(store, study_id, new, **kw)
+        rows.append({"candidate": cand, "new_worst_mds": float(m.max()),
+                     "worst_task": new[int(np.argmax(m))], "candidate_mds": float(m[new.index(cand)])})
+    out = pd.DataFrame(rows).sort_values("new_worst_mds").reset_index(drop=True)
+    out.attrs.update(removed=remove, current_worst_mds=float(current.max()))
+    return out
+
+
+def swap_name(group: str, removed: str, added: str) -> str:
+    return f"swap:{group}:{removed}->{added}"
+
+
+def swaps_of(store: Store, study_id: str, group: str) -> list[str]:
+    """The swap groups made from ``group`` (each merged and evaluated like any group)."""
+    return [g for g in store.groups(study_id) if g.startswith(f"swap:{group}:")]
+
+
+def swap_table(store: Store, study_id: str, group: str, **kw) -> pd.DataFrame:
+    """Table 6 for ``group`` and each swap made from it: the worst best-loss over its tasks, its
+    worst MDS, how many of its tasks have merged scores yet."""
+    groups = store.groups(study_id)
+    losses = loss_table(store, study_id)
+    rows = []
+    for g in [group, *swaps_of(store, study_id, group)]:
+        sub = losses[losses["group_name"] == g]
+        mds = mds_table(store, study_id, g, tasks=groups[g], **kw)
+        best = sub.groupby("task")["loss"].max()
+        rows.append({"group": g, "worst_loss": best.min() if best.notna().any() else np.nan,
+                     "worst_mds": mds["mds"].max(), "merged_tasks": int(sub["task"].nunique()),
+                     "tasks": len(groups[g])})
+    return pd.DataFrame(rows, columns=["group", "worst_loss", "worst_mds", "merged_tasks", "tasks"])
+
+
+def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combos: int = 5000,
+                **kw) -> pd.DataFrame:
+    """Groups of size ``m`` from ``tasks`` with the lowest worst MDS (each measured on its own
+    probes; exhaustive up to ``max_combos`` combinations)."""
+    from itertools import combinations, islice
+
+    h_all, owners = expert_states(store, study_id, tasks, probe_tasks=tasks, **kw)
+    rows = []
+    for combo in islice(combinations(range(len(tasks)), m), max_combos):
+        names = {tasks[i] for i in combo}
+        probes = [j for j, o in enumerate(owners) if o in names]
+        try:
+            worst = float(hidden.mds_of(h_all[list(combo)][:, probes], "l2").max())
+        except analysis.AnalysisError:
+            continue
+        rows.append({"tasks": ", ".join(tasks[i] for i in combo), "worst_mds": worst})
+    return pd.DataFrame(rows).sort_values("worst_mds").head(10).reset_index(drop=True)
+
+
+def table5(store: Store, study_id: str, **kw) -> pd.DataFrame:
+    """Pearson(MDS, best loss) per group; where the test cannot run (fewer than 3 tasks with both
+    numbers, a constant column) r and p are NaN and ``note`` says why."""
+    rows = []
+    for group in store.groups(study_id):
+        frame = mds_vs_loss(store, study_id, group, **kw)
+        try:
+            r, p = stats.pearson(frame["mds"], frame["best_loss"])
+            note = ""
+        except stats.StatsError as exc:
+            r, p, note = np.nan, np.nan, f"undefined: {exc}"
+        rows.append({"group": group, "n_tasks": len(frame), "r": r, "p": p, "note": note})
+    return pd.DataFrame(rows, columns=["group", "n_tasks", "r", "p", "note"])
+
+
+def anova(store: Store, study_id: str, group: str | None = None) -> pd.DataFrame:
+    losses = loss_table(store, study_id)
+    if group:
+        losses = losses[losses["group_name"] == group]
+    rows = []
+    for factor in ("method", "task"):
+        try:
+            f, p = stats.anova_oneway(losses.dropna(subset=["loss"]), factor, "loss")
+            rows.append({"factor": factor, "F": f, "p": p, "n": len(losses)})
+        except stats.StatsError as exc:
+            rows.append({"factor": factor, "F": np.nan, "p": np.nan, "n": len(losses), "note": str(exc)})
+    return pd.DataFrame(rows)
+
+
+def conflict_vs_loss(store: Store, study_id: str, group: str) -> pd.DataFrame:
+    """Table-4-style grid for one group: Pearson p of each pair metric (mean over the task's
+    pairs inside the group) and of mean HiddenSim against the task's loss, per method."""
+    tasks = store.groups(study_id).get(group, [])
+    losses = loss_table(store, study_id)
+    losses = losses[losses["group_name"] == group]
+    pm = store.pair_metrics(study_id)
+    per_task = {}
+    for name, sub in pm.groupby("name"):
+        vals = {}
+        for t in tasks:
+            s = sub[((sub.task_a == t) & sub.task_b.isin(tasks))
+                    | ((sub.task_b == t) & sub.task_a.isin(tasks))]
+            vals[t] = s["value"].mean()
+        per_task[name] = vals
+    if has_states(store, study_id, tasks):
+        sim = similarity(store, study_id, tasks).to_numpy()
+        per_task["hiddensim"] = {t: (sim[i].sum() - 1) / (len(tasks) - 1) for i, t in enumerate(tasks)}
+    rows = []
+    for metric, vals in per_task.items():
+        for method, sub in losses.groupby("method"):
+            x = sub["task"].map(vals).to_numpy(float)
+            try:
+                r, p = stats.pearson(x, sub["loss"].to_numpy(float))
+            except stats.StatsError:
+                r, p = np.nan, np.nan
+            rows.append({"metric": metric, "method": method, "r": r, "p_value": p})
+    return pd.DataFrame(rows)
+
+
+def _probe_ids(owners: list[str]) -> list[tuple[str, int]]:
+    seen: dict[str, int] = {}
+    out = []
+    for o in owners:
+        out.append((o, seen.get(o, 0)))
+        seen[o] = seen.get(o, 0) + 1
+    return out
+
+
+def theory(store: Store, study_id: str, group: str, layer: int = -1, pooling: str = "mean") -> pd.DataFrame:
+    """Theorem 1 per merge method: Δ, the interval, measured δ_max, inside or not."""
+    tasks = store.groups(study_id).get(group, [])
+    if not has_states(store, study_id, tasks):
+        return pd.DataFrame()
+    h, owners = expert_states(store, study_id, tasks, layer, pooling)
+    experts = analysis.theorem1_report(h)  # Δ, the interval and the Jung construction: once
+    want = _probe_ids(owners)
+    rows = []
+    for method in states_io.merged_methods(store, study_id, group):
+        merged, m_owners, stored = states_io.read_states(store, study_id, states_io.merged_name(group, method))
+        where = {pid: i for i, pid in enumerate(_probe_ids(m_owners))}
+        keep = [where[pid] for pid in want]  # align probes by (task, n-th probe of that task)
+        _, worst = analysis.distortion(merged[pooling][layer_position(stored, layer)][keep], h)
+        rows.append({"method": method, "delta": experts["delta"], "d": experts["d"],
+                     "lower": experts["lower"], "upper": experts["upper"],
+                     "upper_per_input": experts["upper_per_input"],
+                     "jung_distortion": experts["jung_distortion"], "delta_max": worst,
+                     "inside_interval": bool(experts["lower"] <= worst <= experts["upper"])})
+    return pd.DataFrame(rows)

@@ -1,1 +1,0 @@
-"""The bundled demo study: real text tasks built offline, LoRA adapters trained on MiniLM."""

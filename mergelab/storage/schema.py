@@ -1,0 +1,101 @@
+"""The store's one schema, its version, and the migrations from older stores.
+
+Version 1 is the schema of the first releases (no version table); version 2 drops the tables
+nobody read (``models``, ``tasks``, ``runs``, ``hidden_distances``), keeps a failed unit's whole
+traceback and each unit's start and finish time, and records its own version. A store opened by
+newer code is migrated in one transaction; rows are never lost.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS studies (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL,
+    description TEXT DEFAULT '', spec TEXT DEFAULT '', created_at REAL NOT NULL
+);
+-- a study's task groups; role 'group' (merged and analysed), 'pair' (a pairwise merge), 'pool'
+-- (the spare tasks for swapping in: one row, not a group)
+CREATE TABLE IF NOT EXISTS task_groups (
+    study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    name TEXT NOT NULL, tasks TEXT NOT NULL, role TEXT DEFAULT 'group',
+    PRIMARY KEY (study_id, name)
+);
+CREATE TABLE IF NOT EXISTS results (
+    study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    group_name TEXT NOT NULL, model TEXT NOT NULL, task TEXT NOT NULL, method TEXT NOT NULL,
+    params_hash TEXT NOT NULL DEFAULT '', seed INTEGER NOT NULL DEFAULT 0,
+    metric TEXT NOT NULL DEFAULT 'score', score REAL, expert_score REAL, loss REAL,
+    source TEXT NOT NULL DEFAULT 'computed', created_at REAL NOT NULL,
+    PRIMARY KEY (study_id, group_name, model, task, method, params_hash, seed, metric)
+);
+CREATE TABLE IF NOT EXISTS task_metrics (
+    study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    group_name TEXT NOT NULL, task TEXT NOT NULL, name TEXT NOT NULL, value REAL,
+    source TEXT NOT NULL DEFAULT 'computed',
+    PRIMARY KEY (study_id, group_name, task, name, source)
+);
+CREATE TABLE IF NOT EXISTS pair_metrics (
+    study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    task_a TEXT NOT NULL, task_b TEXT NOT NULL, name TEXT NOT NULL, value REAL,
+    PRIMARY KEY (study_id, task_a, task_b, name)
+);
+CREATE TABLE IF NOT EXISTS published_stats (
+    study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    ref TEXT NOT NULL, key TEXT NOT NULL, value REAL,
+    PRIMARY KEY (study_id, ref, key)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_id TEXT NOT NULL, kind TEXT NOT NULL, unit_key TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL DEFAULT 'queued',
+    progress REAL NOT NULL DEFAULT 0, message TEXT DEFAULT '', worker TEXT,
+    heartbeat REAL, attempts INTEGER NOT NULL DEFAULT 0, error TEXT, traceback TEXT,
+    started_at REAL, finished_at REAL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+"""
+
+
+def _v1_to_v2(con: sqlite3.Connection) -> None:
+    for table in ("models", "tasks", "runs", "hidden_distances"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    have = {r[1] for r in con.execute("PRAGMA table_info(jobs)")}
+    for column in ("traceback TEXT", "started_at REAL", "finished_at REAL"):
+        if column.split()[0] not in have:
+            con.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
+
+
+#: from version → the step that brings a store to the next version
+MIGRATIONS = {1: _v1_to_v2}
+
+
+def version(con: sqlite3.Connection) -> int:
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" in tables:
+        row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else SCHEMA_VERSION
+    return 1 if "studies" in tables else 0
+
+
+def upgrade(con: sqlite3.Connection) -> int:
+    """Bring the store to :data:`SCHEMA_VERSION` inside the caller's transaction; returns the
+    version it had. A store from newer code is refused rather than altered."""
+    found = version(con)
+    if found > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(f"it was written by a newer MergeLab (schema {found}, this one reads "
+                                    f"{SCHEMA_VERSION}); upgrade MergeLab")
+    step = found
+    while 0 < step < SCHEMA_VERSION:
+        MIGRATIONS[step](con)
+        step += 1
+    for statement in SCHEMA.split(";"):  # not executescript(): it would commit the caller's transaction
+        if statement.strip():
+            con.execute(statement)  # IF NOT EXISTS: creates what a new store lacks
+    con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    return found

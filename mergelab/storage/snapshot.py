@@ -1,0 +1,40 @@
+"""A finished study as shippable files — rows as CSV, hidden states as float16 safetensors,
+finished unit keys — and back into any store, so the dashboard opens on results instantly and
+`mergelab run` on the same spec redoes nothing unless asked to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import jobs, states
+from .store import Store
+
+
+def export(store: Store, study_id: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    store.results(study_id).to_csv(out / "results.csv", index=False)
+    store.pair_metrics(study_id).to_csv(out / "pair_metrics.csv", index=False)
+    pd.DataFrame(jobs.done_keys(store, study_id), columns=["kind", "unit_key", "payload"]).to_csv(
+        out / "jobs.csv", index=False)
+    target = out / "states"
+    if target.exists():
+        for f in target.glob("*.safetensors"):
+            f.unlink()
+    states.export_states(store, study_id, target)
+
+
+def load_rows(store: Store, study_id: str, snapshot: Path) -> None:
+    """The snapshot's rows and finished units, into the store's open transaction (or one of
+    their own); the study's registration comes first, from its spec (the study layer)."""
+    store.add_results(study_id, pd.read_csv(snapshot / "results.csv", keep_default_na=True))
+    pm = pd.read_csv(snapshot / "pair_metrics.csv")
+    if len(pm):
+        store.add_pair_metrics(study_id, pm)
+    done = pd.read_csv(snapshot / "jobs.csv")
+    jobs.add_done(store, study_id, list(done.itertuples(index=False, name=None)), "shipped result")
+
+
+def copy_states(store: Store, study_id: str, snapshot: Path) -> None:
+    states.copy_states(store, study_id, snapshot / "states")

@@ -1,0 +1,272 @@
+"""The SQLite store (WAL mode): every result is a row keyed by what determines it.
+
+Studies of every kind — the paper's published tables and live studies alike — are served through
+this one interface, so pages never need to know where numbers came from. Only the ``storage``
+package writes SQL: everything else calls the named methods here (and in :mod:`.jobs`,
+:mod:`.states`, :mod:`.snapshot`). A killed writer loses at most its open transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from . import schema
+
+RESULT_COLUMNS = [
+    "group_name", "model", "task", "method", "params_hash", "seed", "metric",
+    "score", "expert_score", "loss", "source",
+]
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written (the message says which file and why)."""
+
+
+def _explain(path: Path, exc: BaseException) -> StoreError:
+    """One line a user can act on, for an SQLite or file-system error on the store at ``path``."""
+    text = str(exc)
+    low = text.lower()
+    if path.is_dir():
+        return StoreError(f"the store {path} is a folder; give a file such as {path / 'mergelab.db'}")
+    if "is full" in low or "no space left" in low or "os error 28" in low or getattr(exc, "errno", None) == 28:
+        return StoreError(f"the disk holding the store {path} is full ({text}); nothing stored was lost "
+                          "— free some space and run again")
+    writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+    if "readonly" in low or "read-only" in low or (not writable and ("unable to open" in low or "denied" in low)):
+        return StoreError(f"the store {path} is read-only for this user ({text}); give a store you may "
+                          "write with --db or $MERGELAB_DB")
+    if "not a database" in low or "malformed" in low:
+        return StoreError(f"{path} is not a MergeLab store (not a readable SQLite database: {text})")
+    return StoreError(f"cannot use the MergeLab store at {path}: {text}")
+
+
+class Store:
+    """One SQLite database file in WAL mode. Cheap to open; safe across processes. Opening a
+    store made by an older release migrates it (:mod:`.schema`)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._local = threading.local()  # the open transaction of this thread, if any
+        self.migrated_from: int | None = None  # the schema version this open upgraded, if any
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+                current = schema.version(con)
+            if current != schema.SCHEMA_VERSION:
+                with self._transaction() as con:
+                    self.migrated_from = schema.upgrade(con)
+        except (sqlite3.Error, OSError) as exc:
+            raise _explain(self.path, exc) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        con.execute("PRAGMA foreign_keys=ON")
+        con.execute("PRAGMA busy_timeout=30000")
+        return con
+
+    @contextmanager
+    def _transaction(self):
+        """A write transaction: everything inside lands together or not at all. A transaction
+        opened inside another (same store, same thread) joins it, so several store calls can be
+        made one (see :meth:`batch`). SQLite errors become one-line :class:`StoreError` s; a failure
+        SQLite already rolled back itself (a full disk) is reported as what it is, never as
+        'cannot rollback'."""
+        outer = getattr(self._local, "con", None)
+        if outer is not None:
+            yield outer
+            return
+        try:
+            con = self._connect()
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from None
+        self._local.con = con
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            yield con
+            con.execute("COMMIT")
+        except BaseException as exc:
+            if con.in_transaction:
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the original error is the one worth reporting
+            if isinstance(exc, sqlite3.Error):
+                raise _explain(self.path, exc) from None
+            raise
+        finally:
+            self._local.con = None
+            con.close()
+
+    @contextmanager
+    def batch(self):
+        """Make every store call inside one transaction: all land, or none."""
+        with self._transaction():
+            yield self
+
+    def _query(self, sql: str, params=()) -> pd.DataFrame:
+        try:
+            outer = getattr(self._local, "con", None)
+            if outer is not None:  # inside a transaction: see its own writes
+                return pd.read_sql_query(sql, outer, params=params)
+            with closing(self._connect()) as con:
+                return pd.read_sql_query(sql, con, params=params)
+        except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+            raise _explain(self.path, exc) from None
+
+    def schema_version(self) -> int:
+        return int(self._query("SELECT value FROM meta WHERE key='schema_version'")["value"].iloc[0])
+
+    def content_stamp(self) -> tuple:
+        """Changes whenever the store's rows change (for caches keyed by the store's content):
+        SQLite's data_version does not see other connections' commits in WAL readers, so the
+        files' sizes and modification times are used."""
+        stamp = []
+        for suffix in ("", "-wal"):
+            f = Path(str(self.path) + suffix)
+            stamp.append((f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else None)
+        return tuple(stamp)
+
+    # --- studies --------------------------------------------------------------------------
+    def upsert_study(self, study_id: str, name: str, kind: str, description: str | None = None,
+                     spec: str = "") -> None:
+        """Create or update a study; ``description=None`` keeps the stored one."""
+        with self._transaction() as con:
+            con.execute(
+                "INSERT INTO studies(id, name, kind, description, spec, created_at) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET name=excluded.name, "
+                "kind=excluded.kind, spec=excluded.spec"
+                + (", description=excluded.description" if description is not None else ""),
+                (study_id, name, kind, description or "", spec, time.time()),
+            )
+
+    def studies(self) -> pd.DataFrame:
+        return self._query("SELECT id, name, kind, description FROM studies ORDER BY created_at")
+
+    def has_study(self, study_id: str) -> bool:
+        return not self._query("SELECT 1 FROM studies WHERE id=?", (study_id,)).empty
+
+    def study(self, study_id: str) -> dict | None:
+        """id, name, kind, description and spec (YAML text, '' for published studies)."""
+        df = self._query("SELECT id, name, kind, description, spec FROM studies WHERE id=?", (study_id,))
+        return df.iloc[0].to_dict() if len(df) else None
+
+    def spec_text(self, study_id: str) -> str:
+        row = self.study(study_id)
+        return row["spec"] if row and row["spec"] else ""
+
+    def delete_study(self, study_id: str) -> None:
+        """Remove a study with every row that belongs to it (results, jobs, metrics) and its
+        hidden-state files."""
+        from .states import states_dir
+
+        with self._transaction() as con:
+            con.execute("DELETE FROM jobs WHERE study_id=?", (study_id,))
+            con.execute("DELETE FROM studies WHERE id=?", (study_id,))  # the rest cascades
+        shutil.rmtree(states_dir(self, study_id), ignore_errors=True)
+
+    # --- groups, pairs and the pool -----------------------------------------------------------
+    def set_groups(self, study_id: str, groups: dict[str, list[str]], role: str = "group") -> None:
+        with self._transaction() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO task_groups(study_id, name, tasks, role) VALUES (?,?,?,?)",
+                [(study_id, name, json.dumps(list(tasks)), role) for name, tasks in groups.items()],
+            )
+
+    def set_pool(self, study_id: str, tasks: list[str]) -> None:
+        """The spare tasks a group may swap in (a role, not a group: no merge, no analysis)."""
+        with self._transaction() as con:
+            con.execute("DELETE FROM task_groups WHERE study_id=? AND role='pool'", (study_id,))
+            if tasks:
+                con.execute("INSERT INTO task_groups(study_id, name, tasks, role) VALUES (?, 'pool', ?, 'pool')",
+                            (study_id, json.dumps(list(tasks))))
+
+    def groups(self, study_id: str, role: str = "group") -> dict[str, list[str]]:
+        """Task groups of a study with ``role``: 'group' (the default), or 'pair'."""
+        df = self._query("SELECT name, tasks FROM task_groups WHERE study_id=? AND role=? ORDER BY rowid",
+                         (study_id, role))
+        return {r.name: json.loads(r.tasks) for r in df.itertuples()}
+
+    def pool(self, study_id: str) -> list[str]:
+        df = self._query("SELECT tasks FROM task_groups WHERE study_id=? AND role='pool'", (study_id,))
+        return json.loads(df["tasks"].iloc[0]) if len(df) else []
+
+    # --- results --------------------------------------------------------------------------
+    def add_results(self, study_id: str, rows: pd.DataFrame | list[dict]) -> int:
+        """Insert or replace result rows atomically. Missing optional columns get defaults."""
+        df = pd.DataFrame(rows)
+        defaults = {"params_hash": "", "seed": 0, "metric": "score", "expert_score": None,
+                    "loss": None, "score": None, "source": "computed", "group_name": ""}
+        for col, val in defaults.items():
+            if col not in df.columns:
+                df[col] = val
+        for col in ("group_name", "params_hash"):  # key columns: '' rather than NULL (CSV round trip)
+            df[col] = df[col].fillna("").astype(str)
+        now = time.time()
+        records = [
+            (study_id, *[None if pd.isna(v) else v for v in rec], now)
+            for rec in df[RESULT_COLUMNS].itertuples(index=False, name=None)
+        ]
+        with self._transaction() as con:
+            con.executemany(
+                f"INSERT OR REPLACE INTO results(study_id, {', '.join(RESULT_COLUMNS)}, created_at) "
+                f"VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 2))})",
+                records,
+            )
+        return len(records)
+
+    def results(self, study_id: str) -> pd.DataFrame:
+        return self._query(
+            f"SELECT {', '.join(RESULT_COLUMNS)} FROM results WHERE study_id=? ORDER BY rowid",
+            (study_id,),
+        )
+
+    def add_task_metrics(self, study_id: str, rows: list[dict] | pd.DataFrame) -> None:
+        df = pd.DataFrame(rows)
+        if "source" not in df.columns:
+            df["source"] = "computed"
+        with self._transaction() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO task_metrics(study_id, group_name, task, name, value, source) "
+                "VALUES (?,?,?,?,?,?)",
+                [(study_id, r.group_name, r.task, r.name, float(r.value), r.source)
+                 for r in df.itertuples()],
+            )
+
+    def task_metrics(self, study_id: str) -> pd.DataFrame:
+        return self._query(
+            "SELECT group_name, task, name, value, source FROM task_metrics WHERE study_id=? "
+            "ORDER BY rowid", (study_id,))
+
+    def add_pair_metrics(self, study_id: str, rows: list[dict] | pd.DataFrame) -> None:
+        df = pd.DataFrame(rows)
+        with self._transaction() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO pair_metrics(study_id, task_a, task_b, name, value) "
+                "VALUES (?,?,?,?,?)",
+                [(study_id, r.task_a, r.task_b, r.name, float(r.value)) for r in df.itertuples()],
+            )
+
+    def pair_metrics(self, study_id: str) -> pd.DataFrame:
+        return self._query("SELECT task_a, task_b, name, value FROM pair_metrics WHERE study_id=?",
+                           (study_id,))
+
+    def add_published_stats(self, study_id: str, rows: list[dict]) -> None:
+        with self._transaction() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO published_stats(study_id, ref, key, value) VALUES (?,?,?,?)",
+                [(study_id, r["ref"], r["key"], float(r["value"])) for r in rows],
+            )
+
+    def published_stats(self, study_id: str) -> pd.DataFrame:
+        return self._query("SELECT ref, key, value FROM published_stats WHERE study_id=?",
+                           (study_id,))

@@ -1,0 +1,43 @@
+"""The studies that ship with MergeLab — the paper's published tables, the MiniLM demo, the
+SmolLM2 LLM study — loaded into every store on open, and the builders of their data and adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...config import DATA_DIR, default_db_path
+from ...storage import paper_rows, snapshot
+from ...storage.store import Store
+from ..planner import register
+from ..spec import parse_spec
+
+#: Studies shipped with results in data/<name>/ (spec, README, results/): loaded into every store.
+BUNDLED = {"llm": DATA_DIR / "llm", "demo": DATA_DIR / "demo"}
+
+
+def load_shipped(store: Store, spec_path: Path, results: Path) -> str:
+    """Load a shipped study into ``store``. Its hidden-state files are copied first (each to a
+    temporary name, then renamed) and its rows written last, in one transaction: a load that fails
+    half-way (a full disk) leaves no study row, so the next open loads it again, whole."""
+    spec = parse_spec(spec_path)
+    snapshot.copy_states(store, spec.name, results)
+    readme = spec_path.parent / "README.md"
+    with store.batch():  # the study is stored whole or not at all
+        register(store, spec, description=readme.read_text() if readme.exists() else "")
+        snapshot.load_rows(store, spec.name, results)
+    return spec.name
+
+
+def open_store(path: str | Path | None = None) -> Store:
+    """Open (or create) the store and make sure the bundled studies are loaded into it.
+
+    Each bundled study loads in one transaction, only when absent, so calling this on every start
+    never duplicates or loses rows; user studies already in the file are untouched.
+    """
+    store = Store(path or default_db_path())
+    if not store.has_study(paper_rows.STUDY_ID):
+        paper_rows.load_into(store)
+    for study_id, folder in BUNDLED.items():
+        if not store.has_study(study_id) and (folder / "results" / "results.csv").exists():
+            load_shipped(store, folder / "study.yaml", folder / "results")
+    return store

@@ -1,0 +1,240 @@
+"""Running a study's units: the driver, and the executors it hands units to.
+
+The driver (:func:`drive`) owns the store: it recovers dead or silent workers' claims, claims
+units, hands each to an executor with the study's spec, and writes what comes back — rows and
+hidden-state arrays — with the unit's 'done' mark (or its failure and traceback). An executor
+only runs units: :class:`InProcess` runs them here, one at a time, keeping one loaded base per
+study; other executors (worker processes started beside the dashboard, Ray actors) plug into the
+same seam, so no executor ever opens the store itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..storage import jobs
+from ..storage.jobs import UnitOutput
+from ..storage.store import Store, StoreError
+from .planner import load_study_spec
+from .spec import NO_GRANTS, GrantError, Grants, SpecError, StudySpec, check_grants
+
+Event = Callable[[dict], None]
+
+
+@dataclass
+class Outcome:
+    """A unit an executor finished: its output, or the error (one line) and traceback."""
+
+    job: dict
+    output: UnitOutput | None = None
+    error: str | None = None
+    traceback: str = ""
+    seconds: float = 0.0
+    load_seconds: float | None = None  # a base was (re)loaded for this unit first
+    rss_mb: float = float("nan")
+
+
+class Executor:
+    """What the driver needs from whatever runs units."""
+
+    def slots(self) -> int:
+        """How many more units it can take now."""
+        raise NotImplementedError
+
+    def submit(self, job: dict, spec: StudySpec, progress: Callable[[float, str], None]) -> None:
+        raise NotImplementedError
+
+    def collect(self, timeout: float) -> list[Outcome]:
+        """Units finished since the last call (waiting up to ``timeout`` seconds for one)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return float("nan")
+
+
+class InProcess(Executor):
+    """Runs each unit here, at once; keeps one loaded base per study between units."""
+
+    def __init__(self, device: str | None = None, grants: Grants = NO_GRANTS):
+        self.device, self.grants = device, grants
+        self.contexts: dict = {}
+        self._done: list[Outcome] = []
+
+    def slots(self) -> int:
+        return 0 if self._done else 1
+
+    def submit(self, job: dict, spec: StudySpec, progress) -> None:
+        from .worker import StudyContext, run_unit
+
+        started = time.perf_counter()
+        load = None
+        try:
+            sid = job["study_id"]
+            if sid not in self.contexts or not self.contexts[sid].refresh(spec):
+                self.contexts[sid] = StudyContext(spec, self.device, self.grants)
+                load, started = time.perf_counter() - started, time.perf_counter()
+            output = run_unit(self.contexts[sid], job, progress)
+            self._done.append(Outcome(job, output, seconds=time.perf_counter() - started, load_seconds=load,
+                                      rss_mb=rss_mb()))
+        except Exception as exc:  # a unit failing must not take the worker (or other units) down
+            self._done.append(Outcome(job, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
+                                      seconds=time.perf_counter() - started, load_seconds=load))
+
+    def collect(self, timeout: float) -> list[Outcome]:
+        done, self._done = self._done, []
+        return done
+
+
+def _refused_studies(store: Store, grants: Grants) -> dict[str, str]:
+    """Studies with queued units that ask for what ``grants`` do not allow → the reason."""
+    out = {}
+    for sid in jobs.queued_studies(store):
+        try:
+            check_grants(load_study_spec(store, sid), grants)
+        except GrantError as exc:
+            out[sid] = str(exc)
+        except (SpecError, ValueError):
+            pass  # its units fail one by one with the reason
+    return out
+
+
+def drive(store: Store, study_id: str | None, executor: Executor, *, grants: Grants = NO_GRANTS,
+          stop_when_empty: bool = True, on_event: Event | None = None, idle_sleep: float = 1.0,
+          max_units: int | None = None, stale_after: float = jobs.STALE_AFTER_S) -> dict:
+    """Claim units and have ``executor`` run them until none are queued (or forever with
+    ``stop_when_empty=False``); returns how many were done and how many failed.
+
+    Claims of workers of this machine that died are taken back at once (by process id), others'
+    after ``stale_after`` seconds without a heartbeat; a unit that stopped its worker
+    ``jobs.MAX_ATTEMPTS`` times is failed for good. With ``study_id``, the driver also waits for
+    units of that study still running elsewhere (taking them over if their worker dies), so it
+    returns only when none is left running. Studies asking for what ``grants`` do not allow are
+    refused (with ``study_id``: a :class:`GrantError` before anything runs; otherwise their units
+    stay queued and each is reported once as a ``refused`` event). A store that cannot be written
+    (read-only, full disk) raises :class:`StoreError` after giving the units back to the queue.
+    """
+    emit = on_event or (lambda ev: None)
+    me = jobs.worker_id()
+    if study_id is not None:
+        if not store.has_study(study_id):
+            raise ValueError(f"study {study_id!r} is not in the store {store.path}")
+        check_grants(load_study_spec(store, study_id), grants)
+    done = failed = 0
+    refused: dict[str, str] = {}
+    in_flight: dict[int, dict] = {}
+    with jobs.Heartbeat(store, me):
+        try:
+            while True:
+                jobs.recover_dead(store)
+                jobs.recover_stale(store, stale_after)
+                if study_id is None:
+                    now_refused = _refused_studies(store, grants)
+                    for sid in now_refused.keys() - refused.keys():
+                        emit({"event": "refused", "study_id": sid, "reason": now_refused[sid]})
+                    refused = now_refused
+                budget_left = max_units is None or done + failed + len(in_flight) < max_units
+                while budget_left and executor.slots() > 0:
+                    job = jobs.claim(store, me, study_id, exclude=tuple(refused))
+                    if job is None:
+                        break
+                    try:
+                        spec = load_study_spec(store, job["study_id"])  # re-read: the study may have grown
+                    except (SpecError, ValueError) as exc:
+                        jobs.fail(store, job, me, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                        failed += 1
+                        emit({"event": "failed", "error": str(exc), **job})
+                        continue
+                    in_flight[job["id"]] = job
+                    emit({"event": "start", **job})
+                    executor.submit(job, spec, lambda f, m, j=job["id"]: jobs.report_progress(store, j, me, f, m))
+                    budget_left = max_units is None or done + failed + len(in_flight) < max_units
+                if not in_flight:
+                    if not budget_left:
+                        break
+                    running = jobs.status_counts(store, study_id).get("running", 0) if study_id else 0
+                    if running and stop_when_empty:
+                        emit({"event": "waiting", "running": running})
+                    elif stop_when_empty:
+                        break
+                    time.sleep(idle_sleep)
+                    continue
+                for out in executor.collect(timeout=idle_sleep):
+                    job = in_flight.pop(out.job["id"])
+                    if out.load_seconds is not None:
+                        emit({"event": "loaded", "seconds": out.load_seconds, "rss_mb": out.rss_mb})
+                    if out.error is not None:
+                        jobs.fail(store, job, me, out.error, out.traceback)
+                        failed += 1
+                        emit({"event": "failed", "error": out.error, "trace": out.traceback, **job})
+                        continue
+                    try:
+                        finished = jobs.finish(store, job, me, out.output)
+                    except StoreError as exc:
+                        jobs.release(store, job, me, f"the store could not be written: {exc}")
+                        raise
+                    if finished:
+                        done += 1
+                        emit({"event": "done", "seconds": out.seconds, "rss_mb": out.rss_mb, **job})
+        finally:
+            for job in in_flight.values():  # interrupted: what we hold goes back, unrun
+                jobs.release(store, job, me, "requeued: its worker stopped")
+            executor.close()
+    return {"done": done, "failed": failed}
+
+
+def run_worker(store: Store, study_id: str | None = None, *, device: str | None = None,
+               grants: Grants = NO_GRANTS, **kw) -> dict:
+    """:func:`drive` with the in-process executor: what `mergelab run` and `mergelab worker` do."""
+    return drive(store, study_id, InProcess(device, grants), grants=grants, **kw)
+
+
+# --- worker processes beside the dashboard -------------------------------------------------------
+def worker_command(db_path: str | Path, study_id: str | None = None, grants: Grants = NO_GRANTS) -> list[str]:
+    """The `mergelab worker` command line; the grants the user ticked become its flags."""
+    cmd = [sys.executable, "-m", "mergelab", "worker", "--db", str(db_path)]
+    if study_id:
+        cmd += ["--study", study_id]
+    if grants.trust_remote_code:
+        cmd.append("--trust-remote-code")
+    if grants.allow_pickle:
+        cmd.append("--allow-pickle")
+    return cmd
+
+
+def start_worker(db_path: str | Path, study_id: str | None = None, log_dir: Path | None = None,
+                 grants: Grants = NO_GRANTS) -> int:
+    """Start a worker process beside the dashboard, detached from it, so long work never runs inside
+    a Streamlit script run and survives page reloads; returns its pid."""
+    log_dir = Path(log_dir or Path(db_path).parent)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "worker.log", "ab") as log:
+        proc = subprocess.Popen(worker_command(db_path, study_id, grants), stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return proc.pid
+
+
+def ensure_worker(store: Store, study_id: str, grants: Grants = NO_GRANTS) -> int | None:
+    """Start a worker if units are queued and no worker has a fresh heartbeat; returns its pid.
+    ``MERGELAB_NO_AUTOSTART=1`` turns this off (tests; or a team running its own workers)."""
+    if os.environ.get("MERGELAB_NO_AUTOSTART") == "1":
+        return None
+    if jobs.status_counts(store, study_id).get("queued", 0) and jobs.live_workers(store) == 0:
+        return start_worker(store.path, study_id, grants=grants)
+    return None

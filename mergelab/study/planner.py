@@ -1,0 +1,205 @@
+"""Planning a study: every unit it needs, keyed by a hash of what determines its result; registering
+it in the store; checking it against its base before any model loads; and refusing a changed spec
+under a stored name unless asked to replace it.
+
+Units (each one job row): ``base``, ``expert``, ``states``, ``merge``, ``mstates``, ``conflicts``
+(see :mod:`.worker`). Local adapters and data files enter unit keys by content, not by path, so
+the same study in another checkout recognises its finished units.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..io.content import content_id
+from ..storage import jobs
+from ..storage.store import Store
+from .data import load_all
+from .spec import NO_GRANTS, Grants, SpecError, StudySpec, check_grants, dump_spec, parse_spec
+
+
+def plan_units(spec: StudySpec) -> list[dict]:
+    """Every unit of the study with its key: a hash of what determines its result, with local
+    adapters and data files entering by content, not by path."""
+    units = []
+    tasks = spec.all_tasks
+    adapter_id = {t: content_id(spec.adapters[t]) for t in tasks}
+    task_id = {t: {**spec.tasks[t].key_fields(), "data": content_id(spec.tasks[t].data)} for t in tasks}
+
+    def add(kind, payload, *parts):
+        key = spec.fingerprint(kind, payload, *parts)
+        units.append({"kind": kind, "unit_key": f"{spec.name}:{kind}:{key}", "payload": payload})
+
+    stored = [spec.hidden.layers] if spec.hidden.layers else []  # a field added later: only when set
+    if spec.base_scores:
+        for t in tasks:
+            add("base", {"task": t}, task_id[t])
+    for t in tasks:
+        add("expert", {"task": t}, adapter_id[t], task_id[t])
+    for t in tasks:
+        add("states", {"task": t}, adapter_id[t], task_id, spec.hidden.k, *stored)
+    for group, members in spec.groups.items():
+        adapters = [adapter_id[t] for t in members]
+        for method, params in spec.methods.items():
+            for t in members:
+                add("merge", {"group": group, "method": method, "params": params, "task": t},
+                    adapters, task_id[t])
+            add("mstates", {"group": group, "method": method, "params": params},
+                adapters, {m: task_id[m] for m in members}, spec.hidden.k, *stored)
+    for pair, members in spec.pair_groups.items():  # Table 4: merged and scored, no hidden states
+        adapters = [adapter_id[t] for t in members]
+        for method, params in spec.methods.items():
+            for t in members:
+                add("merge", {"group": pair, "method": method, "params": params, "task": t},
+                    adapters, task_id[t])
+    ordered = sorted(tasks)
+    add("conflicts", {"tasks": ordered}, [adapter_id[t] for t in ordered])
+    return units
+
+
+def register(store: Store, spec: StudySpec, description: str | None = None) -> None:
+    """Store the study's spec and structure; ``description=None`` keeps a stored description."""
+    with store.batch():
+        store.upsert_study(spec.name, spec.name, "live", description, dump_spec(spec))
+        store.set_groups(spec.name, spec.groups)
+        if spec.pair_groups:
+            store.set_groups(spec.name, spec.pair_groups, role="pair")
+        store.set_pool(spec.name, spec.pool)
+
+
+def load_study_spec(store: Store, study_id: str) -> StudySpec:
+    text = store.spec_text(study_id)
+    if not text:
+        raise ValueError(f"study {study_id!r} has no stored spec to run")
+    return parse_spec(text)
+
+
+def add_group(store: Store, study_id: str, name: str, tasks: list[str]) -> dict:
+    """Add a task group to a live study (e.g. a swap) and enqueue only its new units."""
+    spec = load_study_spec(store, study_id)
+    unknown = [t for t in tasks if t not in spec.tasks]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown} for study {study_id!r}")
+    spec = parse_spec(json.loads(json.dumps(spec.model_copy(
+        update={"groups": {**spec.groups, name: list(tasks)}}).model_dump(mode="json"))))
+    store.upsert_study(spec.name, spec.name, "live", None, dump_spec(spec))
+    store.set_groups(spec.name, {name: list(tasks)})
+    return jobs.enqueue(store, spec.name, plan_units(spec))
+
+
+def check_against_base(spec: StudySpec, aset) -> None:
+    """What can be checked only with the base and adapters read: code shipped in the base folder,
+    the hidden layer against the model's depth, and (encoders) each task's classification head
+    against its label set. SpecError naming each problem, before any model loads."""
+    problems = []
+    config = aset.base.config
+    folder = aset.base.folder
+    ships_code = "auto_map" in config or "auto_map" in _json_or_empty(folder / "tokenizer_config.json")
+    if ships_code and not spec.trust_remote_code:
+        problems.append(("base", f"{spec.base} ships its own code (auto_map in its config); MergeLab runs it only "
+                                 "if the study sets trust_remote_code: true and the run is given --trust-remote-code"))
+    layers = next((config[k] for k in ("num_hidden_layers", "num_layers", "n_layer") if k in config), None)
+    if isinstance(layers, int) and not -(layers + 1) <= spec.hidden.layer <= layers:
+        problems.append(("hidden.layer", f"{spec.hidden.layer} is outside this base's layers: 0 (embeddings) to "
+                                         f"{layers}, or -1 … -{layers + 1} counting from the last"))
+    if spec.architecture == "encoder":
+        for task in spec.all_tasks:
+            adapter = aset.adapters[aset.names.index(task)]
+            head = adapter.heads.get("classifier.weight")
+            labels = spec.tasks[task].labels
+            if head is None:
+                problems.append((f"adapters.{task}", "no saved classification head (modules_to_save=['classifier']); "
+                                                     "an encoder study scores each task with its own head"))
+            elif labels and head.shape[0] != len(labels):
+                problems.append((f"tasks.{task}.labels", f"the adapter's classification head has {head.shape[0]} "
+                                                         f"labels, the task lists {len(labels)} ({', '.join(labels)})"))
+    if problems:
+        raise SpecError(problems)
+
+
+def _json_or_empty(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _canonical(spec: StudySpec, keep_groups=None) -> dict:
+    """The spec as compared between runs: local files by content (moving a study's folder does
+    not make it another spec)."""
+    data = spec.model_dump(mode="json")
+    data["base"] = content_id(spec.base)
+    data["adapters"] = {t: content_id(a) for t, a in spec.adapters.items()}
+    for t, task in data["tasks"].items():
+        task["data"] = content_id(spec.tasks[t].data)
+    if keep_groups is not None:
+        data["groups"] = {g: v for g, v in data["groups"].items() if g in keep_groups}
+    return data
+
+
+def spec_differences(stored: StudySpec, new: StudySpec) -> list[str]:
+    """Where ``new`` differs from the stored spec of the same study (``groups.g``, ``methods``,
+    ...), ignoring the swap groups added to the stored one from the dashboard."""
+    old = _canonical(stored, keep_groups=[g for g in stored.groups if not g.startswith("swap:")])
+    cur = _canonical(new)
+    out = []
+    for key in sorted(set(old) | set(cur)):
+        a, b = old.get(key), cur.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(key)
+    return out
+
+
+def prepare(store: Store, spec_path: str | Path, *, grants: Grants = NO_GRANTS, replace: bool = False,
+            description: str | None = None) -> tuple[StudySpec, dict]:
+    """Validate the spec file, its data, base and adapters (no model loaded), register it, enqueue
+    its units. See :func:`prepare_spec`."""
+    return prepare_spec(store, parse_spec(Path(spec_path)), grants=grants, replace=replace,
+                        description=description)
+
+
+def prepare_spec(store: Store, spec: StudySpec, *, grants: Grants | None = NO_GRANTS, replace: bool = False,
+                 description: str | None = None) -> tuple[StudySpec, dict]:
+    """Check a parsed spec against its data, base and adapters, register it and enqueue its units.
+
+    ``grants`` are checked now (the CLI's flags); ``None`` defers them to the run (the dashboard
+    registers, and its Run page asks). A study already stored under this name with another spec
+    is refused, naming the difference, unless ``replace`` (which discards the stored study's rows,
+    jobs and states first).
+    """
+    if grants is not None:
+        check_grants(spec, grants)
+    load_all(spec)  # raises SpecError with every data problem before anything loads a model
+    from ..io.adapters import load_adapter_set
+
+    aset = load_adapter_set(spec.base, {t: spec.adapters[t] for t in spec.all_tasks},
+                            allow_pickle=spec.allow_pickle)
+    check_against_base(spec, aset)
+    studies = store.studies().set_index("id")
+    if spec.name in studies.index:
+        if studies.loc[spec.name, "kind"] != "live":
+            raise ValueError(f"the name {spec.name!r} belongs to the bundled {studies.loc[spec.name, 'kind']} "
+                             "study; give your study another name")
+        try:
+            stored = load_study_spec(store, spec.name)
+            diff = spec_differences(stored, spec)
+        except SpecError:
+            stored, diff = None, ["its stored spec, which no longer loads"]
+        if diff and not replace:
+            raise ValueError(f"study {spec.name!r} is already in the store {store.path} with another spec "
+                             f"(it differs in {', '.join(diff[:6])}{' …' if len(diff) > 6 else ''}); rename "
+                             "the study, or pass --replace to discard the stored one (its results, jobs and "
+                             "hidden states)")
+        if diff:
+            store.delete_study(spec.name)
+        elif stored is not None:  # same study: keep the groups the dashboard added to it (swaps)
+            extra = {g: t for g, t in stored.groups.items() if g not in spec.groups}
+            spec = spec.model_copy(update={"groups": {**spec.groups, **extra}})
+    register(store, spec, description)
+    counts = jobs.enqueue(store, spec.name, plan_units(spec))
+    return spec, counts

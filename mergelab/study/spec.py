@@ -1,0 +1,409 @@
+"""Study specification (YAML): validated with clear messages before any model is loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..io.content import content_id, is_local, looks_like_hub_id, resolve_reference
+from ..merging import registry as methods
+
+#: Study and task names: they name files and folders, so letters, digits, '_', '.', '-' only,
+#: starting with a letter or digit, at most 64 characters.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: Group names may also hold ':', '+', '>', '(', ')' and spaces (swap groups are named
+#: ``swap:<group>:<out>-><in>``), never '/' or '\\'.
+GROUP_PATTERN = r"^[A-Za-z0-9(][A-Za-z0-9_.:+>() -]{0,127}$"
+SEED_MAX = methods.SEED_MAX
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _check_name(value: str, what: str, pattern: str = NAME_PATTERN) -> str:
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        allowed = ("letters, digits, '_', '.', '-', starting with a letter or digit, at most 64 characters"
+                   if pattern == NAME_PATTERN else "letters, digits, spaces and _ . : + > ( ) -, no '/'")
+        raise ValueError(f"{what} {value!r} is not allowed: use {allowed}")
+    return value
+
+
+def check_template(template: str) -> list[str]:
+    """The named fields of a task's prompt template; ValueError for a template ``str.format``
+    cannot fill from a row (bad braces, positional ``{0}`` or ``{}`` fields, attribute access)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"template {template!r} is not a valid format string ({exc}); write fields "
+                         "as {name} and literal braces as {{ }}") from None
+    for f in fields:
+        if not f.isidentifier():
+            raise ValueError(f"template {template!r} has the field {{{f}}}; fields must be column "
+                             "names such as {text}")
+    return fields
+
+
+class SpecError(ValueError):
+    """A study spec that cannot run; lists every problem found, each with the field it concerns
+    (a dotted path such as ``tasks.c0.template``, or "" for the spec as a whole). Its text is one line
+    (the CLI prints it as is); ``issues`` keeps them apart, as (field, message), for the UI."""
+
+    def __init__(self, problems: list[str | tuple[str, str]], source: str | None = None):
+        self.issues = [p if isinstance(p, tuple) else ("", p) for p in problems]
+        self.source = source
+        where = f"invalid study spec {source}" if source else "invalid study spec"
+        super().__init__(f"{where}: " + "; ".join(self.problems))
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{field}: {message}" if field else message for field, message in self.issues]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error, not 'last wins'."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1}); each key may "
+                    "appear once", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, source: str | None = None):
+    """Parse YAML text as :func:`parse_spec` does (duplicate keys refused); SpecError on failure."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError([f"not valid YAML{at}: {' '.join(str(problem).split())}"], source) from None
+
+
+def read_spec_file(path: str | Path) -> str:
+    """The text of a spec file, or one SpecError saying why it cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        raise SpecError([f"{path} is a folder; give the study's YAML file"])
+    if not path.exists():
+        raise SpecError([f"spec file {path} does not exist"])
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); "
+                         "save it as UTF-8"]) from None
+    except OSError as exc:
+        raise SpecError([f"cannot read {path}: {exc.strerror or exc}"]) from None
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What the person running a study allows *at run time* (CLI flags, a checkbox on the Run
+    page). A spec may ask for these; it never grants them to itself."""
+
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+NO_GRANTS = Grants()
+
+
+def draw_groups(rule: RandomGroups, tasks: list[str]) -> dict[str, list[str]]:
+    """Groups drawn by ``rule`` from ``tasks`` (in the spec's task order), reproducibly."""
+    import random
+
+    pool = rule.draw_from or tasks
+    unknown = [t for t in pool if t not in tasks]
+    if unknown:
+        raise ValueError(f"random_groups.draw_from: unknown tasks {unknown}")
+    if rule.size > len(pool):
+        raise ValueError(f"random_groups: groups of {rule.size} from {len(pool)} tasks")
+    rng = random.Random(rule.seed)
+    order = {t: i for i, t in enumerate(pool)}
+    out, seen = {}, set()
+    for i in range(rule.count):
+        for _ in range(1000):
+            members = sorted(rng.sample(pool, rule.size), key=order.get)
+            if tuple(members) not in seen:
+                break
+        else:
+            raise ValueError(f"random_groups: cannot draw {rule.count} different groups of {rule.size} "
+                             f"from {len(pool)} tasks")
+        seen.add(tuple(members))
+        out[f"{rule.prefix}{i + 1}"] = members
+    return out
+
+
+class GrantError(ValueError):
+    """A study asks for something (running code, loading pickles) the run was not given."""
+
+
+def check_grants(spec: StudySpec, grants: Grants) -> None:
+    """One line naming the flag, if the spec asks for what ``grants`` does not allow."""
+    if spec.trust_remote_code and not grants.trust_remote_code:
+        raise GrantError(f"study {spec.name!r} sets trust_remote_code: true, which runs Python files from "
+                         f"the base model folder {spec.base}; pass --trust-remote-code to allow it for this "
+                         "run (Run page: 'Allow code from the model folder')")
+    if spec.allow_pickle and not grants.allow_pickle:
+        raise GrantError(f"study {spec.name!r} sets allow_pickle: true, and pickle weight files can run code "
+                         "when loaded; pass --allow-pickle to allow it for this run (Run page: 'Allow pickle "
+                         "weights')")
+
+
+# Fields added after studies were shipped: they enter unit keys only when set to something
+# other than their default, so the keys (and finished results) of older studies stay valid.
+TASK_FIELDS_ADDED_LATER = {"max_new_tokens"}
+STUDY_FIELDS_ADDED_LATER = {"dtype"}
+# Fields removed since studies were shipped, with the value they always had: unit keys keep them,
+# so shipped results stay recognised.
+TASK_FIELDS_REMOVED = {"constructed": False}
+
+
+def _set_later(model: BaseModel, names: set[str]) -> dict:
+    """The fields of ``names`` that are not at their default (see *_FIELDS_ADDED_LATER)."""
+    return model.model_dump(include=names, exclude_defaults=True)
+
+
+class TaskSpec(BaseModel):
+    model_config = STRICT
+    data: str = Field(description="local jsonl/csv/parquet file, a dataset folder in the hub's layout, "
+                                  "or a hub dataset id")
+    split: str = Field("eval", description="rows to evaluate: a named split of a dataset folder or hub "
+                                           "dataset (e.g. test), else a value of split_field")
+    split_field: str | None = Field("split", description="column naming the split inside one file")
+    probe_split: str = Field("probe", description="rows for the hidden-state probes, like split")
+    template: str = Field("{text}", description="prompt built from a row's fields, e.g. "
+                                                   "'Review: {text}\\nSentiment:'")
+    label_field: str = "label"
+    labels: list[str] | None = Field(None, description="label set for classification")
+    target_field: str | None = Field(None, description="reference text for generation tasks")
+    metric: Literal["accuracy", "f1", "rougeL"] = "accuracy"
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="generation length for rougeL tasks")
+    note: str = ""
+
+    def key_fields(self) -> dict:
+        """What of this task determines a result, for unit keys."""
+        return {**self.model_dump(exclude=TASK_FIELDS_ADDED_LATER), **TASK_FIELDS_REMOVED,
+                **_set_later(self, TASK_FIELDS_ADDED_LATER)}
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, template):
+        check_template(template)
+        return template
+
+    @model_validator(mode="after")
+    def _kind(self):
+        if self.labels is None and self.target_field is None:
+            raise ValueError("a task needs either labels (classification) or target_field (generation)")
+        if self.metric == "rougeL" and self.target_field is None:
+            raise ValueError("metric rougeL needs target_field")
+        return self
+
+
+class HiddenSpec(BaseModel):
+    model_config = STRICT
+    k: int = Field(5, ge=1, le=1000, description="probes per task (the paper uses 5)")
+    layer: int = Field(-1, ge=-1000, le=1000, description="hidden layer for HiddenSim: 0 = embeddings, "
+                                                          "-1 = last; checked against the base model")
+    pooling: Literal["last", "mean", "first"] = "mean"
+    distance: Literal["l2", "cosine", "cka"] = "l2"
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+    layers: list[int] | None = Field(None, description="store hidden states of only these layers (0 = embeddings; "
+                                                      "default: every layer); must include the analysed layer")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, layers):
+        if layers is not None and (not layers or len(set(layers)) != len(layers) or min(layers) < 0):
+            raise ValueError("hidden.layers must list distinct layer numbers ≥ 0")
+        return sorted(layers) if layers else layers
+
+
+class RandomGroups(BaseModel):
+    """The paper's "randomly select": ``count`` groups of ``size`` tasks drawn with ``seed`` from
+    ``draw_from`` (default: every task), named ``<prefix>1 … <prefix>count``. Drawn when the spec
+    is read, so before any merge result exists; a draw identical to an earlier one is drawn again."""
+
+    model_config = STRICT
+    count: int = Field(ge=1, le=100)
+    size: int = Field(ge=2, le=64)
+    seed: int = Field(ge=0, le=SEED_MAX)
+    draw_from: list[str] | None = None
+    prefix: str = "r"
+
+
+class StudySpec(BaseModel):
+    model_config = STRICT
+    name: str = Field(description=f"the study's id: {NAME_PATTERN}")
+    base: str
+    architecture: Literal["encoder", "causal", "seq2seq"] = "encoder"
+    adapters: dict[str, str]
+    tasks: dict[str, TaskSpec]
+    groups: dict[str, list[str]]
+    pool: list[str] = Field(default_factory=list, description="tasks available for swapping in")
+    random_groups: RandomGroups | None = Field(None, description="add groups drawn at random (the paper's protocol)")
+    pairwise: list[str] = Field(default_factory=list, description="groups expanded into all their pairs, each "
+                                                                  "merged with every method (the paper's Table 4)")
+    base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
+    methods: dict[str, dict] = Field(default_factory=lambda: {m: {} for m in methods.PAPER_METHODS})
+    hidden: HiddenSpec = HiddenSpec()
+    eval_limit: int | None = Field(200, ge=1, le=1_000_000)
+    batch_size: int = Field(32, ge=1, le=1024, description="sequences per forward pass (memory grows with it)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' dtype for evaluation and hidden states; auto = the checkpoint's own "
+                            "(bfloat16 for most 7B releases). Merges are computed in float32 either way.")
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+    allow_pickle: bool = Field(False, description="the study needs pickle (.bin) weights; a run must also "
+                                                  "be given --allow-pickle")
+    trust_remote_code: bool = Field(False, description="the base ships its own Python code; a run must also "
+                                                       "be given --trust-remote-code")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name):
+        return _check_name(name, "study name")
+
+    @field_validator("tasks", "adapters")
+    @classmethod
+    def _task_names(cls, value):
+        for name in value:
+            _check_name(name, "task name")
+        return value
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, groups):
+        for name, tasks in groups.items():
+            _check_name(name, "group name", GROUP_PATTERN)
+            if len(tasks) < 2:
+                raise ValueError(f"group {name!r} has {len(tasks)} task(s); merging needs at least 2")
+            if len(set(tasks)) != len(tasks):
+                raise ValueError(f"group {name!r} lists a task twice")
+        return groups
+
+    @model_validator(mode="after")
+    def _expand(self):
+        """Draw the random groups into ``groups`` (idempotent: a dumped spec re-reads the same)."""
+        if self.random_groups is None:
+            return self
+        drawn = draw_groups(self.random_groups, list(self.tasks))
+        for name, members in drawn.items():
+            if name in self.groups and self.groups[name] != members:
+                raise ValueError(f"group {name!r} is listed and also drawn by random_groups (prefix "
+                                 f"{self.random_groups.prefix!r}); rename one")
+        self.groups = {**self.groups, **drawn}
+        return self
+
+    @model_validator(mode="after")
+    def _pairwise(self):
+        for g in self.pairwise:
+            if g not in self.groups:
+                raise ValueError(f"pairwise: {g!r} is not a group (groups: {sorted(self.groups)})")
+        if self.base_scores and self.architecture == "encoder":
+            raise ValueError("base_scores needs a causal or seq2seq base: an encoder has no task head before training")
+        return self
+
+    @property
+    def pair_groups(self) -> dict[str, list[str]]:
+        """Every pair of every group named in ``pairwise``, as a two-task group ``pair:<a>+<b>``."""
+        out = {}
+        for g in self.pairwise:
+            members = self.groups[g]
+            for i, a in enumerate(members):
+                for b in members[i + 1:]:
+                    out[f"pair:{a}+{b}"] = [a, b]
+        return out
+
+    def members(self, group: str) -> list[str]:
+        """The tasks of a group or of a pair expanded from ``pairwise``."""
+        if group in self.groups:
+            return self.groups[group]
+        pairs = self.pair_groups
+        if group in pairs:
+            return pairs[group]
+        raise KeyError(f"no group {group!r} in study {self.name!r}")
+
+    @property
+    def all_tasks(self) -> list[str]:
+        seen = dict.fromkeys(t for g in self.groups.values() for t in g)
+        seen.update(dict.fromkeys(self.pool))
+        return list(seen)
+
+    def fingerprint(self, *parts) -> str:
+        """Hash of what determines a unit: the base, eval settings and ``parts``. Local files and
+        folders enter by content (see :func:`content_id`), so the same study in another checkout
+        or folder gets the same keys and its finished units are recognised."""
+        later = _set_later(self, STUDY_FIELDS_ADDED_LATER)
+        blob = json.dumps([content_id(self.base), self.architecture, self.eval_limit, self.seed,
+                           *([later] if later else []), *parts], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_exist: bool = True) -> StudySpec:
+    """Parse and check a spec; relative paths resolve against ``root`` (the YAML's folder).
+    ``adapters_exist=False`` accepts adapter folders that do not exist yet (to train them)."""
+    source = None
+    if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data
+                                  and (is_local(data) or data.endswith((".yaml", ".yml")))):
+        source = str(data)
+        root = root or Path(data).resolve().parent
+        data = load_yaml(read_spec_file(data), source)
+    elif isinstance(data, str):
+        data = load_yaml(data)
+    if not isinstance(data, dict):
+        raise SpecError(["the spec must be a mapping with name, base, adapters, tasks, groups"], source)
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError([(".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, "))
+                         for e in exc.errors()], source) from None
+    root = root or Path.cwd()
+    problems = []
+    for task in spec.all_tasks:
+        if task not in spec.tasks:
+            where = "pool" if task in spec.pool else "groups"
+            problems.append((where, f"unknown task {task!r} (tasks: {sorted(spec.tasks)})"))
+        if task not in spec.adapters:
+            problems.append(("adapters", f"no adapter for task {task!r}"))
+    for method, params in spec.methods.items():
+        try:
+            m = methods.get(method)
+            sizes = {len(g) for g in spec.groups.values()} or {2}
+            for n in sizes:
+                m.resolve(n, params)
+        except methods.MethodError as exc:
+            problems.append((f"methods.{method}", str(exc)))
+    spec = spec.model_copy(update={
+        # adapters to be trained are folders to write: local paths, never hub ids
+        "adapters": {k: resolve_reference(v, root) if adapters_exist else str((root / Path(v).expanduser()).resolve())
+                     for k, v in spec.adapters.items()},
+        "base": resolve_reference(spec.base, root),
+        "tasks": {k: t.model_copy(update={"data": resolve_reference(t.data, root)}) for k, t in spec.tasks.items()},
+    })
+    for name, task in spec.tasks.items():
+        if not is_local(task.data) and not looks_like_hub_id(task.data):
+            problems.append((f"tasks.{name}.data", f"file {task.data} does not exist"))
+    for name, path in spec.adapters.items():
+        if adapters_exist and not is_local(path) and not looks_like_hub_id(path):
+            problems.append((f"adapters.{name}", f"folder {path} does not exist"))
+    if not (is_local(spec.base) or looks_like_hub_id(spec.base) or spec.base.startswith("pypi:")):
+        problems.append(("base", f"folder {spec.base} does not exist"))
+    if problems:
+        raise SpecError(problems, source)
+    return spec
+
+
+def dump_spec(spec: StudySpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

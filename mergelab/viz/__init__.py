@@ -1,0 +1,1 @@
+"""Figures (DataFrame → plotly Figure, pure) and the one-file HTML report."""
