@@ -41,7 +41,7 @@ def _mergelab_imports(path: Path, root: Path = ENGINE) -> set[str]:
     """The mergelab modules ``path`` imports, as dotted names relative to the package
     (``storage.store``), resolving relative imports."""
     rel = path.relative_to(root).with_suffix("")
-    package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    package = list(rel.parts[:-1])  # a module's package (an __init__'s own package)
     out = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):

@@ -58,7 +58,8 @@ def test_a_registered_method_appears_in_the_cli_the_form_and_the_export(toy, tmp
     aset = loading.load_adapter_set(base, {"a0": adapters[0], "a1": adapters[1]})
     merged = read_folder(out)
     module, key = next(iter(aset.module_keys.items()))
-    want = loading.BaseWeights(base).get(key) + 0.5 * (aset.adapters[0].delta(module) + aset.adapters[1].delta(module)) / 2
+    mean = (aset.adapters[0].delta(module) + aset.adapters[1].delta(module)) / 2
+    want = loading.BaseWeights(base).get(key) + 0.5 * mean
     assert torch.allclose(merged[key], want, atol=1e-6)
     # the mergekit export: one clear line
     capsys.readouterr()

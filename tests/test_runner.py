@@ -248,8 +248,8 @@ def test_label_scoring_with_absolute_positions(tmp_path):
 
     import torch
 
-    from mergelab.study.data import TaskData
     from mergelab.models.loaded import LoadedModel as ModelRunner
+    from mergelab.study.data import TaskData
     from mergelab.study.spec import TaskSpec
 
     from tinymodels import WORDS, add_word_tokenizer, make_causal_base
