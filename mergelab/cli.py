@@ -290,9 +290,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    from .storage import jobs
     from .study import executors
 
     store = _open(args.db)
+    lock = None
+    if args.dashboard:  # the one worker the dashboard starts per store: a second one stops here
+        lock = jobs.dashboard_lock(store)
+        if lock is None:
+            print("the dashboard's worker for this store is already running", file=sys.stderr)
+            return 0
     on_event, state = _event_printer()
     started = time.time()
     out = executors.run_worker(store, args.study, device=args.device, grants=_grants(args),
@@ -457,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--study", help="only this study's units")
     w.add_argument("--device", default="auto")
     w.add_argument("--forever", action="store_true", help="keep polling when the queue is empty")
+    w.add_argument("--dashboard", action="store_true", help=argparse.SUPPRESS)  # the dashboard's one worker
     _grant_flags(w)
     w.set_defaults(func=cmd_worker)
 

@@ -12,10 +12,12 @@ store = get_store()
 study = need_study(current_study())
 st.markdown("Every chart has its own HTML / PNG download. Here: the whole study as one HTML file "
             "(figures are interactive, no server needed) and the raw rows.")
+report_key = f"report_html:{study}"  # one report per study: switching study never offers another's
 if st.button("Build HTML report", key="export_build"):
-    st.session_state["report_html"] = build_report(store, study)
-if st.session_state.get("report_html"):
-    st.download_button("Download report.html", st.session_state["report_html"],
+    with st.spinner("Building the report…"):
+        st.session_state[report_key] = build_report(store, study)
+if st.session_state.get(report_key):
+    st.download_button("Download report.html", st.session_state[report_key],
                        file_name=f"{study}-report.html", mime="text/html", key="export_dl")
 st.download_button("Merging losses (CSV)", results.loss_table(store, study).to_csv(index=False),
                    file_name=f"{study}-losses.csv", key="export_losses")

@@ -1,18 +1,22 @@
 """Merge-loss page: grouped bars task × method, expert vs merged, worst / best per task."""
 
+import numpy as np
 import streamlit as st
 
+from mergelab.analysis import story
 from mergelab.analysis import views as results
+from mergelab.ui.cache import cached
 from mergelab.ui.state import current_study, get_store
-from mergelab.ui.widgets import chart, need_study
+from mergelab.ui.widgets import chart, need_study, task_notes
 from mergelab.viz import figures
 
 st.title("Merging loss")
-st.caption("L(T) = (P_merged / P_expert − 1) · 100 (Eq. 1). Classification heads are task-specific "
-           "and never merged: each task is scored with its own expert's head on the merged body.")
+st.caption("L(T) = (P_merged / P_expert − 1) · 100 (Eq. 1): 0 = the merge keeps the expert's score, −100 = it "
+           "loses all of it. Encoders' classification heads are task-specific and never merged: each task is "
+           "scored with its own expert's head on the merged body.")
 store = get_store()
 study = need_study(current_study())
-losses = results.loss_table(store, study)
+losses = cached(results.loss_table, store, study)
 if losses.empty:
     st.info("No merge results in this study yet — queue them on the Run page.")
     st.stop()
@@ -24,15 +28,26 @@ sub = losses[losses["group_name"] == group]
 if sub.duplicated(["task", "method"]).any():  # the paper's Table 2: several base models per group
     model = st.selectbox("Base model", sorted(sub["model"].unique()), key="loss_model")
     sub = sub[sub["model"] == model]
-chart(figures.loss_bars(sub, collapse=collapse, title=f"Merging loss — {group}"), "loss_bars")
+summary = results.loss_extremes(sub, collapse)
+collapsed = summary.loc[summary["collapsed_under_all"], "task"].tolist()
+chart(figures.loss_bars(sub, collapse=collapse, title=f"Merging loss — {group}",
+                        highlight=collapsed[0] if collapsed else None), "loss_bars")
+st.caption(story.chart_note("loss_bars", losses=sub, collapse=collapse))
+methods = set(sub["method"])
+if {"LA", "TA"} <= methods:
+    la = sub[sub.method == "LA"].set_index("task")["loss"]
+    ta = sub[sub.method == "TA"].set_index("task")["loss"].reindex(la.index)
+    if np.allclose(la, ta, equal_nan=True):
+        st.caption("LA and TA give the same bars here: task arithmetic with its default λ = 1/n is linear "
+                   "averaging (set `lambda` on TA in the study's spec to study scaling).")
 if sub["score"].notna().all() and sub["expert_score"].notna().all():
     chart(figures.expert_vs_merged(sub, title=f"Expert vs merged score — {group}"), "expert_vs_merged")
-summary = results.loss_extremes(sub, collapse)
 st.subheader("Worst and best method per task")
-st.dataframe(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}"}, na_rep="undefined"),
-             hide_index=True)
+summary.insert(1, "what it is", summary["task"].map(task_notes(store, study)).fillna(""))
+st.dataframe(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}"}, na_rep="undefined"), hide_index=True,
+             column_config={"worst_loss": "worst loss (%)", "best_loss": "best loss (%)",
+                            "collapsed_under_all": "collapses under every method"})
 for note in sorted({n for n in sub["note"] if n}):
     st.warning(f"Some merging losses are {note} — shown as gaps; every other number is as measured.")
-collapsed = summary.loc[summary["collapsed_under_all"], "task"].tolist()
 if collapsed:
     st.error(f"Collapse under every method (best loss ≤ {collapse}%): {', '.join(collapsed)}")

@@ -6,6 +6,7 @@ import time
 
 import streamlit as st
 
+from mergelab.analysis import views as results
 from mergelab.storage import jobs
 from mergelab.study import executors as background
 from mergelab.study import planner as runner
@@ -52,6 +53,13 @@ if c4.button("Resume cancelled", key="run_resume"):
     st.toast(f"{jobs.requeue_cancelled(store, study)} units queued again")
 
 
+def _duration(seconds: float) -> str:
+    if not seconds == seconds:  # NaN: nothing finished yet to estimate from
+        return "—"
+    m, sec = divmod(round(seconds), 60)
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else (f"{m} min {sec:02d} s" if m else f"{sec} s")
+
+
 @st.fragment(run_every=2.0)
 def live():
     if blocked:
@@ -59,29 +67,33 @@ def live():
     else:
         pid = background.ensure_worker(store, study, grants)
         if pid:
-            st.caption(f"started a worker (pid {pid}) on this machine")
+            st.caption(f"started the dashboard's worker (pid {pid}) on this machine")
     frame = jobs.jobs_frame(store, study)
     if frame.empty:
         st.info("No units planned yet: press 'Queue all units'.")
         return
-    counts = frame["status"].value_counts().to_dict()
-    total = len(frame)
-    done = counts.get("done", 0)
-    st.progress(done / total, text=f"{done} / {total} units done · {counts.get('running', 0)} running · "
-                f"{counts.get('queued', 0)} queued · {counts.get('failed', 0)} failed · "
-                f"{jobs.live_workers(store)} live worker(s)")
+    st.caption(f"{jobs.live_workers(store)} live worker(s) on this store.")
+    batches = results.run_batches(frame)
+    for b in reversed(list(batches.itertuples())):  # newest batch first
+        finished = b.done + b.failed + b.cancelled
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(b.queued_at)) if b.queued_at else "shipped"
+        eta = "" if not (b.queued or b.running) else f" · about {_duration(b.eta_s)} left"
+        st.progress(finished / b.units, text=f"batch queued {when} ({b.what}): {b.done} / {b.units} done · "
+                    f"{b.running} running · {b.queued} queued · {b.failed} failed{eta}")
+    for f in results.failures(frame):
+        with st.expander(f"✗ {f['count']} unit(s) failed ({', '.join(f['kinds'])}): {f['error'][:160]}"):
+            st.caption(f"units {', '.join(map(str, f['units'][:20]))}" + (" …" if len(f["units"]) > 20 else ""))
+            st.code(f["traceback"] or f["error"], language="text")
     frame["what"] = frame["payload"].map(lambda p: ", ".join(
         f"{k}={v}" for k, v in json.loads(p).items() if k != "params" and not isinstance(v, list)))
     frame["age_s"] = (time.time() - frame["updated_at"]).round(0)
-    for status in ["running", "queued", "failed", "done", "cancelled"]:
+    for status in ["running", "queued", "done", "cancelled"]:
         sub = frame[frame["status"] == status]
         if sub.empty:
             continue
-        with st.expander(f"{status} ({len(sub)})", expanded=status in ("running", "failed")):
-            cols = ["id", "kind", "what", "progress", "message", "attempts", "age_s"]
-            if status == "failed":
-                cols.append("error")
-            st.dataframe(sub[cols], hide_index=True, width="stretch")
+        with st.expander(f"{status} ({len(sub)})", expanded=status == "running"):
+            st.dataframe(sub[["id", "kind", "what", "progress", "message", "attempts", "age_s"]], hide_index=True,
+                         width="stretch")
 
 
 live()

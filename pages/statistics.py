@@ -3,8 +3,9 @@ and which signal predicts merging loss — each beside the paper's printed numbe
 
 import streamlit as st
 
-from mergelab.analysis import paper, protocol
+from mergelab.analysis import paper, protocol, story
 from mergelab.analysis import views as results
+from mergelab.ui.cache import cached
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import chart, need_study
 from mergelab.viz import figures
@@ -22,7 +23,7 @@ def _count_significant(frame, col="p_value"):
 
 
 st.subheader("Pairwise merges: which metric tracks a pair's merging loss? (Table 4)")
-t4 = protocol.table4(store, study)
+t4 = cached(protocol.table4, store, study)
 if len(t4):
     pub = printed["table4"].rename(columns={"p_value": "p_paper"})
     t4 = t4.merge(pub, on=["metric", "method"], how="left")
@@ -55,7 +56,7 @@ st.subheader("MDS vs best merging loss, per group and pooled (Table 5)")
 if not groups:
     st.info("This study has no task groups.")
 else:
-    t5 = protocol.table5_groups(store, study, **results.hidden_settings(store, study))
+    t5 = cached(protocol.table5_groups, store, study, **results.hidden_settings(store, study))
     if study == paper.STUDY_ID:
         t5 = t5.merge(printed["table5"].rename(columns={"p_value": "p_paper"}).assign(
             group=lambda d: d["group"].map(paper.DETAIL_GROUPS).fillna(d["group"])), on="group", how="left")
@@ -70,12 +71,13 @@ else:
         if row.p_value >= ALPHA:
             st.warning(f"{row.group}: r = {row.r:.2f}, p = {row.p_value:.3g} — not significant on {row.n} tasks.")
     group = st.selectbox("Group for the scatter", list(groups), key="stats_group")
-    frame = results.mds_vs_loss(store, study, group, **results.hidden_settings(store, study))
+    frame = cached(results.mds_vs_loss, store, study, group, **results.hidden_settings(store, study))
     if frame["mds"].notna().sum() >= 3:
         chart(figures.mds_vs_loss(frame, title=f"MDS vs best loss — {group}"), "mds_vs_loss")
+        st.caption(story.chart_note("mds_vs_loss", frame=frame))
 
 st.subheader("Method vs task: one-way ANOVA over every group (Table 3)")
-anova = protocol.anova_groups(store, study)
+anova = cached(protocol.anova_groups, store, study)
 st.dataframe(anova.style.format({"F": "{:.2f}", "p_value": "{:.3g}"}, na_rep="undefined"), hide_index=True)
 by = anova.set_index("factor")["p_value"]
 if by.notna().all():
@@ -83,7 +85,8 @@ if by.notna().all():
                 "method p = 0.575 — collapse is a property of the task combination, not of the technique.")
 
 st.subheader("Which signal predicts collapse?")
-comparison = protocol.predictor_comparison(store, study)
+with st.spinner("Comparing every predictor (1,000 bootstrap resamples each)…"):
+    comparison = cached(protocol.predictor_comparison, store, study)
 if comparison.empty:
     st.info("Needs merged results with hidden states or conflict metrics.")
 else:
@@ -105,7 +108,7 @@ else:
 if groups:
     with st.expander("Per task inside one group — a different analysis from Table 4"):
         g = st.selectbox("Group", list(groups), key="stats_grid_group")
-        grid = results.conflict_vs_loss(store, study, g)
+        grid = cached(results.conflict_vs_loss, store, study, g)
         if not grid.empty and grid["p_value"].notna().any():
             chart(figures.pvalue_grid(grid.dropna(subset=["p_value"]), "metric", "method", alpha=ALPHA,
                                       title=f"Per task in {g}: the task's mean metric over its pairs vs its loss"),

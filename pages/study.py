@@ -10,26 +10,36 @@ from mergelab.io.errors import LoadError
 from mergelab.merging import registry as methods
 from mergelab.study import form
 from mergelab.study import planner as runner
+from mergelab.study.bundled import BUNDLED
 from mergelab.study.spec import SpecError, dump_spec, load_yaml, parse_spec
-from mergelab.ui.state import current_study, get_store
+from mergelab.ui.state import current_study, get_store, switch_study
 
 st.title("Study")
 store = get_store()
 study = current_study()
+KEEP = {"study_upload", "study_replace", "study_delete_confirm"}
+
+
+def _load_draft(draft: dict, source: tuple) -> None:
+    """Show ``draft`` in the form: every widget of this page starts again from it."""
+    for key in [k for k in st.session_state if str(k).startswith(("study_", "param_")) and k not in KEEP]:
+        del st.session_state[key]
+    st.session_state["study_draft"] = draft
+    st.session_state["study_draft_source"] = source
+
 
 uploaded = st.file_uploader("Import a study YAML", type=["yaml", "yml"], key="study_upload")
-if uploaded is not None:
+source = st.session_state.get("study_draft_source")
+if uploaded is not None and source != ("upload", uploaded.file_id, study):
     try:
-        st.session_state["study_draft"] = load_yaml(uploaded.getvalue().decode("utf-8"), uploaded.name)
+        _load_draft(load_yaml(uploaded.getvalue().decode("utf-8"), uploaded.name), ("upload", uploaded.file_id, study))
     except SpecError as exc:
         st.error(str(exc))
     except UnicodeDecodeError:
         st.error(f"{uploaded.name} is not UTF-8 text; save it as UTF-8")
-if "study_draft" not in st.session_state:
-    draft = {}
-    if study and store.spec_text(study):
-        draft = yaml.safe_load(store.spec_text(study))
-    st.session_state["study_draft"] = draft
+elif source is None or source[-1] != study:  # first visit, or the sidebar's study changed
+    text = store.spec_text(study) if study else ""
+    _load_draft(yaml.safe_load(text) if text else {}, ("study", study))
 draft = st.session_state["study_draft"]
 
 # Validation messages appear next to the section they concern: one placeholder per section,
@@ -181,14 +191,35 @@ c1, c2 = st.columns(2)
 c1.download_button("Save as YAML", yaml.safe_dump(spec_dict, sort_keys=False), file_name=f"{name}.yaml",
                    key="study_save")
 replace = c2.checkbox("Replace a stored study of this name (discards its results)", key="study_replace")
+if st.session_state.get("study_registered"):
+    st.success(st.session_state.pop("study_registered"))
 if c2.button("Register and queue all units", disabled=parsed is None, key="study_register"):
     try:
         registered, counts = runner.prepare_spec(store, parsed, grants=None, replace=replace)
     except (SpecError, LoadError, ValueError) as exc:
         st.error(str(exc))
     else:
-        st.session_state["study_id"] = registered.name
-        st.success(f"Study {registered.name!r} registered; {counts['new']} units queued. Open the Run page.")
+        message = f"Study {registered.name!r} registered; {counts['new']} units queued. Open the Run page."
+        if registered.name == study:
+            st.success(message)
+        else:  # the sidebar follows the study just registered
+            st.session_state["study_registered"] = message
+            st.session_state["study_draft_source"] = ("study", registered.name)
+            switch_study(registered.name)
 if parsed is not None:
     with st.expander("Resolved spec"):
         st.code(dump_spec(parsed), language="yaml")
+
+if study:
+    with st.expander(f"Delete the study {study!r}"):
+        kind = store.study(study)["kind"]
+        if study in BUNDLED or kind == "paper":
+            st.info("A bundled study: it is loaded again into every store at start, so it cannot be deleted here.")
+        else:
+            st.warning("This removes every result, unit and hidden-state file of the study from the store. "
+                       "Its spec YAML, adapters and data files are not touched.")
+            sure = st.checkbox(f"Yes, delete {study!r} and its results", key="study_delete_confirm")
+            if st.button("Delete", disabled=not sure, key="study_delete", type="primary"):
+                store.delete_study(study)
+                st.session_state.pop("study_delete_confirm", None)
+                switch_study(None)

@@ -3,9 +3,11 @@ then verify the best swap by actually merging."""
 
 import streamlit as st
 
+from mergelab.analysis import story
 from mergelab.analysis import views as results
 from mergelab.study import executors as background
 from mergelab.study import planner as runner
+from mergelab.ui.cache import cached
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import chart, need_study
 from mergelab.viz import figures
@@ -24,7 +26,7 @@ tasks = groups[group]
 if not results.has_states(store, study, tasks + pool):
     st.info("Hidden states for the group and pool tasks are needed; run the study first.")
     st.stop()
-cands = results.swap_candidates(store, study, tasks, pool)
+cands = cached(results.swap_candidates, store, study, tasks, pool)
 removed = cands.attrs["removed"]
 st.markdown(f"Worst-MDS task in **{group}**: **{removed}** (MDS {cands.attrs['current_worst_mds']:.2f}). "
             "Candidates from the pool, ranked by the new group's worst MDS (hidden states only, no merge):")
@@ -43,9 +45,11 @@ if results.swaps_of(store, study, group):  # read again: a swap queued above is 
     st.dataframe(table, hide_index=True)
     if table["worst_loss"].notna().all():
         chart(figures.swap_comparison(table), "swap_comparison")
+        st.caption(story.chart_note("swap", table=table))
     else:
         st.info("Some swaps are still running — see the Run page; this table fills in as units finish.")
 
 st.subheader("Best group of size m")
 m = st.slider("m", 2, max(2, len(tasks + pool) - 1), min(len(tasks), len(tasks + pool) - 1), key="swap_m")
-st.dataframe(results.best_subset(store, study, list(dict.fromkeys(tasks + pool)), m), hide_index=True)
+with st.spinner("Searching groups by MDS…"):
+    st.dataframe(cached(results.best_subset, store, study, list(dict.fromkeys(tasks + pool)), m), hide_index=True)

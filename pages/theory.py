@@ -2,9 +2,12 @@
 
 import streamlit as st
 
+from mergelab.analysis import story
 from mergelab.analysis import views as results
+from mergelab.ui.cache import cached
 from mergelab.ui.state import current_study, get_store
-from mergelab.ui.widgets import need_study
+from mergelab.ui.widgets import chart, need_study
+from mergelab.viz import figures
 
 st.title("Theorem 1: is the merge where the theory says?")
 st.markdown(r"""
@@ -21,12 +24,18 @@ is the bound that does hold for it.
 store = get_store()
 study = need_study(current_study())
 groups = list(store.groups(study))
-group = st.selectbox("Task group", groups, key="theory_group")
-table = results.theory(store, study, group)
-if table.empty:
-    st.info("No merged hidden states stored for this group (the paper study has none); run a live study.")
+if not groups:
+    st.info("This study has no task groups.")
     st.stop()
+group = st.selectbox("Task group", groups, key="theory_group")
+settings = results.hidden_settings(store, study)
+table = cached(results.theory, store, study, group, layer=settings.get("layer", -1),
+               pooling=settings.get("pooling", "mean"))
+if table.empty:
+    st.info("No merged hidden states are stored for this group: the paper publishes none, and a live study "
+            "stores them once its `mstates` units have run (Run page).")
+    st.stop()
+chart(figures.theory_chart(table, title=f"Theorem 1 on {group}: measured distortion of each merge"), "theory")
+st.caption(story.chart_note("theory", table=table))
 fmt = {c: "{:.4g}" for c in ["delta", "lower", "upper", "upper_per_input", "jung_distortion", "delta_max"]}
 st.dataframe(table.style.format(fmt), hide_index=True)
-inside = int(table["inside_interval"].sum())
-st.markdown(f"**{inside} of {len(table)}** merges fall inside [Δ²/4, d/(2(d+1))·Δ²].")

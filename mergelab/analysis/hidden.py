@@ -31,12 +31,10 @@ def select_probes(probe_tasks: list[str], k: int) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
-def _linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+def _centred_gram(x: np.ndarray) -> np.ndarray:
+    """The centred Gram matrix of the rows of ``x`` (probes × dim → probes × probes)."""
     x = x - x.mean(0)
-    y = y - y.mean(0)
-    num = np.linalg.norm(y.T @ x) ** 2
-    den = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
-    return float(num / den) if den > 0 else 1.0
+    return x @ x.T
 
 
 def distance_matrix(states: np.ndarray, distance: str = "l2") -> np.ndarray:
@@ -52,9 +50,15 @@ def distance_matrix(states: np.ndarray, distance: str = "l2") -> np.ndarray:
         for i in range(n):
             out[i] = 1.0 - (unit[i][None] * unit).sum(-1).mean(-1)
     elif distance == "cka":
+        # Linear CKA (Kornblith et al. 2019) in its Gram form, ⟨K, L⟩_F / (‖K‖_F ‖L‖_F) with K, L the
+        # centred probes × probes Gram matrices: the same value as the feature form
+        # ‖Yᵀ X‖²_F / (‖Xᵀ X‖_F ‖Yᵀ Y‖_F), at a cost of probes², not dim², per pair.
+        grams = [_centred_gram(h[i]) for i in range(n)]  # each expert's once, not once per pair
+        norms = [np.linalg.norm(g) for g in grams]
         for i in range(n):
             for j in range(i + 1, n):
-                out[i, j] = out[j, i] = 1.0 - _linear_cka(h[i], h[j])
+                den = norms[i] * norms[j]
+                out[i, j] = out[j, i] = 1.0 - ((grams[i] * grams[j]).sum() / den if den > 0 else 1.0)
     else:
         raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
     out = (out + out.T) / 2

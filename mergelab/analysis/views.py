@@ -238,6 +238,39 @@ def swap_table(store: Store, study_id: str, group: str, **kw) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "worst_loss", "worst_mds", "merged_tasks", "tasks"])
 
 
+def run_batches(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Progress per batch of units the user queued (units enqueued together share their queue time):
+    units, done, running, queued, failed, cancelled, and an ETA from the batch's own finished units
+    (seconds from claim to finish; the study's, until one of the batch has finished)."""
+    if jobs.empty:
+        return pd.DataFrame(columns=["queued_at", "units", "done", "running", "queued", "failed", "cancelled",
+                                     "what", "seconds_per_unit", "eta_s"])
+    took = (jobs["finished_at"] - jobs["started_at"]).where(jobs["status"] == "done")
+    overall = float(took.mean()) if took.notna().any() else np.nan
+    rows = []
+    for created, batch in jobs.groupby("created_at", sort=True):
+        counts = batch["status"].value_counts()
+        kinds = batch["kind"].value_counts()
+        per = took[batch.index].mean()
+        per = float(per) if np.isfinite(per) else overall
+        left = int(counts.get("queued", 0) + counts.get("running", 0))
+        rows.append({"queued_at": created, "units": len(batch), **{s: int(counts.get(s, 0)) for s in
+                     ("done", "running", "queued", "failed", "cancelled")},
+                     "what": ", ".join(f"{n} {k}" for k, n in kinds.items()), "seconds_per_unit": per,
+                     "eta_s": left * per if left else 0.0})
+    return pd.DataFrame(rows)
+
+
+def failures(jobs: pd.DataFrame) -> list[dict]:
+    """Failed units grouped by their error: the error, how many units, which, and one full traceback."""
+    failed = jobs[jobs["status"] == "failed"]
+    out = []
+    for error, sub in failed.groupby("error", sort=False):
+        out.append({"error": error, "count": len(sub), "units": sub["id"].tolist(),
+                    "kinds": sorted(set(sub["kind"])), "traceback": next((t for t in sub["traceback"] if t), "")})
+    return sorted(out, key=lambda f: -f["count"])
+
+
 def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combos: int = 5000,
                 **kw) -> pd.DataFrame:
     """Groups of size ``m`` from ``tasks`` with the lowest worst MDS (each measured on its own

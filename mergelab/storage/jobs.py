@@ -225,7 +225,7 @@ def requeue(store: Store, study_id: str, unit_keys: list[str]) -> int:
 
 def jobs_frame(store: Store, study_id: str) -> pd.DataFrame:
     return store._query("SELECT id, kind, unit_key, payload, status, progress, message, worker, "
-                        "attempts, error, traceback, heartbeat, started_at, finished_at, updated_at "
+                        "attempts, error, traceback, heartbeat, started_at, finished_at, created_at, updated_at "
                         "FROM jobs WHERE study_id=? ORDER BY id", (study_id,))
 
 
@@ -258,6 +258,22 @@ def add_done(store: Store, study_id: str, units: list[tuple[str, str, str]], mes
             "INSERT OR IGNORE INTO jobs(study_id, kind, unit_key, payload, status, progress, message, "
             "attempts, created_at, updated_at) VALUES (?,?,?,?, 'done', 1, ?, 0, 0, 0)",
             [(study_id, kind, key, payload, message) for kind, key, payload in units])
+
+
+def dashboard_lock(store: Store):
+    """An exclusive lock, held for its lifetime by the one worker the dashboard starts for this store
+    on this machine (a lock, not a timer: a second start finds it held and stops at once). Returns
+    the open file holding the lock, or None if another process holds it."""
+    import fcntl
+
+    path = store.path.parent / ".dashboard-worker.lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 class Heartbeat:

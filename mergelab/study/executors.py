@@ -205,9 +205,12 @@ def run_worker(store: Store, study_id: str | None = None, *, device: str | None 
 
 
 # --- worker processes beside the dashboard -------------------------------------------------------
-def worker_command(db_path: str | Path, study_id: str | None = None, grants: Grants = NO_GRANTS) -> list[str]:
+def worker_command(db_path: str | Path, study_id: str | None = None, grants: Grants = NO_GRANTS,
+                   dashboard: bool = False) -> list[str]:
     """The `mergelab worker` command line; the grants the user ticked become its flags."""
     cmd = [sys.executable, "-m", "mergelab", "worker", "--db", str(db_path)]
+    if dashboard:
+        cmd.append("--dashboard")
     if study_id:
         cmd += ["--study", study_id]
     if grants.trust_remote_code:
@@ -218,23 +221,35 @@ def worker_command(db_path: str | Path, study_id: str | None = None, grants: Gra
 
 
 def start_worker(db_path: str | Path, study_id: str | None = None, log_dir: Path | None = None,
-                 grants: Grants = NO_GRANTS) -> int:
+                 grants: Grants = NO_GRANTS, dashboard: bool = False) -> int:
     """Start a worker process beside the dashboard, detached from it, so long work never runs inside
     a Streamlit script run and survives page reloads; returns its pid."""
     log_dir = Path(log_dir or Path(db_path).parent)
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "worker.log", "ab") as log:
-        proc = subprocess.Popen(worker_command(db_path, study_id, grants), stdout=log, stderr=log,
+        proc = subprocess.Popen(worker_command(db_path, study_id, grants, dashboard), stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _started.append(proc)
     return proc.pid
 
 
+_started: list[subprocess.Popen] = []
+
+
 def ensure_worker(store: Store, study_id: str, grants: Grants = NO_GRANTS) -> int | None:
-    """Start a worker if units are queued and no worker has a fresh heartbeat; returns its pid.
-    ``MERGELAB_NO_AUTOSTART=1`` turns this off (tests; or a team running its own workers)."""
+    """Start the dashboard's worker for this store if units are queued and it is not running (its
+    lock is free); returns its pid. At most one runs per store on this machine, however often the
+    page asks. ``MERGELAB_NO_AUTOSTART=1`` turns this off (tests; or a team running its own workers)."""
+    for proc in list(_started):  # reap the ones that finished: no zombies
+        if proc.poll() is not None:
+            _started.remove(proc)
     if os.environ.get("MERGELAB_NO_AUTOSTART") == "1":
         return None
-    if jobs.status_counts(store, study_id).get("queued", 0) and jobs.live_workers(store) == 0:
-        return start_worker(store.path, study_id, grants=grants)
-    return None
+    if not jobs.status_counts(store, study_id).get("queued", 0):
+        return None
+    probe = jobs.dashboard_lock(store)
+    if probe is None:  # the dashboard's worker is running
+        return None
+    probe.close()  # free: the worker takes it for its whole life
+    return start_worker(store.path, study_id, grants=grants, dashboard=True)

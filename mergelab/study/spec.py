@@ -278,9 +278,18 @@ class StudySpec(BaseModel):
     @field_validator("tasks", "adapters")
     @classmethod
     def _task_names(cls, value):
+        if not value:
+            raise ValueError("give at least two tasks, each with its adapter")
         for name in value:
             _check_name(name, "task name")
         return value
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, base):
+        if not base.strip():
+            raise ValueError("give a base model: a hub id (org/name), a local folder, a .gguf file or pypi:<package>")
+        return base
 
     @field_validator("groups")
     @classmethod
@@ -304,6 +313,12 @@ class StudySpec(BaseModel):
                 raise ValueError(f"group {name!r} is listed and also drawn by random_groups (prefix "
                                  f"{self.random_groups.prefix!r}); rename one")
         self.groups = {**self.groups, **drawn}
+        return self
+
+    @model_validator(mode="after")
+    def _some_group(self):
+        if not self.groups:
+            raise ValueError("groups: give at least one group of tasks to merge (or random_groups)")
         return self
 
     @model_validator(mode="after")
@@ -351,6 +366,17 @@ class StudySpec(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _issue(error: dict) -> tuple[str, str]:
+    """(field, message) of one pydantic error; a whole-spec check names its field as 'field: …'."""
+    message = error["msg"].removeprefix("Value error, ")
+    field = ".".join(map(str, error["loc"]))
+    if not field:
+        head, sep, rest = message.partition(": ")
+        if sep and re.fullmatch(r"[a-z_]+(\.[\w-]+)*", head):
+            field, message = head, rest
+    return field, message
+
+
 def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_exist: bool = True) -> StudySpec:
     """Parse and check a spec; relative paths resolve against ``root`` (the YAML's folder).
     ``adapters_exist=False`` accepts adapter folders that do not exist yet (to train them)."""
@@ -367,8 +393,7 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError([(".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, "))
-                         for e in exc.errors()], source) from None
+        raise SpecError([_issue(e) for e in exc.errors()], source) from None
     root = root or Path.cwd()
     problems = []
     for task in spec.all_tasks:

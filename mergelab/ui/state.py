@@ -33,6 +33,12 @@ def study_picker() -> str | None:
     ids = list(studies["id"])
     labels = dict(zip(studies["id"], studies["name"]))
     fallback = next((s for s in ("llm", "demo") if s in ids), ids[0])
+    switch = st.session_state.pop("switch_to_study", None)  # a page registered or deleted a study
+    if switch is not None:
+        st.query_params["study"] = switch if switch in ids else fallback
+        st.session_state.pop("study_select", None)
+    if st.session_state.get("study_select") not in (*ids, None):  # a study deleted elsewhere
+        st.session_state.pop("study_select")
     wanted = st.query_params.get("study", st.session_state.get("study_id", fallback))
     index = ids.index(wanted) if wanted in ids else 0
     choice = st.sidebar.selectbox("Study", ids, index=index, format_func=labels.get,
@@ -46,3 +52,9 @@ def study_picker() -> str | None:
 
 def current_study() -> str | None:
     return st.session_state.get("study_id")
+
+
+def switch_study(study_id: str | None) -> None:
+    """Make the sidebar show ``study_id`` (or the default study) from the next run on, and rerun."""
+    st.session_state["switch_to_study"] = study_id or ""
+    st.rerun()

@@ -12,7 +12,7 @@ def chart(fig: go.Figure, key: str) -> None:
     """Draw a figure with download buttons: PNG (kaleido, when Chromium is present) and HTML."""
     st.plotly_chart(fig, width="stretch", key=f"chart_{key}")
     cols = st.columns([1, 1, 6])
-    cols[0].download_button("HTML", fig.to_html(include_plotlyjs="cdn"), file_name=f"{key}.html",
+    cols[0].download_button("HTML", _offline_html(fig), file_name=f"{key}.html",
                             mime="text/html", key=f"html_{key}")
     if shutil.which("chromium"):
         if cols[1].button("PNG", key=f"png_btn_{key}"):
@@ -25,8 +25,39 @@ def chart(fig: go.Figure, key: str) -> None:
                                     mime="image/png", key=f"png_dl_{key}")
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _html(fig_json: str) -> str:
+    import plotly.io as pio
+
+    return pio.from_json(fig_json).to_html(include_plotlyjs=True)  # plotly.js inline: works offline
+
+
+def _offline_html(fig: go.Figure) -> str:
+    return _html(fig.to_json())
+
+
 def need_study(study_id: str | None) -> str:
     if not study_id:
         st.info("Pick a study in the sidebar.")
         st.stop()
     return study_id
+
+
+def task_notes(store, study_id: str) -> dict[str, str]:
+    """task → its human-readable note from the study's spec (for tooltips and 'what it is' columns)."""
+    from mergelab.analysis.views import spec_dict
+
+    return {t: v.get("note", "") for t, v in (spec_dict(store, study_id).get("tasks") or {}).items()}
+
+
+PAGE_FAILED = "This page could not finish"
+
+
+def page_failed(exc: Exception) -> None:
+    """What a page shows instead of a traceback: one short line, the details one click away."""
+    import traceback
+
+    st.error(f"{PAGE_FAILED}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}. Every stored result is "
+             "safe; try another setting or study, and report this if it persists.")
+    with st.expander("details"):
+        st.code("".join(traceback.format_exception(exc)), language="text")

@@ -24,10 +24,11 @@ def _require(df: pd.DataFrame, columns: list[str], what: str) -> None:
 
 
 def loss_bars(df: pd.DataFrame, collapse: float | None = -30.0, title: str = "Merging loss",
-              task_order: list[str] | None = None) -> go.Figure:
+              task_order: list[str] | None = None, highlight: str | None = None) -> go.Figure:
     """Grouped bars of merging loss (Eq. 1, %), task on x, one bar per method.
 
-    ``df`` has columns task, method, loss. A dashed line marks the collapse threshold.
+    ``df`` has columns task, method, loss. A dashed line marks the collapse threshold; the
+    ``highlight`` task (the collapsing one) is shaded and named.
     """
     _require(df, ["task", "method", "loss"], "loss_bars")
     tasks = task_order or list(dict.fromkeys(df["task"]))
@@ -40,6 +41,10 @@ def loss_bars(df: pd.DataFrame, collapse: float | None = -30.0, title: str = "Me
     if collapse is not None:
         fig.add_hline(y=collapse, line_dash="dash", line_color="crimson",
                       annotation_text=f"collapse ({collapse:g}%)", annotation_position="bottom right")
+    if highlight in tasks:
+        i = tasks.index(highlight)
+        fig.add_vrect(x0=i - 0.5, x1=i + 0.5, fillcolor="crimson", opacity=0.08, line_width=0,
+                      annotation_text=f"{highlight}: collapses", annotation_position="top left")
     fig.update_layout(barmode="group", title=title, yaxis_title="merging loss L(T) (%)",
                       xaxis_title="task", legend_title="method", **LAYOUT)
     return fig
@@ -89,33 +94,53 @@ def hiddensim_heatmap(sim: pd.DataFrame, title: str = "HiddenSim (Eq. 2)",
 
 def pvalue_grid(df: pd.DataFrame, row: str, col: str, value: str = "p_value",
                 alpha: float = 0.05, title: str = "Pearson p-values") -> go.Figure:
-    """A Table-4-style grid of p-values; cells below ``alpha`` are highlighted."""
+    """A Table-4-style grid of p-values on a fixed scale (0 → 1, the same colours on every study):
+    green below ``alpha``, marked ✱; grey above; blank where a test could not run."""
     _require(df, [row, col, value], "pvalue_grid")
     grid = df.pivot(index=row, columns=col, values=value)
     grid = grid.reindex(index=list(dict.fromkeys(df[row])), columns=list(dict.fromkeys(df[col])))
     z = grid.to_numpy(float)
+    cut = alpha  # the colour changes exactly at alpha, whatever the data
+    scale = [[0.0, "#31a354"], [cut, "#a1d99b"], [cut + 1e-9, "#f0f0f0"], [1.0, "#bdbdbd"]]
+    text = np.vectorize(lambda v: "" if np.isnan(v) else (f"{v:.3g} ✱" if v < alpha else f"{v:.3g}"))(z)
     fig = go.Figure(go.Heatmap(
-        z=(z < alpha).astype(float), x=list(grid.columns), y=list(grid.index),
-        colorscale=[[0, "#f2f2f2"], [1, "#a1d99b"]], showscale=False,
-        text=np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.3g}")(z),
-        texttemplate="%{text}", customdata=z,
-        hovertemplate="%{y} · %{x}<br>p = %{customdata:.4g}<extra></extra>"))
-    fig.update_layout(title=f"{title} (green: p < {alpha:g})", yaxis_autorange="reversed",
-                      **LAYOUT)
+        z=z, x=list(grid.columns), y=list(grid.index), zmin=0.0, zmax=1.0, colorscale=scale,
+        colorbar=dict(title="p", tickvals=[0, alpha, 0.5, 1], ticktext=["0", f"{alpha:g}", "0.5", "1"]),
+        text=text, texttemplate="%{text}", hovertemplate="%{y} · %{x}<br>p = %{z:.4g}<extra></extra>"))
+    fig.update_layout(title=f"{title} (✱ p < {alpha:g})", yaxis_autorange="reversed", **LAYOUT)
     return fig
 
 
 def swap_comparison(df: pd.DataFrame, title: str = "Task swap: before / after") -> go.Figure:
-    """Table-6-style before/after: worst loss and worst MDS per task group, side by side."""
+    """Table-6-style before/after in two panels (no dual axis): the worst merging loss per task
+    group, and its worst MDS."""
+    from plotly.subplots import make_subplots
+
     _require(df, ["group", "worst_loss", "worst_mds"], "swap_comparison")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("worst merging loss (%)", "worst MDS"))
+    fig.add_bar(x=df["group"], y=df["worst_loss"], marker_color="#E45756", name="worst loss", row=1, col=1,
+                hovertemplate="%{x}<br>worst loss %{y:.1f}%<extra></extra>")
+    fig.add_bar(x=df["group"], y=df["worst_mds"], marker_color="#4C78A8", name="worst MDS", row=1, col=2,
+                hovertemplate="%{x}<br>worst MDS %{y:.2f}<extra></extra>")
+    fig.update_layout(title=title, showlegend=False, **LAYOUT)
+    return fig
+
+
+def theory_chart(df: pd.DataFrame, title: str = "Theorem 1: each merge's distortion") -> go.Figure:
+    """Each merge method's measured worst-case distortion δ_max against Theorem 1's interval
+    [Δ²/4, d/(2(d+1))·Δ²] (a shaded band); inside = as linear mode connectivity predicts."""
+    _require(df, ["method", "delta_max", "lower", "upper", "inside_interval"], "theory_chart")
     fig = go.Figure()
-    fig.add_bar(x=df["group"], y=df["worst_loss"], name="worst loss (%)", yaxis="y",
-                marker_color="#E45756", offsetgroup=0)
-    fig.add_bar(x=df["group"], y=df["worst_mds"], name="worst MDS", yaxis="y2",
-                marker_color="#4C78A8", offsetgroup=1)
-    fig.update_layout(title=title, barmode="group", xaxis_title="task group",
-                      yaxis=dict(title="worst merging loss (%)"),
-                      yaxis2=dict(title="worst MDS", overlaying="y", side="right"), **LAYOUT)
+    lower, upper = float(df["lower"].iloc[0]), float(df["upper"].iloc[0])
+    fig.add_hrect(y0=lower, y1=upper, fillcolor="#54A24B", opacity=0.15, line_width=0,
+                  annotation_text="Theorem 1 interval", annotation_position="top left")
+    colours = ["#54A24B" if v else "#E45756" for v in df["inside_interval"]]
+    fig.add_scatter(x=df["method"], y=df["delta_max"], mode="markers", marker=dict(size=14, color=colours),
+                    hovertemplate="%{x}<br>δ_max %{y:.4g}<extra></extra>", name="measured δ_max")
+    fig.add_hline(y=lower, line_dash="dot", line_color="#54A24B")
+    fig.add_hline(y=upper, line_dash="dot", line_color="#54A24B")
+    fig.update_layout(title=title, yaxis_title="worst-case hidden-state distortion δ_max", xaxis_title="merge method",
+                      showlegend=False, **LAYOUT)
     return fig
 
 
