@@ -91,6 +91,26 @@ def _adapters(paths: list[str]) -> dict[str, str]:
     return dict(zip(names, paths))
 
 
+def _from_mergekit(args) -> None:
+    """Fill --base, --adapters, --method and its parameters from a mergekit YAML (flags given on the
+    command line as well win)."""
+    from .merging.mergekit_bridge import from_mergekit
+
+    path = Path(args.from_mergekit)
+    if not path.is_file():
+        raise ValueError(f"mergekit config {path} does not exist")
+    merge = from_mergekit(path.read_text())
+    args.base = args.base or merge["base"]
+    args.adapters = args.adapters or merge["adapters"]
+    if args.method_given is None:
+        args.method = merge["method"]
+        for key, value in merge["params"].items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+    print(f"from {path}: {methods.get(args.method).label} of {len(args.adapters)} adapters on {args.base}",
+          file=sys.stderr)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -113,6 +133,10 @@ def cmd_merge(args) -> int:
     from .merging import merge
     from .merging.device import pick_device
 
+    if args.from_mergekit:
+        _from_mergekit(args)
+    elif not (args.base and args.adapters):
+        raise ValueError("give --base and --adapters, or --from-mergekit merge.yaml")
     params = _params(args, args.method)
     methods.get(args.method).resolve(len(args.adapters), params)  # bad parameters: before any loading
     _output_folder(args.out)
@@ -222,8 +246,14 @@ def _event_printer():
                                             if k != "params" and not isinstance(v, list))
         if ev["event"] == "start":
             bar.set_postfix_str(label[-50:])
+        elif ev["event"] == "lost":
+            tqdm.write(f"unit requeued: {label}: {ev['reason']}", file=sys.stderr)
         elif ev["event"] == "done":
             bar.update(1)
+            if ev.get("actor"):
+                state.setdefault("actors", {})
+                state["actors"][ev["actor"]] = state["actors"].get(ev["actor"], 0) + 1
+                bar.set_postfix_str(f"{ev['actor']}: {state['actors'][ev['actor']]} done", refresh=False)
             kind = ev["kind"] + (":pair" if str(ev["payload"].get("group", "")).startswith("pair:") else "")
             n, secs, rss = state.setdefault("timing", {}).get(kind, [0, 0.0, 0.0])
             state["timing"][kind] = [n + 1, secs + ev["seconds"], max(rss, ev["rss_mb"])]
@@ -278,9 +308,14 @@ def cmd_run(args) -> int:
     on_event, state = _event_printer()
     state["total"] = int(status.get("queued", 0) + status.get("running", 0))
     started = time.time()
-    out = executors.run_worker(store, spec.name, device=args.device, grants=_grants(args), on_event=on_event)
+    executor = args.executor or spec.executor
+    out = executors.run_worker(store, spec.name, device=args.device, grants=_grants(args), on_event=on_event,
+                               executor=executor, address=args.address or spec.ray_address, actors=args.actors)
     if "bar" in state:
         state["bar"].close()
+    if state.get("actors"):
+        print("units per Ray actor: " + ", ".join(f"{a} {n}" for a, n in sorted(state["actors"].items())),
+              file=sys.stderr)
     if state.get("timing"):
         print("time by unit kind (count, seconds in all, mean, largest resident memory at a unit's end):",
               file=sys.stderr)
@@ -303,7 +338,8 @@ def cmd_worker(args) -> int:
     on_event, state = _event_printer()
     started = time.time()
     out = executors.run_worker(store, args.study, device=args.device, grants=_grants(args),
-                            stop_when_empty=not args.forever, on_event=on_event)
+                               stop_when_empty=not args.forever, on_event=on_event,
+                               executor=args.executor or "local", address=args.address, actors=args.actors)
     if "bar" in state:
         state["bar"].close()
     for reason in state.get("refused", []):
@@ -405,6 +441,14 @@ def cmd_demo(args) -> int:
     raise ValueError(f"unknown demo command {args.demo_command!r}")
 
 
+def _executor_flags(p) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], help="run units here (local) or on a Ray cluster "
+                   "(default: the study's `executor:`, else local)")
+    p.add_argument("--address", help="the Ray cluster: auto (a cluster started with `ray start` on this "
+                   "machine) or ray://host:10001; none starts a local one")
+    p.add_argument("--actors", type=_positive_int, help="Ray actors (default: one per GPU, else one per CPU)")
+
+
 def _grant_flags(p) -> None:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a study that sets trust_remote_code: true to run Python from its base folder")
@@ -416,15 +460,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mergelab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def base_args(p):
-        p.add_argument("--base", required=True, help="base model: hub id or local folder")
-        p.add_argument("--adapters", nargs="+", required=True, help="PEFT LoRA folders or hub ids")
-        p.add_argument("--method", default="ties", help=f"one of {sorted(methods.METHODS)} or "
-                       f"{sorted(methods.PAPER_METHODS)}")
+    def base_args(p, from_mergekit: bool = False):
+        p.add_argument("--base", required=not from_mergekit, help="base model: hub id, local folder or .gguf file")
+        p.add_argument("--adapters", nargs="+", required=not from_mergekit, help="PEFT LoRA folders or hub ids")
+        p.add_argument("--method", default=None, dest="method_given",
+                       help=f"one of {sorted(methods.METHODS)} or {sorted(methods.PAPER_METHODS)} (default ties)")
         _method_flags(p)
 
     m = sub.add_parser("merge", help="merge adapters in adapter space and save the result")
-    base_args(m)
+    base_args(m, from_mergekit=True)
+    m.add_argument("--from-mergekit", metavar="YAML", help="take base, adapters, method and parameters from a "
+                   "mergekit config (models as base+adapter)")
     m.add_argument("--out", required=True, help="output folder")
     m.add_argument("--format", choices=["model", "adapter"], default="model")
     m.add_argument("--rank", type=_positive_int, default=16, help="rank of the saved adapter (--format adapter)")
@@ -457,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--replace", action="store_true",
                    help="a study of this name is stored with another spec: discard it (rows, jobs, states)")
     _grant_flags(r)
+    _executor_flags(r)
     r.set_defaults(func=cmd_run)
 
     w = sub.add_parser("worker", help="claim and run queued units from the store")
@@ -466,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--forever", action="store_true", help="keep polling when the queue is empty")
     w.add_argument("--dashboard", action="store_true", help=argparse.SUPPRESS)  # the dashboard's one worker
     _grant_flags(w)
+    _executor_flags(w)
     w.set_defaults(func=cmd_worker)
 
     rp = sub.add_parser("report", help="merging loss, HiddenSim, MDS and p-values of a study")
@@ -521,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "method_given"):
+        args.method = args.method_given or "ties"
     try:
         return args.func(args)
     except EXPECTED_ERRORS as exc:

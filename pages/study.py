@@ -7,6 +7,7 @@ import streamlit as st
 import yaml
 
 from mergelab.io.errors import LoadError
+from mergelab.merging import mergekit_bridge
 from mergelab.merging import registry as methods
 from mergelab.study import form
 from mergelab.study import planner as runner
@@ -17,7 +18,7 @@ from mergelab.ui.state import current_study, get_store, switch_study
 st.title("Study")
 store = get_store()
 study = current_study()
-KEEP = {"study_upload", "study_replace", "study_delete_confirm"}
+KEEP = {"study_upload", "study_import", "study_replace", "study_delete_confirm"}
 
 
 def _load_draft(draft: dict, source: tuple) -> None:
@@ -29,15 +30,23 @@ def _load_draft(draft: dict, source: tuple) -> None:
 
 
 uploaded = st.file_uploader("Import a study YAML", type=["yaml", "yml"], key="study_upload")
+if uploaded is not None:
+    st.session_state["study_import"] = (uploaded.file_id, uploaded.name, uploaded.getvalue())
+pending = st.session_state.pop("study_import", None)
 source = st.session_state.get("study_draft_source")
-if uploaded is not None and source != ("upload", uploaded.file_id, study):
+if pending is not None and source != ("upload", pending[0], study):  # a new file: it replaces the whole form
+    file_id, filename, content = pending
     try:
-        _load_draft(load_yaml(uploaded.getvalue().decode("utf-8"), uploaded.name), ("upload", uploaded.file_id, study))
-    except SpecError as exc:
+        data = load_yaml(content.decode("utf-8"), filename)
+        if isinstance(data, dict) and "merge_method" in data:  # a mergekit config: base, adapters, method
+            data = mergekit_bridge.study_draft(mergekit_bridge.from_mergekit(data))
+            st.info("Imported a mergekit config: name the tasks, give each its data, then register.")
+        _load_draft(data, ("upload", file_id, study))
+    except (SpecError, mergekit_bridge.MergekitImportError, methods.MethodError) as exc:
         st.error(str(exc))
     except UnicodeDecodeError:
-        st.error(f"{uploaded.name} is not UTF-8 text; save it as UTF-8")
-elif source is None or source[-1] != study:  # first visit, or the sidebar's study changed
+        st.error(f"{filename} is not UTF-8 text; save it as UTF-8")
+elif pending is None and (source is None or source[-1] != study):  # first visit, or the sidebar's study changed
     text = store.spec_text(study) if study else ""
     _load_draft(yaml.safe_load(text) if text else {}, ("study", study))
 draft = st.session_state["study_draft"]

@@ -28,15 +28,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _serve(db: Path, autostart: bool):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail("Chromium is missing in CI: the setup must install Debian's `chromium`")
         pytest.skip("Debian chromium not installed (apt-get install chromium)")
     port = _free_port()
-    env = {**os.environ, "MERGELAB_DB": str(tmp_path_factory.mktemp("db") / "m.db"),
-           "MERGELAB_NO_AUTOSTART": "1"}
+    env = {**os.environ, "MERGELAB_DB": str(db)}
+    if autostart:
+        env.pop("MERGELAB_NO_AUTOSTART", None)
+    else:
+        env["MERGELAB_NO_AUTOSTART"] = "1"
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
@@ -52,6 +54,12 @@ def server(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("streamlit did not come up: " + proc.stdout.read().decode(errors="replace"))
+    return proc, url
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc, url = _serve(tmp_path_factory.mktemp("db") / "m.db", autostart=False)
     yield url
     proc.terminate()
     proc.wait(timeout=20)
@@ -111,3 +119,48 @@ def test_paper_page_renders_charts(server, page):
     page.get_by_text("Pearson r =").first.wait_for(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "paper_page_table5.png"), full_page=True)
     assert page.locator("text=Traceback").count() == 0
+
+
+def _clean(page, name: str) -> None:
+    """No traceback and no page-guard message anywhere on the page; a screenshot for the record."""
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / f"stakeholder_{name}.png"), full_page=True)
+    assert page.locator("text=Traceback").count() == 0, name
+    assert page.locator("text=This page could not finish").count() == 0, name
+
+
+def test_the_stakeholder_path(tmp_path, page):
+    """Overview → Merge loss → Similarity → Task swap (queue, run by the dashboard's own worker,
+    before/after) → Export report, in Chromium, as someone who does not read code would."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    proc, url = _serve(tmp_path / "m.db", autostart=True)
+    try:
+        _open(page, url + "/?study=demo")
+        page.get_by_text("The headline").wait_for(timeout=60_000)
+        page.get_by_text("collapses").first.wait_for(timeout=60_000)
+        _clean(page, "1_overview")
+        page.get_by_role("link", name="Merge loss").click()
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        page.get_by_text("Collapse under every method").wait_for(timeout=60_000)
+        _clean(page, "2_merge_loss")
+        page.get_by_role("link", name="Similarity").click()
+        page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(timeout=60_000)
+        _clean(page, "3_similarity")
+        page.get_by_role("link", name="Task swap").click()
+        page.get_by_text("Worst-MDS task in").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Merge and evaluate this swap").click()
+        page.get_by_text("Queued 45 units").wait_for(timeout=60_000)
+        page.get_by_role("link", name="Run").click()
+        page.get_by_text("45 / 45 done").wait_for(timeout=600_000)  # the dashboard's worker ran them
+        _clean(page, "4_run")
+        page.get_by_role("link", name="Task swap").click()
+        page.get_by_text("Before / after").wait_for(timeout=60_000)
+        page.locator(".js-plotly-plot").nth(0).wait_for(timeout=60_000)
+        _clean(page, "5_swap_before_after")
+        page.get_by_role("link", name="Export").click()
+        page.get_by_role("button", name="Build HTML report").click()
+        page.get_by_role("button", name="Download report.html").wait_for(timeout=120_000)
+        _clean(page, "6_export")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -825,7 +825,7 @@ def test_study_page_shows_what_an_imported_yaml_asks_for(db_path, monkeypatch):
         t["data"] = str(root / "data" / "demo" / t["data"])
     at = AppTest.from_file(str(root / "app.py"), default_timeout=120)
     at.run()
-    at.session_state["study_draft"] = draft
+    at.session_state["study_import"] = ("trusting-file", "trusting.yaml", yaml.safe_dump(draft).encode())  # an upload
     at.switch_page("pages/study.py").run()
     assert at.checkbox(key="study_trust").value is True and at.checkbox(key="study_pickle").value is True
     assert any("arbitrary code" in w.value for w in at.warning)

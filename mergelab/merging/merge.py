@@ -43,7 +43,13 @@ def merge(adapter_set: AdapterSet, method: str, params: dict | None = None, *,
     out = {}
     with torch.no_grad():
         for i, (module, key) in enumerate(adapter_set.module_keys.items()):
-            if coeffs is not None:  # LA / TA: one GEMM of concatenated factors (fastpaths)
+            if spec.lora is not None and adapter_set.is_lora:  # adapter space, on the factors
+                factors = [(a.lora_b[module].to(dev, torch.float32) * a.scale(module),
+                            a.lora_a[module].to(dev, torch.float32)) for a in adapter_set.adapters]
+                if fan_in_fan_out:  # ΔW = (B·A)ᵀ = Aᵀ·Bᵀ
+                    factors = [(a.T, b.T) for b, a in factors]
+                merged = spec.lora(factors, values, registry.ModuleContext(key))
+            elif coeffs is not None:  # LA / TA: one GEMM of concatenated factors (fastpaths)
                 factors = [(a.lora_a[module].to(dev, torch.float32), a.lora_b[module].to(dev, torch.float32),
                             a.scale(module)) for a in adapter_set.adapters]
                 merged = linear_combination(factors, coeffs, fan_in_fan_out)

@@ -33,3 +33,98 @@ def mergekit_config(base: str, adapters: list[str], method: str, params: dict | 
 
 def mergekit_yaml(*args, **kwargs) -> str:
     return yaml.safe_dump(mergekit_config(*args, **kwargs), sort_keys=False)
+
+
+# --- the other direction: a mergekit YAML users already have -------------------------------------------
+#: mergekit merge_method → the registry name that computes the same maths
+FROM_MERGEKIT = {"linear": "linear", "task_arithmetic": "task_arithmetic", "ties": "ties",
+                 "dare_linear": "dare_linear", "dare_ties": "dare_ties", "slerp": "slerp", "multislerp": "slerp",
+                 "breadcrumbs": "breadcrumbs", "della": "della"}
+#: mergekit parameters MergeLab computes the same way but does not take (their mergekit default is kept)
+IGNORED = {"int8_mask", "normalize_weights"}
+
+
+class MergekitImportError(ValueError):
+    """A mergekit YAML MergeLab cannot express (the message says what)."""
+
+
+def study_draft(merge: dict, name: str = "from-mergekit") -> dict:
+    """A Study-page draft from :func:`from_mergekit`'s result: base, one adapter per (to-be-named)
+    task, the method; tasks and their data are the user's to add."""
+    from pathlib import Path
+
+    tasks = {}
+    for path in merge["adapters"]:
+        task = Path(path.rstrip("/")).name or "task"
+        while task in tasks:
+            task += "_"
+        tasks[task] = path
+    return {"name": name, "base": merge["base"], "adapters": tasks, "groups": {"merged": list(tasks)},
+            "methods": {merge["method"]: merge["params"]}}
+
+
+def from_mergekit(config: dict | str) -> dict:
+    """A mergekit YAML (text or parsed) → ``{"base", "adapters", "method", "params"}`` for
+    ``mergelab merge`` or a study draft. Models must be ``base+adapter`` references (LoRA adapters)
+    on one base, or full checkpoints of it; one clear MergekitImportError for anything else."""
+    if isinstance(config, str):
+        config = yaml.safe_load(config)
+    if not isinstance(config, dict) or "merge_method" not in config:
+        raise MergekitImportError("not a mergekit merge config: it has no merge_method")
+    if "slices" in config:
+        raise MergekitImportError("mergekit 'slices' (layer ranges per model) have no MergeLab equivalent; use "
+                                  "'models' with whole models")
+    method = config["merge_method"]
+    if method not in FROM_MERGEKIT:
+        raise MergekitImportError(f"mergekit method {method!r} has no MergeLab equivalent (MergeLab computes "
+                                  f"{', '.join(sorted(FROM_MERGEKIT))})")
+    name = FROM_MERGEKIT[method]
+    base = config.get("base_model")
+    if base is not None and "+" in str(base):  # two-model slerp: the base is one of the models
+        base = str(base).partition("+")[0]
+    adapters, bases, per_model = [], set(), []
+    for entry in config.get("models") or []:
+        ref = str(entry["model"] if isinstance(entry, dict) else entry)
+        if "+" in ref:
+            b, _, adapter = ref.partition("+")
+            bases.add(b)
+        elif ref != base:
+            adapter = ref  # a full fine-tuned checkpoint of the base
+        else:
+            continue  # the base itself, listed as a model (mergekit's TIES configs do)
+        adapters.append(adapter)
+        per_model.append((entry.get("parameters") or {}) if isinstance(entry, dict) else {})
+    if len(bases) > 1:
+        raise MergekitImportError(f"the models sit on different bases ({', '.join(sorted(bases))}); MergeLab merges "
+                                  "adapters of one base")
+    base = next(iter(bases)) if bases else base
+    if base is None:
+        raise MergekitImportError("no base model: give base_model, or models as base+adapter")
+    spec = registry.get(name)
+    declared = {p.name: p for p in spec.params}
+    params: dict = {}
+    shared = dict(config.get("parameters") or {})
+    for key, value in shared.items():
+        if key in IGNORED:
+            continue
+        if key == "normalize" and name == "linear":
+            if value is not True:
+                raise MergekitImportError("linear with normalize: false (a plain weighted sum) is task_arithmetic with "
+                                          "lambda 1 in MergeLab; write that")
+            continue
+        if key not in declared or isinstance(value, dict | list):
+            raise MergekitImportError(f"parameter {key!r} = {value!r} of {method} has no MergeLab equivalent "
+                                      f"({spec.label} takes {', '.join(declared) or 'no parameters'})")
+        params[key] = value
+    for key in {k for p in per_model for k in p}:
+        if key not in declared or not declared[key].per_adapter:
+            raise MergekitImportError(f"per-model parameter {key!r} has no MergeLab equivalent for {spec.label}")
+        values = [p.get(key, declared[key].default) for p in per_model]
+        if any(isinstance(v, dict | list) for v in values):
+            raise MergekitImportError(f"per-model parameter {key!r} varies by tensor (a gradient or filter); MergeLab "
+                                      "takes one value per adapter")
+        params[key] = values
+    if len(adapters) < 2:
+        raise MergekitImportError(f"merging needs at least 2 adapters, the config has {len(adapters)}")
+    spec.resolve(len(adapters), params)  # the same checks as any merge
+    return {"base": base, "adapters": adapters, "method": name, "params": params}

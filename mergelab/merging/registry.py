@@ -31,14 +31,11 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import torch
-from mergekit.merge_methods.api import merge_tensors
-from mergekit.merge_methods.generalized_task_arithmetic import ConsensusMethod, GeneralizedTaskArithmeticMerge
-from mergekit.sparsify import RescaleNorm, SparsificationMethod
-
-from .fastpaths import magnitude
+if TYPE_CHECKING:  # torch and mergekit load when a merge runs, not when the CLI starts (--help, methods)
+    import torch
 
 
 class MethodError(ValueError):
@@ -76,7 +73,7 @@ class ModuleContext:
     base: Callable[[], torch.Tensor] | None = None  # W₀ of this module, read on demand
 
 
-MergeFn = Callable[[list[torch.Tensor], dict, ModuleContext], torch.Tensor]
+MergeFn = Callable[[list, dict, ModuleContext], "torch.Tensor"]
 ExportFn = Callable[[str, list[str], dict], dict]
 
 
@@ -99,6 +96,8 @@ class Method:
     mergekit: ExportFn | None = None
     coefficients: Callable[[dict], list[float]] | None = None
     random: bool = False
+    #: the merge on LoRA factors [(B·scale, A)] (adapter space); used instead of ``merge`` for LoRA inputs
+    lora: Callable[[list, dict, ModuleContext], torch.Tensor] | None = None
 
     def resolve(self, n: int, given: dict | None = None) -> dict:
         """Fill defaults, check ranges and per-adapter lengths; return concrete values."""
@@ -175,6 +174,8 @@ def merge_module(method: Method, deltas: list[torch.Tensor], values: dict,
                  key: str = "") -> torch.Tensor:
     """One module's merged task vector. Random methods are seeded per module (from ``values['seed']``
     and the tensor name), so a merge is reproducible module by module."""
+    import torch
+
     n = len(deltas)
     if n < 2:
         raise MethodError(f"merging needs at least 2 adapters, got {n}")
@@ -203,14 +204,30 @@ def generalized_task_arithmetic(name: str, *, consensus: str | None, sparsify: s
     entry (``sum`` or ``count``) and keep agreeing entries, sum, divide by the agreeing weights
     (``normalize``), scale by λ. TIES' magnitude trim takes the exact selection path of
     :mod:`mergelab.merging.fastpaths` (bit-identical to mergekit's sort)."""
-    gta = GeneralizedTaskArithmeticMerge(
-        consensus_method=ConsensusMethod(consensus) if consensus else None,
-        sparsification_method=SparsificationMethod(sparsify) if sparsify else None,
-        default_normalize=normalize, default_rescale=rescale, method_name=name,
-        method_pretty_name=None, method_reference_url=None)
-    untrimmed = replace(gta, sparsification_method=None)
+
+    @cache
+    def methods():
+        from mergekit.merge_methods.generalized_task_arithmetic import (
+            ConsensusMethod,
+            GeneralizedTaskArithmeticMerge,
+        )
+        from mergekit.sparsify import SparsificationMethod
+
+        gta = GeneralizedTaskArithmeticMerge(
+            consensus_method=ConsensusMethod(consensus) if consensus else None,
+            sparsification_method=SparsificationMethod(sparsify) if sparsify else None,
+            default_normalize=normalize, default_rescale=rescale, method_name=name,
+            method_pretty_name=None, method_reference_url=None)
+        return gta, replace(gta, sparsification_method=None)
 
     def merge(deltas: list[torch.Tensor], values: dict, ctx: ModuleContext) -> torch.Tensor:
+        import torch
+        from mergekit.merge_methods.api import merge_tensors
+        from mergekit.sparsify import RescaleNorm
+
+        from .fastpaths import magnitude
+
+        gta, untrimmed = methods()
         params = _mergekit_params(values)
         zero = torch.zeros_like(deltas[0])
         if sparsify == "magnitude":
@@ -224,11 +241,16 @@ def generalized_task_arithmetic(name: str, *, consensus: str | None, sparsify: s
 
 
 def _linear(deltas: list[torch.Tensor], values: dict, ctx: ModuleContext) -> torch.Tensor:
+    from mergekit.merge_methods.api import merge_tensors
+
     return merge_tensors(list(deltas), "linear", parameters={**_mergekit_params(values), "normalize": True},
                          name=ctx.key)
 
 
 def _slerp(deltas: list[torch.Tensor], values: dict, ctx: ModuleContext) -> torch.Tensor:
+    import torch
+    from mergekit.merge_methods.api import merge_tensors
+
     if len(deltas) == 2:
         if ctx.base is None:
             raise MethodError("two-adapter SLERP needs the base weight of each module")
@@ -325,6 +347,48 @@ _gta("della", "DELLA", "magnitude-ranked stochastic drop (MagPrune), rescale, TI
                                     minimum=0.0, maximum=1.0),
       Param("lambda", float, 1.0, "scale of the merged task vector", minimum=0.0)),
      consensus="sum", sparsify="della_magprune", normalize=True, rescale=True, random=True)
+
+# --- LoRA-native methods (adapter space; mergekit has none of them) ----------------------------------
+def _native(name: str, label: str, description: str, params: tuple[Param, ...], fn: str, **fixed) -> Method:
+    """Register a method of :mod:`.lora_native`: ``fn(factors, **params)`` on LoRA factors, and on
+    dense task vectors (full fine-tunes) through their SVD."""
+    keys = [p.name for p in params]
+
+    def kwargs(values: dict) -> dict:
+        return {("lam" if k == "lambda" else k): values[k] for k in keys} | fixed
+
+    def on_factors(factors, values, ctx):
+        from . import lora_native
+
+        return getattr(lora_native, fn)(factors, **kwargs(values)).float()
+
+    def on_dense(deltas, values, ctx):
+        from . import lora_native
+
+        return getattr(lora_native, fn)(lora_native.factors_of(deltas), **kwargs(values)).to(deltas[0].dtype)
+
+    return register(Method(name, label, description, params, merge=on_dense, lora=on_factors))
+
+
+_SCALE = Param("lambda", float, 1.0, "scale of the merged task vector", minimum=0.0)
+_native("knots", "KnOTS", "SVD of the concatenated task vectors, TIES on each task's right factor in the "
+        "shared basis, then reconstruct (Stoica et al. 2025)",
+        (Param("density", float, 1.0, "fraction of each task's coefficients kept (KnOTS' topK / 100)", minimum=0.0,
+               maximum=1.0), _SCALE, Param("ties", bool, True, "TIES sign election and disjoint mean (off: sum)")),
+        "knots")
+_native("tsv", "TSV-M", "each task's top singular directions, orthogonalised across tasks, summed "
+        "(Gargiulo et al. 2025)", (_SCALE,), "tsv")
+_native("iso_c", "Iso-C", "task-arithmetic sum with its singular values flattened to their mean "
+        "(Marczak et al. 2025)", (_SCALE,), "iso_c")
+_native("iso_cts", "Iso-CTS", "Iso-C on a common subspace plus each task's own directions (Marczak et al. 2025)",
+        (Param("common_fraction", float, 0.8, "share of the directions given to the common space", minimum=0.0,
+               maximum=1.0), _SCALE), "iso_cts")
+_native("core_ties", "Core-space TIES", "TIES on the tasks' small core matrices in shared LoRA bases, "
+        "reconstructed exactly (Panariello et al. 2025)",
+        (Param("density", float, 0.1, "fraction of each core kept (the reference's topK 10 %)", minimum=0.0,
+               maximum=1.0), _SCALE), "core_ties")
+_native("core_tsv", "Core-space TSV", "TSV-M on the tasks' core matrices in shared LoRA bases "
+        "(Panariello et al. 2025)", (_SCALE,), "core_tsv")
 
 #: The registry under its old name (tests and pages iterate over it).
 METHODS = REGISTRY

@@ -138,7 +138,7 @@ def report_progress(store: Store, job_id: int, worker: str, progress: float, mes
                     (float(progress), message, time.time(), time.time(), job_id, worker))
 
 
-def finish(store: Store, job: dict, worker: str, output: UnitOutput) -> bool:
+def finish(store: Store, job: dict, worker: str, output: UnitOutput, message: str = "done") -> bool:
     """Land a unit's output: its hidden-state files first (each written atomically), then its rows
     and its 'done' mark in one transaction.
 
@@ -151,9 +151,9 @@ def finish(store: Store, job: dict, worker: str, output: UnitOutput) -> bool:
     now = time.time()
     try:
         with store._transaction() as con:
-            cur = con.execute("UPDATE jobs SET status='done', progress=1, message='done', finished_at=?, "
+            cur = con.execute("UPDATE jobs SET status='done', progress=1, message=?, finished_at=?, "
                               "updated_at=?, error=NULL, traceback=NULL WHERE id=? AND worker=? AND status='running'",
-                              (now, now, job["id"], worker))
+                              (message, now, now, job["id"], worker))
             if cur.rowcount != 1:
                 raise _NotOwner
             if output.results:
@@ -185,6 +185,13 @@ def release(store: Store, job: dict, worker: str, message: str) -> None:
                         "WHERE id=? AND worker=? AND status='running'", (message[:200], job["id"], worker))
     except StoreError:
         pass
+
+
+def requeue_lost(store: Store, job: dict, worker: str, why: str) -> None:
+    """A unit whose executor lost it (its actor died) goes back to the queue, its attempt counted —
+    or fails for good once it has been lost MAX_ATTEMPTS times."""
+    with store._transaction() as con:
+        _requeue_crashed(con, "id=? AND worker=?", (job["id"], worker), why)
 
 
 def fail(store: Store, job: dict, worker: str, error: str, traceback: str = "") -> None:

@@ -39,6 +39,8 @@ class Outcome:
     seconds: float = 0.0
     load_seconds: float | None = None  # a base was (re)loaded for this unit first
     rss_mb: float = float("nan")
+    lost: str | None = None  # the unit did not run to the end (its executor's worker died): requeue it
+    actor: str | None = None  # which of the executor's workers ran it
 
 
 class Executor:
@@ -176,6 +178,10 @@ def drive(store: Store, study_id: str | None, executor: Executor, *, grants: Gra
                     continue
                 for out in executor.collect(timeout=idle_sleep):
                     job = in_flight.pop(out.job["id"])
+                    if out.lost is not None:  # its attempt counts; the next claim runs it again
+                        jobs.requeue_lost(store, job, me, out.lost)
+                        emit({"event": "lost", "reason": out.lost, **job})
+                        continue
                     if out.load_seconds is not None:
                         emit({"event": "loaded", "seconds": out.load_seconds, "rss_mb": out.rss_mb})
                     if out.error is not None:
@@ -184,13 +190,15 @@ def drive(store: Store, study_id: str | None, executor: Executor, *, grants: Gra
                         emit({"event": "failed", "error": out.error, "trace": out.traceback, **job})
                         continue
                     try:
-                        finished = jobs.finish(store, job, me, out.output)
+                        finished = jobs.finish(store, job, me, out.output,
+                                               f"done on {out.actor}" if out.actor else "done")
                     except StoreError as exc:
                         jobs.release(store, job, me, f"the store could not be written: {exc}")
                         raise
                     if finished:
                         done += 1
-                        emit({"event": "done", "seconds": out.seconds, "rss_mb": out.rss_mb, **job})
+                        emit({"event": "done", "seconds": out.seconds, "rss_mb": out.rss_mb, "actor": out.actor,
+                              **job})
         finally:
             for job in in_flight.values():  # interrupted: what we hold goes back, unrun
                 jobs.release(store, job, me, "requeued: its worker stopped")
@@ -199,9 +207,19 @@ def drive(store: Store, study_id: str | None, executor: Executor, *, grants: Gra
 
 
 def run_worker(store: Store, study_id: str | None = None, *, device: str | None = None,
-               grants: Grants = NO_GRANTS, **kw) -> dict:
-    """:func:`drive` with the in-process executor: what `mergelab run` and `mergelab worker` do."""
-    return drive(store, study_id, InProcess(device, grants), grants=grants, **kw)
+               grants: Grants = NO_GRANTS, executor: str = "local", address: str | None = None,
+               actors: int | None = None, **kw) -> dict:
+    """:func:`drive` with the in-process executor (``local``, what `mergelab run` and `mergelab
+    worker` do by default) or with Ray actors (``ray``, on the cluster at ``address``)."""
+    if executor == "ray":
+        from .ray_executor import RayExecutor
+
+        runner = RayExecutor(address, actors=actors, device=device, grants=grants)
+    elif executor == "local":
+        runner = InProcess(device, grants)
+    else:
+        raise ValueError(f"unknown executor {executor!r}; use local or ray")
+    return drive(store, study_id, runner, grants=grants, **kw)
 
 
 # --- worker processes beside the dashboard -------------------------------------------------------

@@ -128,7 +128,7 @@ def _json_or_empty(path: Path) -> dict:
 def _canonical(spec: StudySpec, keep_groups=None) -> dict:
     """The spec as compared between runs: local files by content (moving a study's folder does
     not make it another spec)."""
-    data = spec.model_dump(mode="json")
+    data = spec.model_dump(mode="json", exclude={"executor", "ray_address"})  # where it runs changes no result
     data["base"] = content_id(spec.base)
     data["adapters"] = {t: content_id(a) for t, a in spec.adapters.items()}
     for t, task in data["tasks"].items():
@@ -141,7 +141,7 @@ def _canonical(spec: StudySpec, keep_groups=None) -> dict:
 def spec_differences(stored: StudySpec, new: StudySpec) -> list[str]:
     """Where ``new`` differs from the stored spec of the same study (``groups.g``, ``methods``,
     ...), ignoring the swap groups added to the stored one from the dashboard."""
-    old = _canonical(stored, keep_groups=[g for g in stored.groups if not g.startswith("swap:")])
+    old = _canonical(stored, keep_groups=[g for g in stored.groups if not g.startswith("swap:") or g in new.groups])
     cur = _canonical(new)
     out = []
     for key in sorted(set(old) | set(cur)):

@@ -257,6 +257,9 @@ class StudySpec(BaseModel):
     pairwise: list[str] = Field(default_factory=list, description="groups expanded into all their pairs, each "
                                                                   "merged with every method (the paper's Table 4)")
     base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
+    executor: Literal["local", "ray"] = Field("local", description="where `mergelab run` runs units: this machine, "
+                                                                    "or a Ray cluster (results are the same)")
+    ray_address: str | None = Field(None, description="the Ray cluster (auto, ray://host:10001); none: a local one")
     methods: dict[str, dict] = Field(default_factory=lambda: {m: {} for m in methods.PAPER_METHODS})
     hidden: HiddenSpec = HiddenSpec()
     eval_limit: int | None = Field(200, ge=1, le=1_000_000)

@@ -1,0 +1,96 @@
+"""Time every dashboard page from stored results, as a user meets it: the first render of each page
+and each control change after it (Streamlit's AppTest, in this process; no browser).
+
+    .venv/bin/python bench/bench_pages.py [--study demo] [--repeat 3]
+
+Prints one row per step: page, step, seconds (median of --repeat runs, each on a fresh AppTest and
+a fresh store copy, so caches start cold for the first render and warm for the changes after it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["MERGELAB_NO_AUTOSTART"] = "1"
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+# page → the control changes a user makes there, in order: (widget kind, key, value)
+STEPS = {
+    "overview": [],
+    "merge_loss": [("slider", "loss_collapse", -40)],
+    "similarity": [("selectbox", "sim_distance", "cka"), ("selectbox", "sim_pooling", "first"),
+                   ("select_slider", "sim_boot", 500), ("slider", "sim_k", 3)],
+    "statistics": [],
+    "task_swap": [("slider", "swap_m", 6)],
+    "theory": [],
+    "run": [],
+    "export": [("button", "export_build", None)],
+    "study": [],
+    "paper": [],
+}
+
+
+def _act(at: AppTest, kind: str, key: str, value):
+    if kind == "button":
+        at.button(key=key).click()
+    elif kind == "selectbox":
+        at.selectbox(key=key).select(value)
+    elif kind == "select_slider":
+        at.select_slider(key=key).set_value(value)
+    else:
+        at.slider(key=key).set_value(value)
+
+
+def run_once(study: str, db: Path) -> list[tuple[str, str, float]]:
+    os.environ["MERGELAB_DB"] = str(db)
+    out = []
+    for page, steps in STEPS.items():
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+        at.query_params["study"] = study
+        at.run()
+        t = time.perf_counter()
+        at.switch_page(f"pages/{page}.py").run()
+        out.append((page, "first render", time.perf_counter() - t))
+        assert not at.exception, (page, at.exception)
+        for kind, key, value in steps:
+            _act(at, kind, key, value)
+            t = time.perf_counter()
+            at.run()
+            out.append((page, f"{kind} {key} → {value}", time.perf_counter() - t))
+            assert not at.exception, (page, key, at.exception)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--study", default="demo")
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    from mergelab.study.bundled import open_store
+
+    runs = []
+    for _ in range(args.repeat):
+        db = Path(tempfile.mkdtemp(prefix="mergelab-pages-")) / "m.db"
+        open_store(db)  # the bundled studies loaded before timing starts
+        runs.append(run_once(args.study, db))
+    print(f"# page timings — {time.strftime('%Y-%m-%d')} — study {args.study}, median of {args.repeat} "
+          f"(each a fresh store and AppTest); {os.cpu_count()} CPUs")
+    print("| page | step | seconds (median) | min | max |")
+    print("|---|---|---|---|---|")
+    for i, (page, step, _) in enumerate(runs[0]):
+        values = [r[i][2] for r in runs]
+        print(f"| {page} | {step} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""The dashboard a stakeholder understands: the Overview's story computed from rows, no traceback on
+any page for any study a user can make, the Study and Run pages' fixes, charts on fixed scales."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from streamlit.testing.v1 import AppTest
+
+from mergelab.analysis import story
+from mergelab.analysis import views as results
+from mergelab.storage import jobs
+from mergelab.study.bundled import open_store
+from mergelab.ui.widgets import PAGE_FAILED
+
+import degenerate
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["overview", "paper", "merge_loss", "similarity", "statistics", "task_swap", "theory", "study", "run",
+         "export"]
+
+
+@pytest.fixture()
+def app(db_path, monkeypatch):
+    monkeypatch.setenv("MERGELAB_NO_AUTOSTART", "1")
+
+    def make(page: str | None = None, study: str = "demo", **state):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+        at.query_params["study"] = study
+        for key, value in state.items():
+            at.session_state[key] = value
+        at.run()
+        if page:
+            at.switch_page(f"pages/{page}.py").run()
+        return at
+
+    return make
+
+
+def _text(at) -> str:
+    return " ".join(str(e.value) for e in [*at.markdown, *at.caption, *at.info, *at.warning, *at.error,
+                                             *at.success, *at.title, *at.subheader])
+
+
+def _no_failure(at):
+    assert not at.exception, at.exception
+    assert not any(PAGE_FAILED in e.value for e in at.error), [e.value for e in at.error]
+
+
+# --- degenerate studies: no traceback, ever --------------------------------------------------------
+def _degenerate(store) -> list[str]:
+    made = [degenerate.pair_study(store), degenerate.zero_expert_study(store), degenerate.no_merged_rows_study(store),
+            degenerate.make(store, "onepool", groups={"g": ["a", "b", "c"]}, pool=["d"]),
+            degenerate.make(store, "nostates", groups={"g": ["a", "b", "c"]}, states=False),
+            degenerate.make(store, "nomerges", groups={"g": ["a", "b", "c"]}, merged_tasks={"g": []})]
+    store.upsert_study("empty", "empty", "live", "registered, nothing run", yaml.safe_dump(
+        {"name": "empty", "base": "org/base", "adapters": {}, "tasks": {}, "groups": {}}))
+    return [*made, "empty"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_on_every_degenerate_study(app, db_path, page):
+    studies = _degenerate(open_store(db_path))
+    for study in studies:
+        at = app(page, study)
+        _no_failure(at)
+        assert at.title, (page, study)
+
+
+# --- the Overview: the story, computed -----------------------------------------------------------------
+def test_overview_tells_the_demo_story_from_its_rows(app, db_path):
+    at = app("overview", "demo")
+    _no_failure(at)
+    h = story.headline(open_store(db_path), "demo")
+    assert h.task == "wn_pos" and h.collapsed and h.mds_rank == 1
+    text = _text(at)
+    assert "wn_pos" in text and "collapses" in text
+    assert f"{h.best_loss:+.1f} %".replace("-", "−") in text  # the number on the page is the stored one
+    metrics = {m.label: m.value for m in at.metric}
+    assert any(v == f"{h.best_loss:.1f} %" for v in metrics.values()), metrics
+    assert "not significant on 8 tasks" in text  # the demo's MDS-vs-loss p = 0.073, said as it is
+
+
+def test_overview_after_a_swap_says_what_it_fixed(app, db_path):
+    from mergelab.study import executors, planner
+
+    store = open_store(db_path)
+    cands = results.swap_candidates(store, "demo", store.groups("demo")["default"], store.pool("demo"))
+    added = cands.iloc[0]["candidate"]
+    group = [added if t == "wn_pos" else t for t in store.groups("demo")["default"]]
+    planner.add_group(store, "demo", results.swap_name("default", "wn_pos", added), group)
+    assert executors.run_worker(store, "demo")["failed"] == 0
+    h = story.headline(store, "demo")
+    assert h.swap is not None and h.swap.added == added and h.swap.worst_after > h.swap.worst_before
+    at = app("overview", "demo")
+    _no_failure(at)
+    text = _text(at)
+    assert f"Swapping **wn_pos** for **{added}**" in " ".join(m.value for m in at.markdown)
+    assert f"{h.swap.worst_after:+.1f} %".replace("-", "−") in text
+
+
+def test_overview_on_the_paper_tells_the_papers_story(app):
+    at = app("overview", "paper")
+    _no_failure(at)
+    text = _text(at)
+    assert "(a)" in text and "Table 6" in text
+
+
+def test_chart_notes_warn_when_not_significant():
+    import pandas as pd
+
+    frame = pd.DataFrame({"task": list("abcd"), "mds": [1.1, 1.2, 1.0, 1.3], "best_loss": [-5, -1, -2, -3.0]})
+    note = story.chart_note("mds_vs_loss", frame=frame)
+    assert "not significant on 4 tasks" in note
+    assert "too few" in story.chart_note("mds_vs_loss", frame=frame.head(2))
+
+
+# --- Export ----------------------------------------------------------------------------------------
+def test_export_builds_the_papers_report_and_never_offers_another_studys(app):
+    at = app("export", "paper")
+    at.button(key="export_build").click().run()
+    _no_failure(at)
+    assert at.session_state["report_html:paper"].startswith("<!doctype html>")
+    at.query_params["study"] = "demo"
+    at.switch_page("pages/export.py").run()
+    at.sidebar.selectbox(key="study_select").select("demo").run()
+    assert not any(b.key == "export_dl" for b in at.get("download_button"))
+
+
+def test_chart_html_works_offline():
+    from mergelab.ui.widgets import _offline_html
+    from mergelab.viz import figures
+
+    import pandas as pd
+
+    html = _offline_html(figures.loss_bars(pd.DataFrame({"task": ["a"], "method": ["LA"], "loss": [-3.0]})))
+    assert "cdn.plot.ly" not in html and len(html) > 1_000_000  # plotly.js itself, inline
+
+
+# --- the Study page ---------------------------------------------------------------------------------
+def _demo_draft(**change) -> dict:
+    draft = yaml.safe_load((ROOT / "data" / "demo" / "study.yaml").read_text())
+    draft["adapters"] = {t: str(ROOT / "data" / "demo" / a) for t, a in draft["adapters"].items()}
+    for t in draft["tasks"].values():
+        t["data"] = str(ROOT / "data" / "demo" / t["data"])
+    draft.update(change)
+    return draft
+
+
+def test_study_import_applies_the_whole_yaml(app):
+    draft = _demo_draft(name="imported", groups={"pair": ["wn_pos", "num_parity"]}, pool=["vowel_start"])
+    at = app("study", "demo")
+    assert at.text_input(key="study_name").value == "demo"
+    at.session_state["study_import"] = ("file-1", "imported.yaml", yaml.safe_dump(draft).encode())  # an upload
+    at.run()
+    _no_failure(at)
+    assert at.text_input(key="study_name").value == "imported"
+    assert at.text_area(key="study_groups").value == "pair: wn_pos, num_parity"
+    assert at.text_input(key="study_pool").value == "vowel_start"
+
+
+def test_a_blank_study_form_is_invalid_and_says_why(app, db_path):
+    store = open_store(db_path)
+    store.upsert_study("blank", "blank", "live", "", "")
+    at = app("study", "blank")
+    _no_failure(at)
+    assert not any("Spec is valid" in s.value for s in at.success)
+    errors = " ".join(e.value for e in at.error)
+    assert "give a base model" in errors and "at least two tasks" in errors and "at least one group" in errors
+    assert at.button(key="study_register").disabled
+
+
+def test_a_group_line_without_a_colon_is_an_error_and_swap_groups_survive_a_save(app):
+    at = app("study", "demo")
+    at.text_area(key="study_groups").input("default: wn_pos, num_parity\nwn_pos num_parity").run()
+    assert any("has no ':'" in e.value for e in at.error)
+    text = "swap:default:wn_pos->vader_intensity: vader_intensity, num_parity, vowel_start"
+    at.text_area(key="study_groups").input(text).run()
+    _no_failure(at)
+    resolved = next(c.value for c in at.code if "batch_size" in c.value)
+    assert "swap:default:wn_pos->vader_intensity:" in resolved and "- vader_intensity" in resolved
+
+
+def test_the_study_page_follows_the_sidebar_and_register_switches_it(app, db_path):
+    at = app("study", "demo")
+    assert at.text_input(key="study_name").value == "demo"
+    at.sidebar.selectbox(key="study_select").select("paper").run()
+    _no_failure(at)
+    assert at.text_input(key="study_name").value == "my-study"  # the paper has no spec: a fresh form
+    at.sidebar.selectbox(key="study_select").select("demo").run()
+    at.text_input(key="study_name").input("demo-copy").run()
+    at.button(key="study_register").click().run()
+    _no_failure(at)
+    assert at.sidebar.selectbox(key="study_select").value == "demo-copy"
+    assert open_store(db_path).has_study("demo-copy")
+    # and delete it again, with a confirmation
+    at.checkbox(key="study_delete_confirm").check().run()
+    at.button(key="study_delete").click().run()
+    _no_failure(at)
+    assert not open_store(db_path).has_study("demo-copy")
+    assert at.sidebar.selectbox(key="study_select").value in ("llm", "demo")
+
+
+# --- the Run page ---------------------------------------------------------------------------------------
+def test_at_most_one_dashboard_worker_per_store(db_path, monkeypatch, tmp_path):
+    from mergelab.study import executors, planner
+
+    from tinymodels import make_tiny_causal_study
+
+    monkeypatch.delenv("MERGELAB_NO_AUTOSTART", raising=False)
+    store = open_store(db_path)
+    planner.prepare(store, make_tiny_causal_study(tmp_path))
+    held = jobs.dashboard_lock(store)
+    assert held is not None
+    assert executors.ensure_worker(store, "tiny-causal") is None  # "running" (we hold its lock)
+    held.close()
+    first = executors.ensure_worker(store, "tiny-causal")
+    assert first is not None
+    import time
+
+    deadline = time.time() + 60
+    while time.time() < deadline and jobs.dashboard_lock(store) is not None:  # until the worker holds it
+        time.sleep(0.1)
+    starts = [executors.ensure_worker(store, "tiny-causal") for _ in range(5)]  # a page polling every 2 s
+    assert starts == [None] * 5
+    proc = executors._started[0]
+    assert proc.wait(timeout=300) == 0
+    assert jobs.status_counts(store, "tiny-causal") == {"done": 15}
+
+
+def test_run_page_groups_failures_with_their_tracebacks_and_shows_batches(app, db_path):
+    degenerate.make(open_store(db_path), "failing", groups={"g": ["a", "b", "c"]}, failed_units=3)
+    with open_store(db_path)._transaction() as con:
+        con.execute("UPDATE jobs SET traceback='Traceback (most recent call last):\\n  boom' WHERE study_id='failing'")
+    at = app("run", "failing")
+    _no_failure(at)
+    labels = [e.label for e in at.expander]
+    assert any("3 unit(s) failed" in label and "corrupted" in label for label in labels), labels
+    assert any("Traceback (most recent call last)" in c.value for c in at.code)
+    progress = [str(p.proto) for p in at.get("progress")]
+    assert any("batch queued" in p for p in progress)
+
+
+# --- figures ---------------------------------------------------------------------------------------------
+def test_pvalue_grid_has_a_fixed_scale_and_marks_significance():
+    import pandas as pd
+
+    from mergelab.viz import figures
+
+    df = pd.DataFrame({"m": ["a", "a"], "k": ["x", "y"], "p_value": [0.5, 0.9]})
+    fig = figures.pvalue_grid(df, "m", "k")
+    heat = fig.data[0]
+    assert heat.zmin == 0 and heat.zmax == 1  # all grey when nothing is significant, not all green
+    assert "✱" not in "".join(np.ravel(heat.text))
+    fig = figures.pvalue_grid(df.assign(p_value=[0.01, 0.9]), "m", "k")
+    assert "0.01 ✱" in np.ravel(fig.data[0].text)
+
+
+def test_swap_chart_has_two_panels_not_two_axes():
+    import pandas as pd
+
+    from mergelab.viz import figures
+
+    fig = figures.swap_comparison(pd.DataFrame({"group": ["a", "b"], "worst_loss": [-40, -20.0],
+                                                "worst_mds": [5.0, 3.0]}))
+    assert fig.layout.yaxis2.overlaying is None and fig.data[1].xaxis == "x2"
+
+
+def test_gram_form_cka_equals_the_feature_form():
+    from mergelab.analysis import hidden
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(4, 10, 64))
+    d = hidden.distance_matrix(h, "cka")
+
+    def feature_cka(x, y):
+        x, y = x - x.mean(0), y - y.mean(0)
+        return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert d[i, j] == pytest.approx(1 - feature_cka(h[i], h[j]), abs=1e-12)
