@@ -445,7 +445,7 @@ def _canonical(spec: StudySpec, keep_groups=None) -> dict:
 def spec_differences(stored: StudySpec, new: StudySpec) -> list[str]:
     """Where ``new`` differs from the stored spec of the same study (``groups.g``, ``methods``,
     ...), ignoring the swap groups added to the stored one from the dashboard."""
-    old = _canonical(stored, keep_groups=[g for g in stored.groups if not g.startswith("swap:")])
+    old = _canonical(stored, keep_groups=[g for g in stored.groups if not g.startswith("swap:") or g in new.groups])
     cur = _canonical(new)
     out = []
     for key in sorted(set(old) | set(cur)):
