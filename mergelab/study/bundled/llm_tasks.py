@@ -4,7 +4,7 @@ Eight classification tasks are the demo's own (the same WordNet / VADER / fortun
 the same seeds), scored by label log-likelihood under instruction-style prompts in
 ``data/llm/study.yaml``. Five generation tasks, scored by rougeL like Lots-of-LoRAs, come from
 WordNet 3.0 (Debian ``wordnet-base``): define a word, give its opposite, its hypernym, its
-irregular plural, a synonym. Each generation row keeps every reference WordNet gives (a list;
+irregular plural, the base form of an irregular verb form. Each generation row keeps every reference WordNet gives (a list;
 rougeL takes the best match). Words are common ones (WordNet's SemCor tag count ≥ 1), so a
 135M-parameter model has a chance. Rows are split train / eval / probe with a fixed seed.
 """
@@ -62,14 +62,13 @@ def generation_tasks(rng: random.Random) -> dict[str, tuple[list[dict], str]]:
             glosses = sorted({e["gloss"] for e in entries if 10 <= len(e["gloss"]) <= 90})
             if glosses:
                 definitions.append({"word": word, "target": glosses})
-    opposites, synonyms = [], []
+    opposites = []
     for (pos, word), entries in sorted(by_word.items()):
         if pos != "a" or word not in common["a"]:
             continue
-        ants, syns = set(), set()
+        ants = set()
         for e in entries:
             idx = [i for i, w in enumerate(e["words"]) if w.lower() == word]
-            syns |= {w.lower() for w in e["words"] if w.lower() != word and w.isalpha()}
             for sym, off, p, st in e["ptrs"]:
                 other = syn.get((p if p != "s" else "a", off))
                 src, tgt = int(st[:2], 16), int(st[2:], 16)
@@ -77,8 +76,6 @@ def generation_tasks(rng: random.Random) -> dict[str, tuple[list[dict], str]]:
                     ants.add(other["words"][tgt - 1].lower())
         if ants:
             opposites.append({"word": word, "target": sorted(ants)})
-        if syns:
-            synonyms.append({"word": word, "target": sorted(syns)})
     hypernyms = []
     for (pos, word), entries in sorted(by_word.items()):
         if pos != "n" or word not in common["n"]:
@@ -94,12 +91,18 @@ def generation_tasks(rng: random.Random) -> dict[str, tuple[list[dict], str]]:
         if len(parts) >= 2 and parts[0].isalpha() and parts[1].isalpha():
             plurals[parts[1]].add(parts[0])
     plural_rows = [{"word": w, "target": sorted(p)} for w, p in sorted(plurals.items())]
+    lemmas = defaultdict(set)
+    for line in (WORDNET / "verb.exc").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and all(p.isalpha() for p in parts[:2]):
+            lemmas[parts[0]].add(parts[1])
+    verb_rows = [{"word": w, "target": sorted(b)} for w, b in sorted(lemmas.items())]
     return {
         "wn_define": (_split(definitions, rng), "word → its WordNet definition (any sense)"),
         "wn_opposite": (_split(opposites, rng), "adjective → its WordNet antonym(s)"),
         "wn_kind_of": (_split(hypernyms, rng), "noun → the hypernym of its first sense"),
         "wn_plural": (_split(plural_rows, rng), "noun → its irregular plural (WordNet noun.exc)"),
-        "wn_synonym": (_split(synonyms, rng), "adjective → another word of one of its synsets"),
+        "wn_verb_base": (_split(verb_rows, rng), "irregular verb form → its base form (WordNet verb.exc)"),
     }
 
 
