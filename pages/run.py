@@ -78,7 +78,7 @@ def live():
         finished = b.done + b.failed + b.cancelled
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(b.queued_at)) if b.queued_at else "shipped"
         eta = "" if not (b.queued or b.running) else f" · about {_duration(b.eta_s)} left"
-        st.progress(finished / b.units, text=f"batch queued {when} ({b.what}): {b.done} / {b.units} done · "
+        st.progress(finished / b.units, text=f"batch queued {when} ({b.what}): {b.done} / {b.units} units done · "
                     f"{b.running} running · {b.queued} queued · {b.failed} failed{eta}")
     for f in results.failures(frame):
         with st.expander(f"✗ {f['count']} unit(s) failed ({', '.join(f['kinds'])}): {f['error'][:160]}"):

@@ -18,7 +18,8 @@ from mergelab.ui.state import current_study, get_store, switch_study
 st.title("Study")
 store = get_store()
 study = current_study()
-KEEP = {"study_upload", "study_import", "study_replace", "study_delete_confirm"}
+KEEP = {"study_upload", "study_import", "study_replace", "study_delete_confirm", "study_registered",
+        "study_select", "study_id"}  # the last two are the sidebar's, not this form's
 
 
 def _load_draft(draft: dict, source: tuple) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 import yaml
 
+from mergelab.storage import states as states_io
 from mergelab.storage.store import Store
 
 METHODS = ["LA", "TIES"]
@@ -16,7 +16,7 @@ METHODS = ["LA", "TIES"]
 
 def _states(rng, owners: list[str], layers: int = 3, dim: int = 8, shift: float = 0.0) -> dict:
     n = len(owners)
-    return {p: torch.tensor(rng.normal(shift, 1.0, (layers, n, dim)), dtype=torch.float32)
+    return {p: rng.normal(shift, 1.0, (layers, n, dim)).astype(np.float32)
             for p in ("mean", "first", "last")}
 
 
@@ -64,12 +64,12 @@ def make(store: Store, name: str, *, groups: dict[str, list[str]], pool: list[st
     if states:
         owners = [t for t in tasks for _ in range(k)]
         for i, t in enumerate(tasks):
-            store.write_states(name, f"expert__{t}", _states(rng, owners, shift=0.3 * i),
+            states_io.write_states(store, name, f"expert__{t}", _states(rng, owners, shift=0.3 * i),
                                {"probe_tasks": json.dumps(owners), "unit_key": f"{name}:states:{t}"})
         for g, members in groups.items():
             g_owners = [t for t in members for _ in range(k)]
             for m in METHODS:
-                store.write_states(name, f"merged__{g}__{m}", _states(rng, g_owners),
+                states_io.write_states(store, name, f"merged__{g}__{m}", _states(rng, g_owners),
                                    {"probe_tasks": json.dumps(g_owners), "unit_key": f"{name}:mstates:{g}:{m}"})
     if failed_units:
         with store._transaction() as con:  # failed units, as a worker would leave them

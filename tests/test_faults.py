@@ -4,6 +4,7 @@ traceback, and leave the store's rows and files byte-identical."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from mergelab import cli
 from mergelab.storage import jobs
+from mergelab.storage import states as states_io
 from mergelab.storage.store import Store
 from mergelab.study import executors, planner
 from mergelab.study.bundled import open_store
@@ -421,10 +423,10 @@ def test_names_never_become_paths_outside_the_store(world, tmp_path):
 
     store = Store(tmp_path / "s" / "m.db")
     with pytest.raises(StoreError, match="outside"):
-        store.states_path("../../escape", "expert__x")
+        states_io.states_path(store, "../../escape", "expert__x")
     with pytest.raises(StoreError, match="outside"):
-        store.states_path("ok", "../../../x")
-    assert store.states_path("ok", "merged__swap:g:a->b__TIES").parent == store.path.parent / "states" / "ok"
+        states_io.states_path(store, "ok", "../../../x")
+    assert states_io.states_path(store, "ok", "merged__swap:g:a->b__TIES").parent == store.path.parent / "states" / "ok"
 
 
 # --- names and replacing studies -------------------------------------------------------------
@@ -723,12 +725,21 @@ def test_full_disk_gives_the_real_error_and_loses_nothing(world, tmp_path, monke
     rows_before = store.results("tiny-causal")
     real_finish = jobs.finish
 
-    def finish_on_a_full_disk(store_, job, worker, write):
-        def full(con):
-            write(con)
-            con.execute("ROLLBACK")  # what SQLite itself does on SQLITE_FULL
-            raise sqlite3.OperationalError("database or disk is full")
-        return real_finish(store_, job, worker, full)
+    def finish_on_a_full_disk(store_, *args, **kwargs):
+        real_transaction = store_._transaction
+
+        @contextlib.contextmanager
+        def full():  # the unit's rows are written, then the disk fills before the commit
+            with real_transaction() as con:
+                yield con
+                con.execute("ROLLBACK")  # what SQLite itself does on SQLITE_FULL
+                raise sqlite3.OperationalError("database or disk is full")
+
+        store_._transaction = full
+        try:
+            return real_finish(store_, *args, **kwargs)
+        finally:
+            del store_._transaction
 
     monkeypatch.setattr(jobs, "finish", finish_on_a_full_disk)
     from mergelab.storage.store import StoreError
@@ -803,7 +814,7 @@ def test_bundled_study_half_loaded_by_a_full_disk_loads_whole_next_time(tmp_path
     monkeypatch.undo()
     store = open_store(db)
     shipped = sorted(p.name for p in (Path(__file__).parent.parent / "data/demo/results/states").glob("*"))
-    assert sorted(p.name for p in store.states_dir("demo").glob("*.safetensors")) == shipped
+    assert sorted(p.name for p in states_io.states_dir(store, "demo").glob("*.safetensors")) == shipped
     assert len(store.results("demo")) > 0
 
 
@@ -836,6 +847,8 @@ def test_study_page_shows_what_an_imported_yaml_asks_for(db_path, monkeypatch):
     assert not at.exception and any("registered" in s.value for s in at.success), [e.value for e in at.error]
     stored = open_store(db_path).spec_text("trusting")
     assert "trust_remote_code: true" in stored and "allow_pickle: false" in stored
+    assert at.session_state["switch_to_study"] == "trusting"  # the sidebar follows the new study;
+    at.session_state["study_id"] = "trusting"  # (AppTest runs only the page, so set what it sets)
     at.switch_page("pages/run.py").run()
     assert not at.exception
     assert any("No worker is started" in i.value for i in at.info)

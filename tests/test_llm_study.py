@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mergelab import jobs, protocol, results, runner
-from mergelab.spec import parse_spec
-from mergelab.studies import open_store
+from mergelab.analysis import protocol
+from mergelab.analysis import views as results
+from mergelab.storage import jobs
+from mergelab.study import planner as runner
+from mergelab.study.bundled import open_store
+from mergelab.study.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 LLM = ROOT / "data" / "llm"
@@ -34,13 +37,13 @@ def test_shipped_rows_are_exactly_the_planned_units(store):
     planned = {u["unit_key"] for u in runner.plan_units(spec)}
     assert set(jobs.jobs_frame(store, "llm")["unit_key"]) == planned
     assert jobs.enqueue(store, "llm", runner.plan_units(spec))["new"] == 0
-    groups = store.groups("llm", role="group")
+    groups = store.groups("llm")
     assert {"r1", "r2", "r3"} <= set(groups) and len(store.groups("llm", role="pair")) == 28
 
 
 def test_groups_are_the_fixed_seeds_draw(store):
     spec = parse_spec(LLM / "study.yaml")
-    from mergelab.spec import draw_groups
+    from mergelab.study.spec import draw_groups
 
     assert {g: spec.groups[g] for g in ("r1", "r2", "r3")} == draw_groups(spec.random_groups, list(spec.tasks))
 
@@ -59,7 +62,7 @@ def test_the_protocols_tables_come_from_the_rows(store):
     t4 = protocol.table4(store, "llm")
     assert len(t4) == 5 * 5 and (t4["n"] == 28).all()
     t5 = protocol.table5_groups(store, "llm")
-    assert list(t5["group"])[-1] == "pooled" and t5.iloc[-1]["n"] == 8 * len(store.groups("llm", role="group"))
+    assert list(t5["group"])[-1] == "pooled" and t5.iloc[-1]["n"] == 8 * len(store.groups("llm"))
     anova = protocol.anova_groups(store, "llm").set_index("factor")
     assert anova.loc["task", "p_value"] < anova.loc["method", "p_value"]
     comparison = protocol.predictor_comparison(store, "llm", n_boot=200)
@@ -87,8 +90,8 @@ def test_statistics_page_text_is_computed_from_the_rows(store, monkeypatch, tmp_
 
 def test_the_swap_was_verified_by_merging(store):
     swap = "swap:r2:wn_kind_of->wn_plural"
-    assert swap in store.groups("llm", role="group")
+    assert swap in store.groups("llm")
     losses = results.loss_table(store, "llm")
     assert set(losses[losses.group_name == swap]["task"]) == set(store.groups("llm")[swap])
-    candidates = results.swap_candidates(store, "llm", store.groups("llm")["r2"], store.groups("llm")["pool"])
+    candidates = results.swap_candidates(store, "llm", store.groups("llm")["r2"], store.pool("llm"))
     assert candidates.attrs["removed"] == "wn_kind_of" and candidates.iloc[0]["candidate"] == "wn_plural"

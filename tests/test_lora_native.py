@@ -181,7 +181,7 @@ def test_knots_equals_the_reference(seed):
     _close(ln.knots(f, density=0.3, lam=0.5), ref_knots_ties(_dense(f), topK=30, scaling=0.5))
 
 
-@pytest.mark.parametrize("shape", [(24, 20, 3, 4), (32, 32, 8, 4), (16, 40, 5, 3)])
+@pytest.mark.parametrize("shape", [(12, 10, 3, 4), (32, 32, 8, 4), (16, 40, 5, 3)])
 def test_tsv_equals_the_reference_when_each_task_keeps_its_rank(shape):
     out, inp, r, n = shape
     assert min(out, inp) // n <= r  # the regime where the reference keeps no zero-singular direction

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from mergelab.analysis import paper
+from mergelab.storage import paper_rows
 from mergelab.storage.store import Store
 from mergelab.study.bundled import open_store
 
@@ -57,7 +58,7 @@ def test_store_is_wal_and_paper_load_is_idempotent(db_path):
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     n = len(store.results(paper.STUDY_ID))
     assert n == 120 + 96
-    paper.load_into(store)
+    paper_rows.load_into(store)
     assert len(store.results(paper.STUDY_ID)) == n
     groups = store.groups(paper.STUDY_ID)
     assert groups["(a)"][5] == "a.t6"

@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS studies (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL,
     description TEXT DEFAULT '', spec TEXT DEFAULT '', created_at REAL NOT NULL
 );
--- a study's task groups; role 'group' (merged and analysed), 'pair' (a pairwise merge), 'pool'
+-- a study's task groups, by role: 'group' (merged and analysed), 'pair' (a pairwise merge), 'pool'
 -- (the spare tasks for swapping in: one row, not a group)
 CREATE TABLE IF NOT EXISTS task_groups (
     study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,

@@ -23,6 +23,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: ``swap:<group>:<out>-><in>``), never '/' or '\\'.
 GROUP_PATTERN = r"^[A-Za-z0-9(][A-Za-z0-9_.:+>() -]{0,127}$"
 SEED_MAX = methods.SEED_MAX
+NO_GROUP = "give at least one group of tasks to merge (or random_groups)"
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
@@ -321,7 +322,7 @@ class StudySpec(BaseModel):
     @model_validator(mode="after")
     def _some_group(self):
         if not self.groups:
-            raise ValueError("groups: give at least one group of tasks to merge (or random_groups)")
+            raise ValueError(f"groups: {NO_GROUP}")
         return self
 
     @model_validator(mode="after")
@@ -396,7 +397,12 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError([_issue(e) for e in exc.errors()], source) from None
+        issues = [_issue(e) for e in exc.errors()]
+        # the whole-spec checks run only once every field is valid; name a missing group anyway,
+        # so a blank form lists all that it lacks at once
+        if not data.get("groups") and not data.get("random_groups") and not any(f == "groups" for f, _ in issues):
+            issues.append(("groups", NO_GROUP))
+        raise SpecError(issues, source) from None
     root = root or Path.cwd()
     problems = []
     for task in spec.all_tasks:

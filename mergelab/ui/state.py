@@ -51,7 +51,9 @@ def study_picker() -> str | None:
 
 
 def current_study() -> str | None:
-    return st.session_state.get("study_id")
+    """The sidebar's study; None when there is none or it has been deleted since (in another tab)."""
+    study = st.session_state.get("study_id")
+    return study if study and get_store().has_study(study) else None
 
 
 def switch_study(study_id: str | None) -> None:

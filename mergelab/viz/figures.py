@@ -94,19 +94,21 @@ def hiddensim_heatmap(sim: pd.DataFrame, title: str = "HiddenSim (Eq. 2)",
 
 def pvalue_grid(df: pd.DataFrame, row: str, col: str, value: str = "p_value",
                 alpha: float = 0.05, title: str = "Pearson p-values") -> go.Figure:
-    """A Table-4-style grid of p-values on a fixed scale (0 → 1, the same colours on every study):
-    green below ``alpha``, marked ✱; grey above; blank where a test could not run."""
+    """A Table-4-style grid: each cell is 1 where p < ``alpha`` (green, marked ✱) and 0 where not
+    (grey), on a fixed 0–1 scale so the colours mean the same on every study, also when nothing is
+    significant; the p-value is written in the cell. Blank where a test could not run."""
     _require(df, [row, col, value], "pvalue_grid")
     grid = df.pivot(index=row, columns=col, values=value)
     grid = grid.reindex(index=list(dict.fromkeys(df[row])), columns=list(dict.fromkeys(df[col])))
-    z = grid.to_numpy(float)
-    cut = alpha  # the colour changes exactly at alpha, whatever the data
-    scale = [[0.0, "#31a354"], [cut, "#a1d99b"], [cut + 1e-9, "#f0f0f0"], [1.0, "#bdbdbd"]]
-    text = np.vectorize(lambda v: "" if np.isnan(v) else (f"{v:.3g} ✱" if v < alpha else f"{v:.3g}"))(z)
+    p = grid.to_numpy(float)
+    z = np.where(np.isnan(p), np.nan, (p < alpha).astype(float))
+    scale = [[0.0, "#e0e0e0"], [0.5, "#e0e0e0"], [0.5, "#31a354"], [1.0, "#31a354"]]
+    text = np.vectorize(lambda v: "" if np.isnan(v) else (f"{v:.3g} ✱" if v < alpha else f"{v:.3g}"))(p)
     fig = go.Figure(go.Heatmap(
         z=z, x=list(grid.columns), y=list(grid.index), zmin=0.0, zmax=1.0, colorscale=scale,
-        colorbar=dict(title="p", tickvals=[0, alpha, 0.5, 1], ticktext=["0", f"{alpha:g}", "0.5", "1"]),
-        text=text, texttemplate="%{text}", hovertemplate="%{y} · %{x}<br>p = %{z:.4g}<extra></extra>"))
+        customdata=p, colorbar=dict(title="", tickvals=[0.25, 0.75],
+                                    ticktext=[f"p ≥ {alpha:g}", f"p < {alpha:g}"]),
+        text=text, texttemplate="%{text}", hovertemplate="%{y} · %{x}<br>p = %{customdata:.4g}<extra></extra>"))
     fig.update_layout(title=f"{title} (✱ p < {alpha:g})", yaxis_autorange="reversed", **LAYOUT)
     return fig
 
