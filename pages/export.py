@@ -3,10 +3,12 @@
 import streamlit as st
 
 from mergelab.analysis import views as results
+from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import need_study
 from mergelab.viz.report import build_report
 
+page_start()  # through app.py's router, also when opened by a deep link
 st.title("Export")
 store = get_store()
 study = need_study(current_study())

@@ -6,10 +6,12 @@ import streamlit as st
 from mergelab.analysis import story
 from mergelab.analysis import views as results
 from mergelab.ui.cache import cached
+from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
-from mergelab.ui.widgets import chart, need_study, task_notes
+from mergelab.ui.widgets import chart, need_study, show_table, task_notes
 from mergelab.viz import figures
 
+page_start()  # through app.py's router, also when opened by a deep link
 st.title("Merging loss")
 st.caption("L(T) = (P_merged / P_expert − 1) · 100 (Eq. 1): 0 = the merge keeps the expert's score, −100 = it "
            "loses all of it. Encoders' classification heads are task-specific and never merged: each task is "
@@ -43,8 +45,9 @@ if {"LA", "TA"} <= methods:
 if sub["score"].notna().all() and sub["expert_score"].notna().all():
     chart(figures.expert_vs_merged(sub, title=f"Expert vs merged score — {group}"), "expert_vs_merged")
 st.subheader("Worst and best method per task")
-summary.insert(1, "what it is", summary["task"].map(task_notes(store, study)).fillna(""))
-st.dataframe(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}"}, na_rep="undefined"), hide_index=True,
+notes = task_notes(store, study)
+summary.insert(1, "what it is", [notes.get(t, "") for t in summary["task"]])
+show_table(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}"}, na_rep="undefined"),
              column_config={"worst_loss": "worst loss (%)", "best_loss": "best loss (%)",
                             "collapsed_under_all": "collapses under every method"})
 for note in sorted({n for n in sub["note"] if n}):

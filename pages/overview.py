@@ -6,10 +6,12 @@ import streamlit as st
 from mergelab.analysis import story
 from mergelab.analysis import views as results
 from mergelab.ui.cache import cached
+from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import chart, need_study
 from mergelab.viz import figures
 
+page_start()  # through app.py's router, also when opened by a deep link
 store = get_store()
 study = need_study(current_study())
 row = store.study(study)

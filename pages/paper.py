@@ -3,9 +3,12 @@
 import streamlit as st
 
 from mergelab.analysis import paper
+from mergelab.ui.router import page_start
 from mergelab.ui.state import get_store
+from mergelab.ui.widgets import show_table
 from mergelab.viz import figures
 
+page_start()  # through app.py's router, also when opened by a deep link
 st.title("The paper's published results")
 st.caption(
     "Cao et al., *An Empirical Study and Theoretical Explanation on Task-Level Model-Merging "
@@ -37,8 +40,8 @@ with mds_tab:
     st.markdown("Pearson correlation between each task's MDS (Eq. 3) and its **best** merging "
                 "loss over the methods in Tables 7–10 (LA, TA, TIES).")
     t5 = paper.table5_recomputed(tables)
-    st.dataframe(t5.style.format({"r": "{:.3f}", "p_recomputed": "{:.3g}",
-                                  "p_published": "{:.3g}"}, na_rep="—"), hide_index=True)
+    show_table(t5.style.format({"r": "{:.3f}", "p_recomputed": "{:.3g}",
+                                  "p_published": "{:.3g}"}, na_rep="—"))
     st.caption("The last row recomputes GLUE after replacing Table 7's TIES row by Table 2's "
                "Qwen2.5-3B TIES values (the printed row repeats DARE's for RTE, SST-2, WNLI).")
     frame = paper.mds_vs_best_loss(tables)
@@ -56,22 +59,21 @@ with anova_tab:
         "recomputed, so the p-values differ. With DARE included, its collapses (two −100 "
         "scores for 7B) make the method effect significant on Qwen alone; without DARE the "
         "method effect vanishes and the task effect matches the paper's order of magnitude.")
-    st.dataframe(paper.table3_recomputed(tables).style.format(
-        {"F": "{:.2f}", "p_recomputed": "{:.3g}", "p_published_glue": "{:.3g}"}),
-        hide_index=True)
+    show_table(paper.table3_recomputed(tables).style.format(
+        {"F": "{:.2f}", "p_recomputed": "{:.3g}", "p_published_glue": "{:.3g}"}))
     st.markdown("Published Table 3:")
-    st.dataframe(tables["table3"], hide_index=True)
+    show_table(tables["table3"])
 
 with swap_tab:
     st.markdown("Group (a) had one collapsing task (the 6th, TIES loss −70.8). Replacing it with "
                 "lower-MDS tasks gave groups (a1) and (a2), merged with TIES.")
     st.plotly_chart(figures.swap_comparison(tables["table6"], title="Table 6: (a) → (a1), (a2)"),
                     width="stretch")
-    st.dataframe(tables["table6"], hide_index=True)
+    show_table(tables["table6"])
 
 with tables_tab:
     st.subheader("Consistency checks (computed from the tables)")
-    st.dataframe(paper.consistency_checks(tables), hide_index=True, width="stretch")
+    show_table(paper.consistency_checks(tables), width="stretch")
     st.subheader("Table 4: conflict metrics vs merging loss (pairs of Qwen2.5-3B experts)")
     st.plotly_chart(figures.pvalue_grid(tables["table4"], "metric", "method",
                                         title="Table 4 Pearson p-values (published)"),
@@ -80,7 +82,7 @@ with tables_tab:
                "so Table 4 cannot be recomputed; it is shown as printed.")
     for name in ["table1", "table2", "detail_losses", "detail_mds"]:
         with st.expander(name):
-            st.dataframe(tables[name], hide_index=True)
+            show_table(tables[name])
     with st.expander("Provenance"):
         st.markdown((paper.PAPER_DIR / "PROVENANCE.md").read_text())
     st.caption(f"{len(results)} published result rows and {len(mds_rows)} MDS rows served from "

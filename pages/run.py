@@ -11,9 +11,11 @@ from mergelab.storage import jobs
 from mergelab.study import executors as background
 from mergelab.study import planner as runner
 from mergelab.study.spec import Grants, SpecError
+from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
-from mergelab.ui.widgets import need_study
+from mergelab.ui.widgets import need_study, show_table
 
+page_start()  # through app.py's router, also when opened by a deep link
 st.title("Run")
 store = get_store()
 study = need_study(current_study())
@@ -92,7 +94,7 @@ def live():
         if sub.empty:
             continue
         with st.expander(f"{status} ({len(sub)})", expanded=status == "running"):
-            st.dataframe(sub[["id", "kind", "what", "progress", "message", "attempts", "age_s"]], hide_index=True,
+            show_table(sub[["id", "kind", "what", "progress", "message", "attempts", "age_s"]],
                          width="stretch")
 
 

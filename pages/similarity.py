@@ -6,10 +6,12 @@ import streamlit as st
 from mergelab.analysis import story
 from mergelab.analysis import views as results
 from mergelab.ui.cache import cached
+from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
-from mergelab.ui.widgets import chart, need_study, task_notes
+from mergelab.ui.widgets import chart, need_study, show_table, task_notes
 from mergelab.viz import figures
 
+page_start()  # through app.py's router, also when opened by a deep link
 st.title("Hidden-state similarity")
 st.caption("HiddenSim (Eq. 2): how alike two experts' hidden states are on the same inputs, rescaled to [0, 1] "
            "within the group. MDS (Eq. 3): 1 / a task's mean HiddenSim to the others — higher = harder to merge.")
@@ -24,8 +26,7 @@ tasks = groups[group]
 if not results.has_states(store, study, tasks):
     st.info("No stored hidden states for this group (the paper publishes MDS only). Published MDS:")
     mds = results.mds_table(store, study, group)
-    st.dataframe(mds.style.highlight_max(subset=["mds"], color="#f8c4c4").format({"mds": "{:.2f}"}, na_rep="—"),
-                 hide_index=True)
+    show_table(mds.style.highlight_max(subset=["mds"], color="#f8c4c4").format({"mds": "{:.2f}"}, na_rep="—"))
     st.stop()
 
 settings = results.hidden_settings(store, study)
@@ -67,10 +68,10 @@ n_boot = st.select_slider("Bootstrap resamples for CIs (over probes)", [0, 50, 2
 with st.spinner(f"MDS with {n_boot} bootstrap resamples…"):
     mds = cached(results.mds_table, store, study, group, n_boot=n_boot, **kw)
 mds = mds.sort_values("mds", ascending=False).reset_index(drop=True)
-mds.insert(1, "what it is", mds["task"].map(task_notes(store, study)).fillna(""))
+notes = task_notes(store, study)
+mds.insert(1, "what it is", [notes.get(t, "") for t in mds["task"]])
 fmt = {c: "{:.2f}" for c in mds.columns if c in ("mds", "ci_low", "ci_high")}
-st.dataframe(mds.style.highlight_max(subset=["mds"], color="#f8c4c4").format(fmt, na_rep="undefined"),
-             hide_index=True, column_config={"ci_low": "95 % CI low", "ci_high": "95 % CI high"})
+show_table(mds.style.highlight_max(subset=["mds"], color="#f8c4c4").format(fmt, na_rep="undefined"))
 if mds["mds"].notna().any():
     st.caption(f"Hardest to merge by MDS: **{mds.iloc[0]['task']}** (MDS {mds.iloc[0]['mds']:.2f}). Distances are "
                f"averaged per probe; Eq. 2 rescales them to [0, 1] by min–max over the group's pairs. With {k} "

@@ -6,10 +6,12 @@ import streamlit as st
 from mergelab.analysis import paper, protocol, story
 from mergelab.analysis import views as results
 from mergelab.ui.cache import cached
+from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
-from mergelab.ui.widgets import chart, need_study
+from mergelab.ui.widgets import chart, need_study, show_table
 from mergelab.viz import figures
 
+page_start()  # through app.py's router, also when opened by a deep link
 ALPHA = 0.05
 st.title("Statistics")
 store = get_store()
@@ -40,8 +42,7 @@ if len(t4):
                 f"{p_hs} of {pn_hs} and {p_c} of {pn_c}.")
     if n_pairs < 20:
         st.warning(f"Only {n_pairs} pairs per method: a Pearson test this small detects only large effects.")
-    st.dataframe(t4.style.format({"r": "{:.3f}", "p_value": "{:.3g}", "p_paper": "{:.3g}"}, na_rep="—"),
-                 hide_index=True)
+    show_table(t4.style.format({"r": "{:.3f}", "p_value": "{:.3g}", "p_paper": "{:.3g}"}, na_rep="—"))
     st.caption("A pair's merging loss is the mean of Eq. 1 over its two tasks; HiddenSim(i, j) is Eq. 2 "
                "within the group the pairs were drawn from. p_paper: the paper's Table 4 (Qwen2.5-3B, GLUE).")
 elif study == paper.STUDY_ID:
@@ -62,7 +63,7 @@ else:
             group=lambda d: d["group"].map(paper.DETAIL_GROUPS).fillna(d["group"])), on="group", how="left")
     else:
         t5["p_paper (GLUE, a, b, c)"] = ", ".join(f"{p:g}" for p in printed["table5"]["p_value"])
-    st.dataframe(t5.style.format({"r": "{:.3f}", "p_value": "{:.3g}"}, na_rep="undefined"), hide_index=True)
+    show_table(t5.style.format({"r": "{:.3f}", "p_value": "{:.3g}"}, na_rep="undefined"))
     k5, n5 = _count_significant(t5)
     small = t5[(t5["n"] < 10) & t5["p_value"].notna()]
     st.markdown(f"MDS tracks the best loss with p < {ALPHA} in **{k5} of {n5}** rows "
@@ -78,7 +79,7 @@ else:
 
 st.subheader("Method vs task: one-way ANOVA over every group (Table 3)")
 anova = cached(protocol.anova_groups, store, study)
-st.dataframe(anova.style.format({"F": "{:.2f}", "p_value": "{:.3g}"}, na_rep="undefined"), hide_index=True)
+show_table(anova.style.format({"F": "{:.2f}", "p_value": "{:.3g}"}, na_rep="undefined"))
 by = anova.set_index("factor")["p_value"]
 if by.notna().all():
     st.markdown(f"Task: p = {by['task']:.3g}; method: p = {by['method']:.3g}. The paper: task p = 2.4e-36, "
@@ -98,8 +99,8 @@ else:
                     f"[{b['ci_low']:.2f}, {b['ci_high']:.2f}], p = {b['pearson_p']:.3g}, n = {b['n']}; "
                     f"{_count_significant(comparison, 'pearson_p')[0]} of {len(comparison)} predictors have "
                     f"p < {ALPHA}.")
-    st.dataframe(comparison.style.format({c: "{:.3g}" for c in comparison.columns
-                                          if comparison[c].dtype.kind == "f"}, na_rep="—"), hide_index=True)
+    show_table(comparison.style.format({c: "{:.3g}" for c in comparison.columns
+                                          if comparison[c].dtype.kind == "f"}, na_rep="—"))
     st.caption("Same rows for every predictor. 'task in group': each task's best loss over methods in each group "
                "vs its MDS (per distance and layer) and its mean conflict metrics with the group's other tasks; "
                "'pair': a pair's best loss vs HiddenSim(i, j) and the four conflict metrics. CIs: 1,000 bootstrap "

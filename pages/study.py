@@ -13,8 +13,10 @@ from mergelab.study import form
 from mergelab.study import planner as runner
 from mergelab.study.bundled import BUNDLED
 from mergelab.study.spec import SpecError, dump_spec, load_yaml, parse_spec
+from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, switch_study
 
+page_start()  # through app.py's router, also when opened by a deep link
 st.title("Study")
 store = get_store()
 study = current_study()

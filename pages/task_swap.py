@@ -8,10 +8,12 @@ from mergelab.analysis import views as results
 from mergelab.study import executors as background
 from mergelab.study import planner as runner
 from mergelab.ui.cache import cached
+from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
-from mergelab.ui.widgets import chart, need_study
+from mergelab.ui.widgets import chart, need_study, show_table
 from mergelab.viz import figures
 
+page_start()  # through app.py's router, also when opened by a deep link
 st.title("Task swap: what if?")
 store = get_store()
 study = need_study(current_study())
@@ -30,8 +32,8 @@ cands = cached(results.swap_candidates, store, study, tasks, pool)
 removed = cands.attrs["removed"]
 st.markdown(f"Worst-MDS task in **{group}**: **{removed}** (MDS {cands.attrs['current_worst_mds']:.2f}). "
             "Candidates from the pool, ranked by the new group's worst MDS (hidden states only, no merge):")
-st.dataframe(cands.style.format({"new_worst_mds": "{:.2f}", "candidate_mds": "{:.2f}"})
-             .highlight_min(subset=["new_worst_mds"], color="#c7e9c0"), hide_index=True, key="swap_table")
+show_table(cands.style.format({"new_worst_mds": "{:.2f}", "candidate_mds": "{:.2f}"})
+             .highlight_min(subset=["new_worst_mds"], color="#c7e9c0"), key="swap_table")
 choice = st.selectbox("Swap in", list(cands["candidate"]), key="swap_choice")
 swap_name = results.swap_name(group, removed, choice)
 if st.button("Merge and evaluate this swap", type="primary", key="swap_go"):
@@ -42,7 +44,7 @@ if st.button("Merge and evaluate this swap", type="primary", key="swap_go"):
 if results.swaps_of(store, study, group):  # read again: a swap queued above is a new group
     st.subheader("Before / after (Table 6 style)")
     table = results.swap_table(store, study, group)
-    st.dataframe(table, hide_index=True)
+    show_table(table)
     if table["worst_loss"].notna().all():
         chart(figures.swap_comparison(table), "swap_comparison")
         st.caption(story.chart_note("swap", table=table))
@@ -52,4 +54,4 @@ if results.swaps_of(store, study, group):  # read again: a swap queued above is 
 st.subheader("Best group of size m")
 m = st.slider("m", 2, max(2, len(tasks + pool) - 1), min(len(tasks), len(tasks + pool) - 1), key="swap_m")
 with st.spinner("Searching groups by MDS…"):
-    st.dataframe(cached(results.best_subset, store, study, list(dict.fromkeys(tasks + pool)), m), hide_index=True)
+    show_table(cached(results.best_subset, store, study, list(dict.fromkeys(tasks + pool)), m))

@@ -5,10 +5,12 @@ import streamlit as st
 from mergelab.analysis import story
 from mergelab.analysis import views as results
 from mergelab.ui.cache import cached
+from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
-from mergelab.ui.widgets import chart, need_study
+from mergelab.ui.widgets import chart, need_study, show_table
 from mergelab.viz import figures
 
+page_start()  # through app.py's router, also when opened by a deep link
 st.title("Theorem 1: is the merge where the theory says?")
 st.markdown(r"""
 With $d(i,j)^2 = \mathbb{E}_X\|h(X;\theta_i)-h(X;\theta_j)\|^2$ and $\Delta=\max_{i,j} d(i,j)$,
@@ -38,4 +40,4 @@ if table.empty:
 chart(figures.theory_chart(table, title=f"Theorem 1 on {group}: measured distortion of each merge"), "theory")
 st.caption(story.chart_note("theory", table=table))
 fmt = {c: "{:.4g}" for c in ["delta", "lower", "upper", "upper_per_input", "jung_distortion", "delta_max"]}
-st.dataframe(table.style.format(fmt), hide_index=True)
+show_table(table.style.format(fmt))

@@ -87,8 +87,12 @@ def _open(page, url):
 
 def test_similarity_page_heatmap_on_demo(server, page):
     ARTIFACTS.mkdir(exist_ok=True)
-    _open(page, server + "/?study=demo")
+    # a deep link as the fresh server's first visit: the page runs through app.py's router (its
+    # sidebar menu and study picker), not Streamlit's old pages/ mode
+    _open(page, server + "/similarity?study=demo")
     page.get_by_text("Hidden-state similarity").first.wait_for(timeout=60_000)
+    page.locator("[data-testid='stSidebar']").get_by_text("Story").wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stSidebar']").get_by_text("Study", exact=True).count() >= 1
     page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(timeout=60_000)
     assert page.get_by_text("wn_pos").count() >= 1
     page.get_by_text("Merging Difficulty Score").wait_for(timeout=60_000)
@@ -121,6 +125,11 @@ def test_paper_page_renders_charts(server, page):
     assert page.locator("text=Traceback").count() == 0
 
 
+def _nav(page, title: str) -> None:
+    """Click a page in the sidebar's menu (pages also link to each other in their text)."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+
+
 def _clean(page, name: str) -> None:
     """No traceback and no page-guard message anywhere on the page; a screenshot for the record."""
     page.wait_for_timeout(500)
@@ -139,25 +148,25 @@ def test_the_stakeholder_path(tmp_path, page):
         page.get_by_text("The headline").wait_for(timeout=60_000)
         page.get_by_text("collapses").first.wait_for(timeout=60_000)
         _clean(page, "1_overview")
-        page.get_by_role("link", name="Merge loss").click()
+        _nav(page, "Merge loss")
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
         page.get_by_text("Collapse under every method").wait_for(timeout=60_000)
         _clean(page, "2_merge_loss")
-        page.get_by_role("link", name="Similarity").click()
+        _nav(page, "Similarity")
         page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(timeout=60_000)
         _clean(page, "3_similarity")
-        page.get_by_role("link", name="Task swap").click()
+        _nav(page, "Task swap")
         page.get_by_text("Worst-MDS task in").wait_for(timeout=60_000)
         page.get_by_role("button", name="Merge and evaluate this swap").click()
         page.get_by_text("Queued 45 units").wait_for(timeout=60_000)
-        page.get_by_role("link", name="Run").click()
-        page.get_by_text("45 / 45 done").wait_for(timeout=600_000)  # the dashboard's worker ran them
+        _nav(page, "Run")
+        page.get_by_text("45 / 45 units done").wait_for(timeout=600_000)  # the dashboard's worker ran them
         _clean(page, "4_run")
-        page.get_by_role("link", name="Task swap").click()
-        page.get_by_text("Before / after").wait_for(timeout=60_000)
+        _nav(page, "Task swap")
+        page.get_by_text("Before / after (Table 6 style)").wait_for(timeout=60_000)
         page.locator(".js-plotly-plot").nth(0).wait_for(timeout=60_000)
         _clean(page, "5_swap_before_after")
-        page.get_by_role("link", name="Export").click()
+        _nav(page, "Export")
         page.get_by_role("button", name="Build HTML report").click()
         page.get_by_role("button", name="Download report.html").wait_for(timeout=120_000)
         _clean(page, "6_export")

@@ -120,18 +120,17 @@ def test_chart_notes_warn_when_not_significant():
 
 
 def _pick(at, study: str) -> None:
-    """Choose ``study`` in the sidebar. Once a page has been switched to, AppTest runs only that
-    page's script, not the entrypoint with its sidebar, so this sets what the picker sets."""
-    at.session_state["study_id"] = study
-    at.run()
+    """Choose ``study`` in the sidebar's picker, as a user does."""
+    at.sidebar.selectbox(key="study_select").select(study).run()
 
 
-def _sidebar_after(switch: str) -> str:
-    """What the sidebar's picker shows on the next run after a page asked to switch to ``switch``."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["switch_to_study"] = switch
-    at.run()
-    return at.sidebar.selectbox(key="study_select").value
+def test_every_page_runs_through_the_router(app):
+    """A page opened on its own (a deep link on a fresh server; AppTest's switch_page) still gets the
+    sidebar, the study picker and the error guard of app.py — not Streamlit's old pages/ mode."""
+    at = app("similarity", "demo")
+    assert at.sidebar.selectbox(key="study_select").value == "demo"
+    _pick(at, "llm")
+    assert at.session_state["study_id"] == "llm" and at.title[0].value == "Hidden-state similarity"
 
 
 # --- Export ----------------------------------------------------------------------------------------
@@ -145,10 +144,10 @@ def test_export_builds_the_papers_report_and_never_offers_another_studys(app):
 
 
 def test_chart_html_works_offline():
+    import pandas as pd
+
     from mergelab.ui.widgets import _offline_html
     from mergelab.viz import figures
-
-    import pandas as pd
 
     html = _offline_html(figures.loss_bars(pd.DataFrame({"task": ["a"], "method": ["LA"], "loss": [-3.0]})))
     # plotly.js itself is inline (its own code mentions cdn.plot.ly for optional map data; no
@@ -211,8 +210,7 @@ def test_the_study_page_follows_the_sidebar_and_register_switches_it(app, db_pat
     at.text_input(key="study_name").input("demo-copy").run()
     at.button(key="study_register").click().run()
     _no_failure(at)
-    assert at.session_state["switch_to_study"] == "demo-copy" and _sidebar_after("demo-copy") == "demo-copy"
-    _pick(at, "demo-copy")
+    assert at.sidebar.selectbox(key="study_select").value == "demo-copy"
     assert at.text_input(key="study_name").value == "demo-copy"
     assert open_store(db_path).has_study("demo-copy")
     # and delete it again, with a confirmation
@@ -220,7 +218,7 @@ def test_the_study_page_follows_the_sidebar_and_register_switches_it(app, db_pat
     at.button(key="study_delete").click().run()
     _no_failure(at)
     assert not open_store(db_path).has_study("demo-copy")
-    assert at.session_state["switch_to_study"] == "" and _sidebar_after("") in ("llm", "demo")
+    assert at.sidebar.selectbox(key="study_select").value in ("llm", "demo")
 
 
 # --- the Run page ---------------------------------------------------------------------------------------

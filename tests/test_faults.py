@@ -847,8 +847,7 @@ def test_study_page_shows_what_an_imported_yaml_asks_for(db_path, monkeypatch):
     assert not at.exception and any("registered" in s.value for s in at.success), [e.value for e in at.error]
     stored = open_store(db_path).spec_text("trusting")
     assert "trust_remote_code: true" in stored and "allow_pickle: false" in stored
-    assert at.session_state["switch_to_study"] == "trusting"  # the sidebar follows the new study;
-    at.session_state["study_id"] = "trusting"  # (AppTest runs only the page, so set what it sets)
+    assert at.sidebar.selectbox(key="study_select").value == "trusting"  # the sidebar follows it
     at.switch_page("pages/run.py").run()
     assert not at.exception
     assert any("No worker is started" in i.value for i in at.info)

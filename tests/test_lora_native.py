@@ -42,7 +42,7 @@ def ref_topk_values_mask(M, K=0.7):
         K /= 100
     if K >= 1:
         return M, torch.ones_like(M), torch.ones_like(M).mean(dim=-1)
-    n, d = M.shape
+    _, d = M.shape
     k = int(d * K)
     k = d - k
     kth_values, _ = M.abs().kthvalue(k, dim=1, keepdim=True)
@@ -274,9 +274,10 @@ def test_a_mergekit_yaml_round_trips_through_export_and_import(tmp_path):
     ("merge_method: passthrough\nslices: []\n", "slices"),
     ("merge_method: model_stock\nmodels: [{model: b+a}, {model: b+c}]\n", "model_stock"),
     ("merge_method: ties\nbase_model: x\nmodels: [{model: x+a}, {model: y+b}]\n", "different bases"),
-    ("merge_method: ties\nbase_model: b\nmodels: [{model: b+a, parameters: {density: [{filter: mlp, value: 0.5}, 0.2]}},"
-     " {model: b+c}]\n", "varies by tensor"),
-    ("merge_method: ties\nbase_model: b\nparameters: {frobnicate: 1}\nmodels: [{model: b+a}, {model: b+c}]\n",
+    ("merge_method: ties\nbase_model: b\nmodels: [{model: b+a, parameters: "
+     "{density: [{filter: mlp, value: 0.5}, 0.2]}}, {model: b+c}]\n", "varies by tensor"),
+    ("merge_method: ties\nbase_model: b\nparameters: {frobnicate: 1}\n"
+     "models: [{model: b+a}, {model: b+c}]\n",
      "frobnicate"),
     ("models: [{model: b+a}]\n", "no merge_method"),
     ("merge_method: ties\nbase_model: b\nmodels: [{model: b+a}]\n", "at least 2 adapters"),

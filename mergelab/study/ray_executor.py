@@ -176,7 +176,7 @@ class RayExecutor(Executor):
         ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=timeout)
         out = []
         for future in ready:
-            actor, job, started = self.pending.pop(future)
+            actor, job, _started = self.pending.pop(future)
             try:
                 result = self.ray.get(future)
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorDiedError,

@@ -36,6 +36,27 @@ def _offline_html(fig: go.Figure) -> str:
     return _html(fig.to_json())
 
 
+# Column names as words, for every table a page shows (names not listed are shown as they are).
+WORDS = {
+    "worst_loss": "worst merging loss (%)", "best_loss": "best merging loss (%)", "loss": "merging loss (%)",
+    "mds": "MDS", "worst_mds": "worst MDS", "new_worst_mds": "worst MDS after the swap",
+    "worst_task": "worst task after the swap", "candidate_mds": "candidate's own MDS", "candidate": "candidate",
+    "merged_tasks": "tasks merged", "tasks": "tasks in group", "collapsed_under_all": "collapses under every method",
+    "ci_low": "95 % CI low", "ci_high": "95 % CI high", "r": "Pearson r", "p_value": "p", "n": "n (rows)",
+    "p_paper": "p (paper)", "p_recomputed": "p (recomputed)", "p_published": "p (published)",
+    "p_published_glue": "p (published, GLUE)", "expert_score": "expert score", "score": "merged score",
+    "age_s": "seconds since update", "attempts": "attempts", "hiddensim": "HiddenSim",
+}
+
+
+def show_table(data, **kwargs) -> None:
+    """st.dataframe with column names in words (WORDS) and no index; ``data`` may be a Styler."""
+    frame = getattr(data, "data", data)
+    config = {c: WORDS[c] for c in getattr(frame, "columns", []) if c in WORDS}
+    config.update(kwargs.pop("column_config", {}) or {})
+    st.dataframe(data, hide_index=True, column_config=config, **kwargs)
+
+
 def need_study(study_id: str | None) -> str:
     if not study_id:
         st.info("Pick a study in the sidebar.")

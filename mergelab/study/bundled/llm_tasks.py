@@ -4,9 +4,9 @@ Eight classification tasks are the demo's own (the same WordNet / VADER / fortun
 the same seeds), scored by label log-likelihood under instruction-style prompts in
 ``data/llm/study.yaml``. Five generation tasks, scored by rougeL like Lots-of-LoRAs, come from
 WordNet 3.0 (Debian ``wordnet-base``): define a word, give its opposite, its hypernym, its
-irregular plural, the base form of an irregular verb form. Each generation row keeps every reference WordNet gives (a list;
-rougeL takes the best match). Words are common ones (WordNet's SemCor tag count ≥ 1), so a
-135M-parameter model has a chance. Rows are split train / eval / probe with a fixed seed.
+irregular plural, the base form of an irregular verb form. Each generation row keeps every
+reference WordNet gives (a list; rougeL takes the best match). Words are common ones (WordNet's
+SemCor tag count ≥ 1), so a 135M-parameter model has a chance. Rows are split train / eval / probe with a fixed seed.
 """
 
 from __future__ import annotations
