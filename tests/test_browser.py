@@ -39,10 +39,13 @@ def _serve(db: Path, autostart: bool):
         env.pop("MERGELAB_NO_AUTOSTART", None)
     else:
         env["MERGELAB_NO_AUTOSTART"] = "1"
+    # the server's output goes to a file: a pipe nobody reads fills up (the dashboard's worker logs
+    # there too) and the server then blocks on a write, and never exits
+    log = Path(db).with_suffix(".log")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -53,7 +56,7 @@ def _serve(db: Path, autostart: bool):
             time.sleep(0.5)
     else:
         proc.kill()
-        pytest.fail("streamlit did not come up: " + proc.stdout.read().decode(errors="replace"))
+        pytest.fail("streamlit did not come up: " + log.read_text(errors="replace"))
     return proc, url
 
 

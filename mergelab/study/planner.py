@@ -49,7 +49,7 @@ def plan_units(spec: StudySpec) -> list[dict]:
                 adapters, {m: task_id[m] for m in members}, spec.hidden.k, *stored)
     for pair, members in spec.pair_groups.items():  # Table 4: merged and scored, no hidden states
         adapters = [adapter_id[t] for t in members]
-        for method, params in spec.methods.items():
+        for method, params in spec.methods_for_pairs.items():
             for t in members:
                 add("merge", {"group": pair, "method": method, "params": params, "task": t},
                     adapters, task_id[t])

@@ -257,6 +257,8 @@ class StudySpec(BaseModel):
     random_groups: RandomGroups | None = Field(None, description="add groups drawn at random (the paper's protocol)")
     pairwise: list[str] = Field(default_factory=list, description="groups expanded into all their pairs, each "
                                                                   "merged with every method (the paper's Table 4)")
+    pair_methods: list[str] = Field(default_factory=list, description="the methods the pairs of `pairwise` are "
+                                                                      "merged with (names from `methods`); none: all")
     base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
     executor: Literal["local", "ray"] = Field("local", description="where `mergelab run` runs units: this machine, "
                                                                     "or a Ray cluster (results are the same)")
@@ -330,6 +332,9 @@ class StudySpec(BaseModel):
         for g in self.pairwise:
             if g not in self.groups:
                 raise ValueError(f"pairwise: {g!r} is not a group (groups: {sorted(self.groups)})")
+        unknown = [m for m in self.pair_methods if m not in self.methods]
+        if unknown:
+            raise ValueError(f"pair_methods: {unknown} are not in methods ({sorted(self.methods)})")
         if self.base_scores and self.architecture == "encoder":
             raise ValueError("base_scores needs a causal or seq2seq base: an encoder has no task head before training")
         return self
@@ -344,6 +349,10 @@ class StudySpec(BaseModel):
                 for b in members[i + 1:]:
                     out[f"pair:{a}+{b}"] = [a, b]
         return out
+
+    @property
+    def methods_for_pairs(self) -> dict[str, dict]:
+        return {m: p for m, p in self.methods.items() if not self.pair_methods or m in self.pair_methods}
 
     def members(self, group: str) -> list[str]:
         """The tasks of a group or of a pair expanded from ``pairwise``."""
