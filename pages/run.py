@@ -42,6 +42,18 @@ if spec is not None and (spec.trust_remote_code or spec.allow_pickle):
     grants = Grants(trust_remote_code=bool(trust), allow_pickle=bool(pickle))
     blocked = (spec.trust_remote_code and not trust) or (spec.allow_pickle and not pickle)
 
+# Where the dashboard's worker runs units: here, or on a Ray cluster (the study's `executor:` by default)
+on_ray = st.radio("Run units", ["on this machine", "on a Ray cluster"], horizontal=True, key="run_executor",
+                  index=int(spec is not None and spec.executor == "ray")) == "on a Ray cluster"
+address = None
+if on_ray:
+    address = st.text_input("Ray cluster address", (spec.ray_address if spec is not None else None) or "",
+                            placeholder="auto, ray://host:10001 — empty: a local Ray on this machine",
+                            key="run_ray_address").strip() or None
+    st.caption("The dashboard keeps the store: its worker plans units, sends them to Ray actors and writes "
+               "what comes back. Units already running stay where they are.")
+executor = "ray" if on_ray else "local"
+
 c1, c2, c3, c4 = st.columns(4)
 if c1.button("Queue all units", key="run_queue"):
     spec = runner.load_study_spec(store, study)
@@ -67,9 +79,9 @@ def live():
     if blocked:
         st.info("No worker is started for this study until you allow what it asks for above.")
     else:
-        pid = background.ensure_worker(store, study, grants)
+        pid = background.ensure_worker(store, study, grants, executor, address)
         if pid:
-            st.caption(f"started the dashboard's worker (pid {pid}) on this machine")
+            st.caption(f"started the dashboard's worker (pid {pid})" + (" with Ray actors" if on_ray else ""))
     frame = jobs.jobs_frame(store, study)
     if frame.empty:
         st.info("No units planned yet: press 'Queue all units'.")
@@ -82,6 +94,10 @@ def live():
         eta = "" if not (b.queued or b.running) else f" · about {_duration(b.eta_s)} left"
         st.progress(finished / b.units, text=f"batch queued {when} ({b.what}): {b.done} / {b.units} units done · "
                     f"{b.running} running · {b.queued} queued · {b.failed} failed{eta}")
+    actors = results.actor_progress(frame)
+    if not actors.empty:
+        st.caption("Per Ray actor: " + " · ".join(f"{a.actor}: {a.done} done, {a.running} running"
+                                                  for a in actors.itertuples()))
     for f in results.failures(frame):
         with st.expander(f"✗ {f['count']} unit(s) failed ({', '.join(f['kinds'])}): {f['error'][:160]}"):
             st.caption(f"units {', '.join(map(str, f['units'][:20]))}" + (" …" if len(f["units"]) > 20 else ""))

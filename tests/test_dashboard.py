@@ -261,6 +261,31 @@ def test_run_page_groups_failures_with_their_tracebacks_and_shows_batches(app, d
     assert any("batch queued" in p for p in progress)
 
 
+def test_run_page_starts_the_dashboards_worker_on_ray_when_asked(app, db_path, monkeypatch):
+    """The executor choice reaches the worker's command line; per-actor progress is shown from the
+    units' messages."""
+    from mergelab.study import executors
+
+    degenerate.make(open_store(db_path), "raying", groups={"g": ["a", "b", "c"]})
+    with open_store(db_path)._transaction() as con:
+        con.executemany(  # units as the Ray executor leaves them: one done on actor-2, one running on actor-1
+            "INSERT INTO jobs(study_id, kind, unit_key, payload, status, attempts, message, created_at, updated_at) "
+            "VALUES ('raying', 'merge', ?, '{}', ?, 1, ?, 0, 0)",
+            [("raying:merge:1", "done", "done on actor-2"), ("raying:merge:2", "running", "on ray actor-1")])
+    asked = []
+    monkeypatch.setattr(executors, "ensure_worker", lambda *a, **k: asked.append((a, k)))
+    at = app("run", "raying")
+    _no_failure(at)
+    assert asked and asked[-1][0][3:] == ("local", None)
+    at.radio(key="run_executor").set_value("on a Ray cluster").run()
+    at.text_input(key="run_ray_address").input("ray://head:10001").run()
+    _no_failure(at)
+    assert asked[-1][0][3:] == ("ray", "ray://head:10001")
+    assert any("actor-1: 0 done, 1 running · actor-2: 1 done, 0 running" in c.value for c in at.caption)
+    command = executors.worker_command("m.db", "raying", executor="ray", address="ray://head:10001")
+    assert command[-4:] == ["--executor", "ray", "--address", "ray://head:10001"]
+
+
 # --- figures ---------------------------------------------------------------------------------------------
 def test_pvalue_grid_has_a_fixed_scale_and_marks_significance():
     import pandas as pd

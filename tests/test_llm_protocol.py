@@ -155,6 +155,19 @@ def test_pairwise_expansion_and_base_units(tmp_path):
         parse_spec(_spec(tmp_path / "p", pairwise=["nope"]))
 
 
+def test_pair_methods_limit_the_pairs_to_the_methods_named(tmp_path):
+    """A study can add methods to its groups without merging every pair again with each of them."""
+    spec = parse_spec(_spec(tmp_path, groups={"g": ["c0", "c1", "c2"]}, pairwise=["g"],
+                            methods={"LA": {}, "TIES": {}, "tsv": {}}, pair_methods=["LA", "TIES"]))
+    units = planner.plan_units(spec)
+    pair_methods = {u["payload"]["method"] for u in units
+                    if u["kind"] == "merge" and u["payload"]["group"].startswith("pair:")}
+    group_methods = {u["payload"]["method"] for u in units if u["kind"] == "merge" and u["payload"]["group"] == "g"}
+    assert pair_methods == {"LA", "TIES"} and group_methods == {"LA", "TIES", "tsv"}
+    with pytest.raises(SpecError, match=r"pair_methods: \['DARE'\] are not in methods"):
+        parse_spec(_spec(tmp_path / "q", pairwise=["g"], methods={"LA": {}}, pair_methods=["DARE"]))
+
+
 def test_a_protocol_study_runs_end_to_end(tmp_path):
     """Base scores, pairwise merges and a stored subset of layers, run by a real worker; the
     protocol's tables come out of the stored rows."""

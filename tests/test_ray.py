@@ -58,12 +58,14 @@ def test_ray_stores_the_same_scores_as_the_local_executor(cluster, study, tmp_pa
     assert sum(executor.describe().values()) == 15 and len(executor.describe()) == 2
     frame = jobs.jobs_frame(store, "tiny-causal")
     assert frame["message"].str.match(r"done on actor-\d").all()
+    from mergelab.analysis import views
+
+    per_actor = views.actor_progress(frame)  # what the Run page shows
+    assert per_actor["done"].sum() == 15 and list(per_actor["actor"]) == sorted(executor.describe())
     local = _local(study, tmp_path)
     ours = _scores(store)
     assert ours.keys() == local.keys()
     assert all(abs(ours[k] - local[k]) <= 1e-6 for k in local)
-    from mergelab.analysis import views
-
     assert views.similarity(store, "tiny-causal", ["c0", "c1", "c2"], pooling="last").shape == (3, 3)
 
 

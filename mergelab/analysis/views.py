@@ -261,6 +261,20 @@ def run_batches(jobs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def actor_progress(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Units per Ray actor — done and running — from the messages the Ray executor leaves on each
+    unit ("on ray actor-2" while it runs, "done on actor-2" after); empty when no unit ran on Ray."""
+    msg = jobs["message"].fillna("") if "message" in jobs else pd.Series([], dtype=str)
+    actor = msg.str.extract(r"(?:on ray|done on) (actor-\d+)")[0]
+    ran = jobs.assign(actor=actor)[actor.notna() & jobs["status"].isin(["done", "running"])]
+    if ran.empty:
+        return pd.DataFrame(columns=["actor", "done", "running"])
+    counts = ran.groupby(["actor", "status"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=["done", "running"], fill_value=0).reset_index()
+    counts["n"] = counts["actor"].str.split("-").str[1].astype(int)
+    return counts.sort_values("n").drop(columns="n").reset_index(drop=True)
+
+
 def failures(jobs: pd.DataFrame) -> list[dict]:
     """Failed units grouped by their error: the error, how many units, which, and one full traceback."""
     failed = jobs[jobs["status"] == "failed"]

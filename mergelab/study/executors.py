@@ -224,13 +224,15 @@ def run_worker(store: Store, study_id: str | None = None, *, device: str | None 
 
 # --- worker processes beside the dashboard -------------------------------------------------------
 def worker_command(db_path: str | Path, study_id: str | None = None, grants: Grants = NO_GRANTS,
-                   dashboard: bool = False) -> list[str]:
+                   dashboard: bool = False, executor: str = "local", address: str | None = None) -> list[str]:
     """The `mergelab worker` command line; the grants the user ticked become its flags."""
     cmd = [sys.executable, "-m", "mergelab", "worker", "--db", str(db_path)]
     if dashboard:
         cmd.append("--dashboard")
     if study_id:
         cmd += ["--study", study_id]
+    if executor != "local":
+        cmd += ["--executor", executor] + (["--address", address] if address else [])
     if grants.trust_remote_code:
         cmd.append("--trust-remote-code")
     if grants.allow_pickle:
@@ -239,13 +241,15 @@ def worker_command(db_path: str | Path, study_id: str | None = None, grants: Gra
 
 
 def start_worker(db_path: str | Path, study_id: str | None = None, log_dir: Path | None = None,
-                 grants: Grants = NO_GRANTS, dashboard: bool = False) -> int:
+                 grants: Grants = NO_GRANTS, dashboard: bool = False, executor: str = "local",
+                 address: str | None = None) -> int:
     """Start a worker process beside the dashboard, detached from it, so long work never runs inside
     a Streamlit script run and survives page reloads; returns its pid."""
     log_dir = Path(log_dir or Path(db_path).parent)
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "worker.log", "ab") as log:
-        proc = subprocess.Popen(worker_command(db_path, study_id, grants, dashboard), stdout=log, stderr=log,
+        command = worker_command(db_path, study_id, grants, dashboard, executor, address)
+        proc = subprocess.Popen(command, stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _started.append(proc)
@@ -255,7 +259,8 @@ def start_worker(db_path: str | Path, study_id: str | None = None, log_dir: Path
 _started: list[subprocess.Popen] = []
 
 
-def ensure_worker(store: Store, study_id: str, grants: Grants = NO_GRANTS) -> int | None:
+def ensure_worker(store: Store, study_id: str, grants: Grants = NO_GRANTS, executor: str = "local",
+                  address: str | None = None) -> int | None:
     """Start the dashboard's worker for this store if units are queued and it is not running (its
     lock is free); returns its pid. At most one runs per store on this machine, however often the
     page asks. ``MERGELAB_NO_AUTOSTART=1`` turns this off (tests; or a team running its own workers)."""
@@ -270,4 +275,4 @@ def ensure_worker(store: Store, study_id: str, grants: Grants = NO_GRANTS) -> in
     if probe is None:  # the dashboard's worker is running
         return None
     probe.close()  # free: the worker takes it for its whole life
-    return start_worker(store.path, study_id, grants=grants, dashboard=True)
+    return start_worker(store.path, study_id, grants=grants, dashboard=True, executor=executor, address=address)
