@@ -6,6 +6,7 @@ Screenshots are kept in artifacts/.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -160,10 +161,16 @@ def test_the_stakeholder_path(tmp_path, page):
         _clean(page, "3_similarity")
         _nav(page, "Task swap")
         page.get_by_text("Worst-MDS task in").wait_for(timeout=60_000)
+        page.get_by_text("Before / after (Table 6 style)").wait_for(timeout=60_000)  # the shipped swap
+        page.get_by_test_id("stSelectbox").filter(has_text="Swap in").click()
+        page.get_by_role("option", name="wn_hypernym").click()  # one nobody merged yet
         page.get_by_role("button", name="Merge and evaluate this swap").click()
-        page.get_by_text("Queued 45 units").wait_for(timeout=60_000)
+        queued = page.get_by_text(re.compile(r"Queued \d+ units"))
+        queued.wait_for(timeout=60_000)
+        units = int(re.search(r"Queued (\d+) units", queued.inner_text()).group(1))
+        assert units > 0
         _nav(page, "Run")
-        page.get_by_text("45 / 45 units done").wait_for(timeout=600_000)  # the dashboard's worker ran them
+        page.get_by_text(f"{units} / {units} units done").wait_for(timeout=600_000)  # the dashboard's worker
         _clean(page, "4_run")
         _nav(page, "Task swap")
         page.get_by_text("Before / after (Table 6 style)").wait_for(timeout=60_000)

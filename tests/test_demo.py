@@ -38,10 +38,12 @@ def test_every_expert_well_above_chance(store):
         assert abs(score - training[task]["eval_accuracy"]) <= 1.0  # runner reproduces training eval
 
 
-def test_default_group_has_a_collapse_under_all_five_methods(store):
+def test_default_group_has_a_collapse_under_every_method(store):
+    """The paper's five and the six LoRA-native methods of issue 15: wn_pos collapses under all."""
     losses = results.loss_table(store, "demo")
     default = losses[losses["group_name"] == "default"]
-    assert set(default["method"]) == {"LA", "TA", "TIES", "DARE", "SLERP"}
+    assert set(default["method"]) == {"LA", "TA", "TIES", "DARE", "SLERP", "knots", "tsv", "iso_c", "iso_cts",
+                                      "core_ties", "core_tsv"}
     best = default.groupby("task")["loss"].max()
     collapsed = best[best <= -30]
     assert list(collapsed.index) == ["wn_pos"]

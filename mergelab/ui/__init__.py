@@ -1,1 +1,2 @@
-"""The only Streamlit-aware helpers: cached store handle, shared sidebar state."""
+"""The only Streamlit-aware code outside pages/: the router (menu, shared sidebar, page guard),
+the cached store handle and study state, widgets and caching helpers."""
