@@ -7,8 +7,10 @@ Cases: the MiniLM demo (8 trained adapters, r=8 on query/value, 12 modules) and 
 (hidden 512, 4 layers, 8 random adapters, r=16 on q/k/v, 12 modules). Each method runs at its
 declared defaults. "ours" is `merge.merge` (in adapter space: SVDs of the stacked factors, never
 of a dense d×d matrix where the maths allows it); "reference" runs the ported reference code
-module by module on the dense ΔWᵢ = Bᵢ·Aᵢ·scale in float32, as the reference repositories do,
-and `max_abs_diff` compares the two merged task vectors. Each time is the best of --repeat runs.
+module by module on the dense ΔWᵢ = Bᵢ·Aᵢ·scale (or on the factors, for core space) in float64,
+the dtype the ported code is written for (its TIES counts are float64, as in the exactness tests),
+so its times are an upper bound for the reference in float32; `max_abs_diff` compares the two
+merged task vectors. Each time is the best of --repeat runs.
 """
 
 from __future__ import annotations
@@ -46,11 +48,11 @@ BASELINES = {"TIES": "ties", "TA": "task_arithmetic"}
 
 
 def module_inputs(aset, device):
-    """Per module: the dense ΔWᵢ and the (B·scale, A) factors, float32, on ``device``."""
+    """Per module: the dense ΔWᵢ and the (B·scale, A) factors, float64, on ``device``."""
     out = {}
     for module, key in aset.module_keys.items():
-        factors = [(a.lora_b[module].to(device, torch.float32) * a.scale(module),
-                    a.lora_a[module].to(device, torch.float32)) for a in aset.adapters]
+        factors = [(a.lora_b[module].to(device, torch.float64) * a.scale(module),
+                    a.lora_a[module].to(device, torch.float64)) for a in aset.adapters]
         out[key] = ([b @ a for b, a in factors], factors)
     return out
 

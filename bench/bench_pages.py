@@ -57,10 +57,14 @@ def run_once(study: str, db: Path) -> list[tuple[str, str, float]]:
     for page, steps in STEPS.items():
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
         at.query_params["study"] = study
-        at.run()
         t = time.perf_counter()
-        at.switch_page(f"pages/{page}.py").run()
-        out.append((page, "first render", time.perf_counter() - t))
+        at.run()  # opening the app renders its default page, the Overview
+        if page == "overview":
+            out.append((page, "first render (opening the app)", time.perf_counter() - t))
+        else:
+            t = time.perf_counter()
+            at.switch_page(f"pages/{page}.py").run()
+            out.append((page, "first render", time.perf_counter() - t))
         assert not at.exception, (page, at.exception)
         for kind, key, value in steps:
             _act(at, kind, key, value)

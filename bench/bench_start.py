@@ -32,7 +32,7 @@ def commands(work: Path) -> dict[str, list[str]]:
                                                 str(work / "merge.yaml")],
         "mergelab run --help": [*MERGELAB, "run", "--help"],
         "python -c 'import torch'": [sys.executable, "-c", "import torch"],
-        "mergekit-yaml --help": [shutil.which("mergekit-yaml") or "mergekit-yaml", "--help"],
+        "mergekit-yaml --help": [str(Path(sys.executable).parent / "mergekit-yaml"), "--help"],
     }
 
 

@@ -56,7 +56,8 @@ def _degenerate(store) -> list[str]:
     made = [degenerate.pair_study(store), degenerate.zero_expert_study(store), degenerate.no_merged_rows_study(store),
             degenerate.make(store, "onepool", groups={"g": ["a", "b", "c"]}, pool=["d"]),
             degenerate.make(store, "nostates", groups={"g": ["a", "b", "c"]}, states=False),
-            degenerate.make(store, "nomerges", groups={"g": ["a", "b", "c"]}, merged_tasks={"g": []})]
+            degenerate.make(store, "nomerges", groups={"g": ["a", "b", "c"]}, merged_tasks={"g": []}),
+            degenerate.make(store, "failing2", groups={"g": ["a", "b"]}, failed_units=2)]  # a group of 2, failed units
     store.upsert_study("empty", "empty", "live", "registered, nothing run", yaml.safe_dump(
         {"name": "empty", "base": "org/base", "adapters": {}, "tasks": {}, "groups": {}}))
     return [*made, "empty"]
