@@ -4,6 +4,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mergelab.analysis import views as results
@@ -74,3 +75,24 @@ def test_shipped_results_cover_every_unit_of_the_demo_spec(store):
     assert set(jobs.jobs_frame(store, "demo")["unit_key"]) == planned
     merged = store.results("demo").query("method != 'expert'")
     assert (merged["params_hash"] == [spec.fingerprint(m, spec.methods[m]) for m in merged["method"]]).all()
+
+
+def test_best_subset_equals_mds_computed_group_by_group(store):
+    """The Task swap page's search averages per-probe distances computed once; each group's worst
+    MDS must equal Eq. 3 computed on that group's own probes from scratch."""
+    from itertools import combinations
+
+    from mergelab.analysis import hidden
+
+    groups = store.groups("demo")
+    tasks = list(dict.fromkeys(groups["default"] + store.pool("demo")))[:9]
+    best = results.best_subset(store, "demo", tasks, 4)
+    h_all, owners = results.expert_states(store, "demo", tasks, probe_tasks=tasks)
+    direct = []
+    for combo in combinations(range(len(tasks)), 4):
+        names = {tasks[i] for i in combo}
+        probes = [j for j, o in enumerate(owners) if o in names]
+        direct.append((", ".join(tasks[i] for i in combo), float(hidden.mds_of(h_all[list(combo)][:, probes]).max())))
+    direct = sorted(direct, key=lambda r: r[1])[:10]
+    assert list(best["tasks"]) == [name for name, _ in direct]
+    assert np.allclose(best["worst_mds"], [w for _, w in direct], rtol=1e-12, atol=1e-12)

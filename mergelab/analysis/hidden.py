@@ -71,6 +71,20 @@ def mds_of(states: np.ndarray, distance: str = "l2") -> np.ndarray:
     return analysis.mds(analysis.hiddensim(distance_matrix(states, distance)))
 
 
+def per_probe_l2(states: np.ndarray) -> np.ndarray:
+    """``states``: (experts, probes, dim) → (experts, experts, probes) L2 distances per probe; their
+    mean over any probe subset is :func:`distance_matrix`'s L2 on that subset."""
+    h = np.asarray(states, dtype=np.float64)
+    return np.stack([np.linalg.norm(h[i][None] - h, axis=-1) for i in range(h.shape[0])])
+
+
+def mds_of_distances(dist: np.ndarray) -> np.ndarray:
+    """:func:`mds_of` from an already averaged distance matrix (symmetrised, zero diagonal)."""
+    out = (dist + dist.T) / 2
+    np.fill_diagonal(out, 0.0)
+    return analysis.mds(analysis.hiddensim(np.maximum(out, 0.0)))
+
+
 def similarity_frame(states: np.ndarray, tasks: list[str], distance: str = "l2") -> pd.DataFrame:
     sim = analysis.hiddensim(distance_matrix(states, distance))
     return pd.DataFrame(sim, index=tasks, columns=tasks)

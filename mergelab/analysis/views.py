@@ -292,12 +292,16 @@ def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combo
     from itertools import combinations, islice
 
     h_all, owners = expert_states(store, study_id, tasks, probe_tasks=tasks, **kw)
+    # Eq. 2's L2 distance of a group on its probes is the mean over those probes of per-probe
+    # distances: computed once for all experts and probes, then only averaged per combination
+    per_probe = hidden.per_probe_l2(h_all)  # (experts, experts, probes)
+    owners = np.asarray(owners)
     rows = []
     for combo in islice(combinations(range(len(tasks)), m), max_combos):
-        names = {tasks[i] for i in combo}
-        probes = [j for j, o in enumerate(owners) if o in names]
+        idx = list(combo)
+        probes = np.flatnonzero(np.isin(owners, [tasks[i] for i in idx]))
         try:
-            worst = float(hidden.mds_of(h_all[list(combo)][:, probes], "l2").max())
+            worst = float(hidden.mds_of_distances(per_probe[np.ix_(idx, idx, probes)].mean(-1)).max())
         except analysis.AnalysisError:
             continue
         rows.append({"tasks": ", ".join(tasks[i] for i in combo), "worst_mds": worst})
