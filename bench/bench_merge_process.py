@@ -30,6 +30,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bench_merge import compare_outputs  # noqa: E402
 
 # model configs of the real checkpoints (hub config.json values), random weights
 SHAPES = {
@@ -112,14 +116,6 @@ def folder_bytes(*paths: Path) -> int:
     return sum(f.stat().st_size for p in paths if p.exists() for f in p.rglob("*") if f.is_file())
 
 
-def max_diff(a: Path, b: Path) -> float:
-    from mergelab.merging import merge
-
-    x, y = merge.read_folder(a), merge.read_folder(b)
-    keys = [k for k in x if k in y and any(t in k for t in TARGETS)]
-    return max((x[k].float() - y[k].float()).abs().max().item() for k in keys)
-
-
 def summary(values: list[float], fmt: str) -> str:
     return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}–{format(max(values), fmt)})"
 
@@ -174,7 +170,7 @@ def main():
             ok = [r for r in runs[tool] if r[3] == 0]
             diff = "—"
             if tool != "mergelab" and ok and outs[tool].exists() and outs["mergelab"].exists():
-                diff = f"{max_diff(outs['mergelab'], outs[tool]):.2e}"
+                diff = f"{compare_outputs(outs['mergelab'], outs[tool]):.2e}"
             if not ok:
                 print(f"{label},{tool},failed,—,—,—,0/{len(runs[tool])}", flush=True)
                 continue

@@ -48,8 +48,7 @@ st.subheader("Worst and best method per task")
 notes = task_notes(store, study)
 summary.insert(1, "what it is", [notes.get(t, "") for t in summary["task"]])
 show_table(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}"}, na_rep="undefined"),
-             column_config={"worst_loss": "worst loss (%)", "best_loss": "best loss (%)",
-                            "collapsed_under_all": "collapses under every method"})
+           column_config={"worst_loss": "worst loss (%)", "best_loss": "best loss (%)"})  # shorter here
 for note in sorted({n for n in sub["note"] if n}):
     st.warning(f"Some merging losses are {note} — shown as gaps; every other number is as measured.")
 if collapsed:

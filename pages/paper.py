@@ -41,7 +41,7 @@ with mds_tab:
                 "loss over the methods in Tables 7–10 (LA, TA, TIES).")
     t5 = paper.table5_recomputed(tables)
     show_table(t5.style.format({"r": "{:.3f}", "p_recomputed": "{:.3g}",
-                                  "p_published": "{:.3g}"}, na_rep="—"))
+                                "p_published": "{:.3g}"}, na_rep="—"))
     st.caption("The last row recomputes GLUE after replacing Table 7's TIES row by Table 2's "
                "Qwen2.5-3B TIES values (the printed row repeats DARE's for RTE, SST-2, WNLI).")
     frame = paper.mds_vs_best_loss(tables)

@@ -111,7 +111,7 @@ def live():
             continue
         with st.expander(f"{status} ({len(sub)})", expanded=status == "running"):
             show_table(sub[["id", "kind", "what", "progress", "message", "attempts", "age_s"]],
-                         width="stretch")
+                       width="stretch")
 
 
 live()

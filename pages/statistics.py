@@ -100,7 +100,7 @@ else:
                     f"{_count_significant(comparison, 'pearson_p')[0]} of {len(comparison)} predictors have "
                     f"p < {ALPHA}.")
     show_table(comparison.style.format({c: "{:.3g}" for c in comparison.columns
-                                          if comparison[c].dtype.kind == "f"}, na_rep="—"))
+                                        if comparison[c].dtype.kind == "f"}, na_rep="—"))
     st.caption("Same rows for every predictor. 'task in group': each task's best loss over methods in each group "
                "vs its MDS (per distance and layer) and its mean conflict metrics with the group's other tasks; "
                "'pair': a pair's best loss vs HiddenSim(i, j) and the four conflict metrics. CIs: 1,000 bootstrap "

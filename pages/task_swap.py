@@ -33,7 +33,7 @@ removed = cands.attrs["removed"]
 st.markdown(f"Worst-MDS task in **{group}**: **{removed}** (MDS {cands.attrs['current_worst_mds']:.2f}). "
             "Candidates from the pool, ranked by the new group's worst MDS (hidden states only, no merge):")
 show_table(cands.style.format({"new_worst_mds": "{:.2f}", "candidate_mds": "{:.2f}"})
-             .highlight_min(subset=["new_worst_mds"], color="#c7e9c0"), key="swap_table")
+           .highlight_min(subset=["new_worst_mds"], color="#c7e9c0"), key="swap_table")
 choice = st.selectbox("Swap in", list(cands["candidate"]), key="swap_choice")
 swap_name = results.swap_name(group, removed, choice)
 if st.button("Merge and evaluate this swap", type="primary", key="swap_go"):

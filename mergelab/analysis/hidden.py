@@ -43,8 +43,7 @@ def distance_matrix(states: np.ndarray, distance: str = "l2") -> np.ndarray:
     n = h.shape[0]
     out = np.zeros((n, n))
     if distance == "l2":
-        for i in range(n):
-            out[i] = np.linalg.norm(h[i][None] - h, axis=-1).mean(-1)
+        out = per_probe_l2(h).mean(-1)
     elif distance == "cosine":
         unit = h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
         for i in range(n):
@@ -61,7 +60,12 @@ def distance_matrix(states: np.ndarray, distance: str = "l2") -> np.ndarray:
                 out[i, j] = out[j, i] = 1.0 - ((grams[i] * grams[j]).sum() / den if den > 0 else 1.0)
     else:
         raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
-    out = (out + out.T) / 2
+    return _tidy(out)
+
+
+def _tidy(dist: np.ndarray) -> np.ndarray:
+    """Symmetrised, zero diagonal, no negative rounding."""
+    out = (dist + dist.T) / 2
     np.fill_diagonal(out, 0.0)
     return np.maximum(out, 0.0)
 
@@ -80,9 +84,7 @@ def per_probe_l2(states: np.ndarray) -> np.ndarray:
 
 def mds_of_distances(dist: np.ndarray) -> np.ndarray:
     """:func:`mds_of` from an already averaged distance matrix (symmetrised, zero diagonal)."""
-    out = (dist + dist.T) / 2
-    np.fill_diagonal(out, 0.0)
-    return analysis.mds(analysis.hiddensim(np.maximum(out, 0.0)))
+    return analysis.mds(analysis.hiddensim(_tidy(dist)))
 
 
 def similarity_frame(states: np.ndarray, tasks: list[str], distance: str = "l2") -> pd.DataFrame:

@@ -264,8 +264,7 @@ def run_batches(jobs: pd.DataFrame) -> pd.DataFrame:
 def actor_progress(jobs: pd.DataFrame) -> pd.DataFrame:
     """Units per Ray actor — done and running — from the messages the Ray executor leaves on each
     unit ("on ray actor-2" while it runs, "done on actor-2" after); empty when no unit ran on Ray."""
-    msg = jobs["message"].fillna("") if "message" in jobs else pd.Series([], dtype=str)
-    actor = msg.str.extract(r"(?:on ray|done on) (actor-\d+)")[0]
+    actor = jobs["message"].fillna("").str.extract(r"(?:on ray|done on) (actor-\d+)")[0]
     ran = jobs.assign(actor=actor)[actor.notna() & jobs["status"].isin(["done", "running"])]
     if ran.empty:
         return pd.DataFrame(columns=["actor", "done", "running"])

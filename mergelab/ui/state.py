@@ -19,7 +19,6 @@ def get_store() -> Store:
     return _store(str(default_db_path()))
 
 
-
 def study_picker() -> str | None:
     """Sidebar study picker; the choice survives a page reload through the URL."""
     try:
