@@ -428,9 +428,11 @@ def cmd_demo(args) -> int:
         print(f"wrote {out} (results.csv, pair_metrics.csv, jobs.csv, states/)")
         return 0
     if args.demo_command == "build-llm-data":
-        from .study.bundled.llm_tasks import build as build_llm
+        from .study.bundled.llm_pool import LEGACY_DIR_NAME
+        from .study.bundled.llm_pool import build as build_llm
 
-        for name, m in build_llm(DATA_DIR / "llm" / "tasks", seed=args.seed).items():
+        for name, m in build_llm(DATA_DIR / "llm" / "tasks", seed=args.seed,
+                                 legacy_dir=DATA_DIR / LEGACY_DIR_NAME / "tasks").items():
             print(f"{name}: {m['kind']}, rows {m['rows']}")
         return 0
     if args.demo_command == "train":
@@ -543,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--db")
     sn.add_argument("--out", help="folder (default: data/<study>/results)")
     sn.set_defaults(func=cmd_demo)
-    b2 = dsub.add_parser("build-llm-data", help="write data/llm/tasks/*.jsonl from wordnet, fortunes, VADER")
+    b2 = dsub.add_parser("build-llm-data", help="write data/llm/tasks/*.jsonl (the LLM study's 37 candidate "
+                         "tasks) from wordnet, fortunes, VADER, cmudict")
     b2.add_argument("--seed", type=int, default=0)
     b2.set_defaults(func=cmd_demo)
     b = dsub.add_parser("build-data", help="write data/demo/tasks/*.jsonl from wordnet, fortunes, VADER")

@@ -130,8 +130,8 @@ def test_every_page_runs_through_the_router(app):
     sidebar, the study picker and the error guard of app.py — not Streamlit's old pages/ mode."""
     at = app("similarity", "demo")
     assert at.sidebar.selectbox(key="study_select").value == "demo"
-    _pick(at, "llm")
-    assert at.session_state["study_id"] == "llm" and at.title[0].value == "Hidden-state similarity"
+    _pick(at, "llm13")
+    assert at.session_state["study_id"] == "llm13" and at.title[0].value == "Hidden-state similarity"
 
 
 # --- Export ----------------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_the_study_page_follows_the_sidebar_and_register_switches_it(app, db_pat
     at.button(key="study_delete").click().run()
     _no_failure(at)
     assert not open_store(db_path).has_study("demo-copy")
-    assert at.sidebar.selectbox(key="study_select").value in ("llm", "demo")
+    assert at.sidebar.selectbox(key="study_select").value in ("llm", "llm13", "demo")
 
 
 # --- the Run page ---------------------------------------------------------------------------------------

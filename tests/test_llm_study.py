@@ -15,12 +15,12 @@ from mergelab.study.bundled import open_store
 from mergelab.study.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-LLM = ROOT / "data" / "llm"
+LLM = ROOT / "data" / "llm13"
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return open_store(tmp_path_factory.mktemp("llm") / "m.db")
+    return open_store(tmp_path_factory.mktemp("llm13") / "m.db")
 
 
 def test_thirteen_offline_tasks_five_of_them_generation():
@@ -35,10 +35,10 @@ def test_thirteen_offline_tasks_five_of_them_generation():
 def test_shipped_rows_are_exactly_the_planned_units(store):
     spec = parse_spec(LLM / "study.yaml")
     planned = {u["unit_key"] for u in runner.plan_units(spec)}
-    assert set(jobs.jobs_frame(store, "llm")["unit_key"]) == planned
-    assert jobs.enqueue(store, "llm", runner.plan_units(spec))["new"] == 0
-    groups = store.groups("llm")
-    assert {"r1", "r2", "r3"} <= set(groups) and len(store.groups("llm", role="pair")) == 28
+    assert set(jobs.jobs_frame(store, "llm13")["unit_key"]) == planned
+    assert jobs.enqueue(store, "llm13", runner.plan_units(spec))["new"] == 0
+    groups = store.groups("llm13")
+    assert {"r1", "r2", "r3"} <= set(groups) and len(store.groups("llm13", role="pair")) == 28
 
 
 def test_groups_are_the_fixed_seeds_draw(store):
@@ -49,7 +49,7 @@ def test_groups_are_the_fixed_seeds_draw(store):
 
 
 def test_every_expert_clearly_beats_the_untrained_base(store):
-    rows = store.results("llm")
+    rows = store.results("llm13")
     base = rows[rows.method == "base"].set_index("task")["score"]
     expert = rows[rows.method == "expert"].set_index("task")["score"]
     assert set(base.index) == set(expert.index) and len(base) == 13
@@ -59,13 +59,13 @@ def test_every_expert_clearly_beats_the_untrained_base(store):
 
 
 def test_the_protocols_tables_come_from_the_rows(store):
-    t4 = protocol.table4(store, "llm")
+    t4 = protocol.table4(store, "llm13")
     assert len(t4) == 5 * 5 and (t4["n"] == 28).all()
-    t5 = protocol.table5_groups(store, "llm")
-    assert list(t5["group"])[-1] == "pooled" and t5.iloc[-1]["n"] == 8 * len(store.groups("llm"))
-    anova = protocol.anova_groups(store, "llm").set_index("factor")
+    t5 = protocol.table5_groups(store, "llm13")
+    assert list(t5["group"])[-1] == "pooled" and t5.iloc[-1]["n"] == 8 * len(store.groups("llm13"))
+    anova = protocol.anova_groups(store, "llm13").set_index("factor")
     assert anova.loc["task", "p_value"] < anova.loc["method", "p_value"]
-    comparison = protocol.predictor_comparison(store, "llm", n_boot=200)
+    comparison = protocol.predictor_comparison(store, "llm13", n_boot=200)
     assert set(comparison["level"]) == {"task in group", "pair"}
     mds = comparison[comparison.predictor.str.startswith("MDS")]
     assert mds["logo_r_min"].notna().all()  # ≥ 3 groups: leave-one-group-out runs
@@ -75,23 +75,23 @@ def test_statistics_page_text_is_computed_from_the_rows(store, monkeypatch, tmp_
     monkeypatch.setenv("MERGELAB_DB", str(store.path))
     monkeypatch.setenv("MERGELAB_NO_AUTOSTART", "1")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.query_params["study"] = "llm"
+    at.query_params["study"] = "llm13"
     at.run()
     at.switch_page("pages/statistics.py").run()
     assert not at.exception, at.exception
     text = " ".join(m.value for m in at.markdown)
-    t4 = protocol.table4(store, "llm")
+    t4 = protocol.table4(store, "llm13")
     hs = t4[t4.metric == "hiddensim"]
     k = int((hs["p_value"] < 0.05).sum())
     assert "Over **28 pairwise merges**" in text and f"**{k} of 5** methods" in text
-    anova = protocol.anova_groups(store, "llm").set_index("factor")["p_value"]
+    anova = protocol.anova_groups(store, "llm13").set_index("factor")["p_value"]
     assert f"Task: p = {anova['task']:.3g}; method: p = {anova['method']:.3g}" in text
 
 
 def test_the_swap_was_verified_by_merging(store):
     swap = "swap:r2:wn_kind_of->wn_plural"
-    assert swap in store.groups("llm")
-    losses = results.loss_table(store, "llm")
-    assert set(losses[losses.group_name == swap]["task"]) == set(store.groups("llm")[swap])
-    candidates = results.swap_candidates(store, "llm", store.groups("llm")["r2"], store.pool("llm"))
+    assert swap in store.groups("llm13")
+    losses = results.loss_table(store, "llm13")
+    assert set(losses[losses.group_name == swap]["task"]) == set(store.groups("llm13")[swap])
+    candidates = results.swap_candidates(store, "llm13", store.groups("llm13")["r2"], store.pool("llm13"))
     assert candidates.attrs["removed"] == "wn_kind_of" and candidates.iloc[0]["candidate"] == "wn_plural"

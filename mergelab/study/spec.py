@@ -132,6 +132,13 @@ def draw_groups(rule: RandomGroups, tasks: list[str]) -> dict[str, list[str]]:
         raise ValueError(f"random_groups: groups of {rule.size} from {len(pool)} tasks")
     rng = random.Random(rule.seed)
     order = {t: i for i, t in enumerate(pool)}
+    if rule.disjoint:  # a random partition: no task in two groups, so groups are independent evidence
+        if rule.count * rule.size > len(pool):
+            raise ValueError(f"random_groups: {rule.count} disjoint groups of {rule.size} need "
+                             f"{rule.count * rule.size} tasks, draw_from has {len(pool)}")
+        shuffled = rng.sample(pool, len(pool))
+        return {f"{rule.prefix}{i + 1}": sorted(shuffled[i * rule.size:(i + 1) * rule.size], key=order.get)
+                for i in range(rule.count)}
     out, seen = {}, set()
     for i in range(rule.count):
         for _ in range(1000):
@@ -243,6 +250,8 @@ class RandomGroups(BaseModel):
     seed: int = Field(ge=0, le=SEED_MAX)
     draw_from: list[str] | None = None
     prefix: str = "r"
+    disjoint: bool = Field(False, description="no task in two groups: a random partition of draw_from "
+                                              "(groups that share tasks are not independent evidence)")
 
 
 class StudySpec(BaseModel):
@@ -252,7 +261,7 @@ class StudySpec(BaseModel):
     architecture: Literal["encoder", "causal", "seq2seq"] = "encoder"
     adapters: dict[str, str]
     tasks: dict[str, TaskSpec]
-    groups: dict[str, list[str]]
+    groups: dict[str, list[str]] = Field(default_factory=dict)
     pool: list[str] = Field(default_factory=list, description="tasks available for swapping in")
     random_groups: RandomGroups | None = Field(None, description="add groups drawn at random (the paper's protocol)")
     pairwise: list[str] = Field(default_factory=list, description="groups expanded into all their pairs, each "
@@ -323,7 +332,7 @@ class StudySpec(BaseModel):
 
     @model_validator(mode="after")
     def _some_group(self):
-        if not self.groups:
+        if not self.groups and not self.pool:  # a pool alone: experts (and base) screened, nothing merged yet
             raise ValueError(f"groups: {NO_GROUP}")
         return self
 
@@ -409,7 +418,8 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
         issues = [_issue(e) for e in exc.errors()]
         # the whole-spec checks run only once every field is valid; name a missing group anyway,
         # so a blank form lists all that it lacks at once
-        if not data.get("groups") and not data.get("random_groups") and not any(f == "groups" for f, _ in issues):
+        if not data.get("groups") and not data.get("random_groups") and not data.get("pool") \
+                and not any(f == "groups" for f, _ in issues):
             issues.append(("groups", NO_GROUP))
         raise SpecError(issues, source) from None
     root = root or Path.cwd()

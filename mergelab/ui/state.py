@@ -32,7 +32,7 @@ def study_picker() -> str | None:
         return None
     ids = list(studies["id"])
     labels = dict(zip(studies["id"], studies["name"]))
-    fallback = next((s for s in ("llm", "demo") if s in ids), ids[0])
+    fallback = next((s for s in ("llm", "llm13", "demo") if s in ids), ids[0])
     switch = st.session_state.pop("switch_to_study", None)  # a page registered or deleted a study
     if switch is not None:
         st.query_params["study"] = switch if switch in ids else fallback

@@ -12,7 +12,7 @@ from ..planner import register
 from ..spec import parse_spec
 
 #: Studies shipped with results in data/<name>/ (spec, README, results/): loaded into every store.
-BUNDLED = {"llm": DATA_DIR / "llm", "demo": DATA_DIR / "demo"}
+BUNDLED = {"llm": DATA_DIR / "llm", "llm13": DATA_DIR / "llm13", "demo": DATA_DIR / "demo"}
 
 
 def load_shipped(store: Store, spec_path: Path, results: Path) -> str:

@@ -1,8 +1,8 @@
-"""Build the LLM study's task files (``data/llm/tasks``) from text that package registries ship.
+"""Build the first LLM study's task files (``data/llm13/tasks``) from text that package registries ship.
 
 Eight classification tasks are the demo's own (the same WordNet / VADER / fortune rows, built with
 the same seeds), scored by label log-likelihood under instruction-style prompts in
-``data/llm/study.yaml``. Five generation tasks, scored by rougeL like Lots-of-LoRAs, come from
+``data/llm13/study.yaml``. Five generation tasks, scored by rougeL like Lots-of-LoRAs, come from
 WordNet 3.0 (Debian ``wordnet-base``): define a word, give its opposite, its hypernym, its
 irregular plural, the base form of an irregular verb form. Each generation row keeps every
 reference WordNet gives (a list; rougeL takes the best match). Words are common ones (WordNet's
