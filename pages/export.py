@@ -2,7 +2,9 @@
 
 import streamlit as st
 
+from mergelab.analysis import protocol
 from mergelab.analysis import views as results
+from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import need_study
@@ -21,7 +23,14 @@ if st.button("Build HTML report", key="export_build"):
 if st.session_state.get(report_key):
     st.download_button("Download report.html", st.session_state[report_key],
                        file_name=f"{study}-report.html", mime="text/html", key="export_dl")
-st.download_button("Merging losses (CSV)", results.loss_table(store, study).to_csv(index=False),
+st.download_button("Merging losses with 95 % intervals (CSV)",
+                   cached(protocol.loss_intervals, store, study).to_csv(index=False),
                    file_name=f"{study}-losses.csv", key="export_losses")
+records = cached(results.row_records, store, study)
+if len(records):
+    st.download_button(f"Per-row records: {len(records):,} rows, one per eval row of every result (CSV)",
+                       records.to_csv(index=False), file_name=f"{study}-records.csv", key="export_records")
+else:
+    st.caption("This study has no per-row records (computed before MergeLab kept them): recompute it to export them.")
 st.download_button("Pair metrics (CSV)", store.pair_metrics(study).to_csv(index=False),
                    file_name=f"{study}-pairs.csv", key="export_pairs")

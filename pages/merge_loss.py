@@ -1,53 +1,57 @@
 """Merge-loss page: grouped bars task × method, expert vs merged, worst / best per task."""
 
-import numpy as np
 import streamlit as st
 
-from mergelab.analysis import story
+from mergelab.analysis import protocol, story, uncertainty
 from mergelab.analysis import views as results
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
-from mergelab.ui.state import current_study, get_store
+from mergelab.ui.state import current_study, focus_group, get_store
 from mergelab.ui.widgets import chart, need_study, show_table, task_notes
 from mergelab.viz import figures
 
 page_start()  # through app.py's router, also when opened by a deep link
 st.title("Merging loss")
 st.caption("L(T) = (P_merged / P_expert − 1) · 100 (Eq. 1): 0 = the merge keeps the expert's score, −100 = it "
-           "loses all of it. Encoders' classification heads are task-specific and never merged: each task is "
-           "scored with its own expert's head on the merged body.")
+           "loses all of it. Error bars: 95 % intervals from resampling the eval rows (expert and merge on the "
+           "same rows).")
 store = get_store()
 study = need_study(current_study())
 losses = cached(results.loss_table, store, study)
+intervals = cached(protocol.loss_intervals, store, study)
 if losses.empty:
     st.info("No merge results in this study yet — queue them on the Run page.")
     st.stop()
 pairs = set(store.groups(study, role="pair"))
 groups = [g for g in dict.fromkeys(losses["group_name"]) if g not in pairs]  # pairs: Statistics page
-group = st.selectbox("Task group", groups, key="loss_group")
+group = st.selectbox("Task group", groups, index=groups.index(focus_group(store, study, groups)), key="loss_group")
 collapse = st.slider("Collapse line (%)", -100, 0, -30, key="loss_collapse")
-sub = losses[losses["group_name"] == group]
+sub = intervals[intervals["group_name"] == group]
 if sub.duplicated(["task", "method"]).any():  # the paper's Table 2: several base models per group
     model = st.selectbox("Base model", sorted(sub["model"].unique()), key="loss_model")
     sub = sub[sub["model"] == model]
-summary = results.loss_extremes(sub, collapse)
+best_of = results.best_of(store, study)
+summary = results.loss_extremes(sub[sub["method"].isin(best_of)] if best_of else sub, collapse)
 collapsed = summary.loc[summary["collapsed_under_all"], "task"].tolist()
 chart(figures.loss_bars(sub, collapse=collapse, title=f"Merging loss — {group}",
                         highlight=collapsed[0] if collapsed else None), "loss_bars")
 st.caption(story.chart_note("loss_bars", losses=sub, collapse=collapse))
-methods = set(sub["method"])
-if {"LA", "TA"} <= methods:
-    la = sub[sub.method == "LA"].set_index("task")["loss"]
-    ta = sub[sub.method == "TA"].set_index("task")["loss"].reindex(la.index)
-    if np.allclose(la, ta, equal_nan=True):
-        st.caption("LA and TA give the same bars here: task arithmetic with its default λ = 1/n is linear "
-                   "averaging (set `lambda` on TA in the study's spec to study scaling).")
+same = sorted({v for v in protocol.identical_methods(sub).values() if " = " in v})
+if same:
+    st.caption(f"{'; '.join(same)} give identical scores on every task here: one merge, counted once by the "
+               "statistics. (Task arithmetic with λ = 1/n is linear averaging; MergeLab's TA default is 0.3.)")
+if sub["ci_note"].eq(uncertainty.NO_RECORDS).any():
+    st.info(f"Some losses have {uncertainty.NO_RECORDS}.")
 if sub["score"].notna().all() and sub["expert_score"].notna().all():
     chart(figures.expert_vs_merged(sub, title=f"Expert vs merged score — {group}"), "expert_vs_merged")
 st.subheader("Worst and best method per task")
 notes = task_notes(store, study)
 summary.insert(1, "what it is", [notes.get(t, "") for t in summary["task"]])
-show_table(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}"}, na_rep="undefined"),
+best_ci = cached(protocol.best_loss_intervals, store, study, group).set_index("task")
+summary["best 95 % low"] = summary["task"].map(best_ci["ci_low"])
+summary["best 95 % high"] = summary["task"].map(best_ci["ci_high"])
+show_table(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}", "best 95 % low": "{:.1f}",
+                                 "best 95 % high": "{:.1f}"}, na_rep="undefined"),
            column_config={"worst_loss": "worst loss (%)", "best_loss": "best loss (%)"})  # shorter here
 for note in sorted({n for n in sub["note"] if n}):
     st.warning(f"Some merging losses are {note} — shown as gaps; every other number is as measured.")

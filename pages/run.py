@@ -54,7 +54,12 @@ if on_ray:
                "what comes back. Units already running stay where they are.")
 executor = "ray" if on_ray else "local"
 
-c1, c2, c3, c4 = st.columns(4)
+go_key = f"run_go:{study}"
+c0, c1, c2, c3, c4 = st.columns(5)
+if c0.button("Start the worker", type="primary", key="run_start", disabled=blocked,
+             help="Runs the queued units in a worker process beside the dashboard; reloading the page or closing "
+                  "the tab does not stop it"):
+    st.session_state[go_key] = True
 if c1.button("Queue all units", key="run_queue"):
     spec = runner.load_study_spec(store, study)
     counts = jobs.enqueue(store, study, runner.plan_units(spec))
@@ -78,10 +83,12 @@ def _duration(seconds: float) -> str:
 def live():
     if blocked:
         st.info("No worker is started for this study until you allow what it asks for above.")
-    else:
+    elif st.session_state.get(go_key):  # only once asked to: opening the page starts nothing
         pid = background.ensure_worker(store, study, grants, executor, address)
         if pid:
             st.caption(f"started the dashboard's worker (pid {pid})" + (" with Ray actors" if on_ray else ""))
+    elif jobs.status_counts(store, study).get("queued", 0):
+        st.info("Units are queued: press **Start the worker** to run them here (or run `mergelab worker`).")
     frame = jobs.jobs_frame(store, study)
     if frame.empty:
         st.info("No units planned yet: press 'Queue all units'.")

@@ -7,7 +7,7 @@ from mergelab.analysis import story
 from mergelab.analysis import views as results
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
-from mergelab.ui.state import current_study, get_store
+from mergelab.ui.state import current_study, focus_group, get_store
 from mergelab.ui.widgets import chart, need_study, show_table, task_notes
 from mergelab.viz import figures
 
@@ -17,11 +17,12 @@ st.caption("HiddenSim (Eq. 2): how alike two experts' hidden states are on the s
            "within the group. MDS (Eq. 3): 1 / a task's mean HiddenSim to the others — higher = harder to merge.")
 store = get_store()
 study = need_study(current_study())
-groups = store.groups(study)
+groups = store.groups(study, role=("group", "swap"))
 if not groups:
     st.info("This study has no task groups.")
     st.stop()
-group = st.selectbox("Task group", list(groups), key="sim_group")
+names = list(groups)
+group = st.selectbox("Task group", names, index=names.index(focus_group(store, study, names)), key="sim_group")
 tasks = groups[group]
 if not results.has_states(store, study, tasks):
     st.info("No stored hidden states for this group (the paper publishes MDS only). Published MDS:")
@@ -61,7 +62,7 @@ if sim.attrs.get("undefined"):
 order = list(sim.index[np.argsort(-np.nan_to_num(sim.to_numpy()).sum(1))]) if ordered else None
 title = f"HiddenSim — {group} ({distance}, {pooling}, {_layer_name(layer)}, k={k})"
 chart(figures.hiddensim_heatmap(sim, title=title, order=order), "hiddensim")
-st.caption(story.chart_note("hiddensim", sim=sim))
+st.caption(story.chart_note("hiddensim", sim=sim, worst=cached(story.worst_task, store, study, group)))
 
 st.subheader("Merging Difficulty Score (higher = harder to merge)")
 n_boot = st.select_slider("Bootstrap resamples for CIs (over probes)", [0, 50, 200, 500], value=200, key="sim_boot")

@@ -15,6 +15,7 @@ from mergelab.study.bundled import BUNDLED
 from mergelab.study.spec import SpecError, dump_spec, load_yaml, parse_spec
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, switch_study
+from mergelab.ui.widgets import md_escape
 
 page_start()  # through app.py's router, also when opened by a deep link
 st.title("Study")
@@ -143,11 +144,14 @@ for m in chosen:
 slots["methods"] = st.empty()
 
 c1, c2, c3 = st.columns(3)
-k = c1.number_input("Probes per task (k)", 1, 100, int(draft.get("hidden", {}).get("k", 5)), key="study_k")
-limit = c2.number_input("Evaluation limit per task", 1, 100000, int(draft.get("eval_limit", 200)), key="study_limit")
-seed = c3.number_input("Seed", 0, 2**31 - 1, int(draft.get("seed", 0)), key="study_seed")
+# no bounds on the widgets: the spec holds them, and an out-of-range value is its error below (a bounded
+# widget would silently keep its old value)
+k = c1.number_input("Probes per task (k)", value=int(draft.get("hidden", {}).get("k", 5)), step=1, key="study_k")
+limit = c2.number_input("Evaluation limit per task", value=int(draft.get("eval_limit", 200)), step=1,
+                        key="study_limit")
+seed = c3.number_input("Seed", value=int(draft.get("seed", 0)), step=1, key="study_seed")
 c1, c2 = st.columns(2)
-batch = c1.number_input("Batch size (sequences per forward pass)", 1, 1024, int(draft.get("batch_size", 32)),
+batch = c1.number_input("Batch size (sequences per forward pass)", value=int(draft.get("batch_size", 32)), step=1,
                         key="study_batch")
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 dtype = c2.selectbox("Weights' dtype for evaluation (auto = the checkpoint's own)", DTYPES,
@@ -169,7 +173,7 @@ group_lines, group_problems = form.groups_from_text(groups_text)
 # Start from the draft, so that settings this form does not show (hidden layer / pooling /
 # distance, allow_pickle, trust_remote_code, ...) survive an edit and a save.
 spec_dict = {
-    **{k: v for k, v in draft.items() if k not in ("methods",)},
+    **{k: v for k, v in draft.items() if k not in ("methods", "swaps")},  # swaps: lines of the groups box
     "name": name, "base": base, "architecture": arch,
     "adapters": {r.task: r.adapter for r in adapter_df.itertuples() if r.task and r.adapter},
     "tasks": {r["task"]: form.task_from_row(r, tasks.get(r["task"], {}))
@@ -191,14 +195,18 @@ if group_problems:
 problems = [p for items in by_section.values() for p in items]
 for section, items in by_section.items():
     target = slots.get(section)
-    text = "\n".join(f"- {item}" for item in items)
+    text = "\n".join(f"- {md_escape(item)}" for item in items)
     if target is not None:
         target.error(text)
 if problems:
     st.error("Fix the problems marked above before saving." +
-             ("\n" + "\n".join(f"- {p}" for p in by_section.get("other", [])) if "other" in by_section else ""))
+             ("\n" + "\n".join(f"- {md_escape(p)}" for p in by_section.get("other", []))
+              if "other" in by_section else ""))
 else:
     st.success("Spec is valid.")
+    small = form.small_groups(parsed) if parsed is not None else []
+    if small:
+        slots["groups"].warning(form.SMALL_GROUP_NOTE.format(groups=", ".join(small)))
 c1, c2 = st.columns(2)
 c1.download_button("Save as YAML", yaml.safe_dump(spec_dict, sort_keys=False), file_name=f"{name}.yaml",
                    key="study_save")

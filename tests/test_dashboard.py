@@ -92,8 +92,7 @@ def test_overview_after_a_swap_says_what_it_fixed(app, db_path):
     store = open_store(db_path)
     cands = results.swap_candidates(store, "demo", store.groups("demo")["default"], store.pool("demo"))
     added = cands.iloc[0]["candidate"]
-    group = [added if t == "wn_pos" else t for t in store.groups("demo")["default"]]
-    planner.add_group(store, "demo", results.swap_name("default", "wn_pos", added), group)
+    planner.add_swap(store, "demo", "default", "wn_pos", added)
     assert executors.run_worker(store, "demo")["failed"] == 0
     h = story.headline(store, "demo")
     assert h.swap is not None and h.swap.added == added and h.swap.worst_after > h.swap.worst_before
@@ -115,8 +114,10 @@ def test_chart_notes_warn_when_not_significant():
     import pandas as pd
 
     frame = pd.DataFrame({"task": list("abcd"), "mds": [1.1, 1.2, 1.0, 1.3], "best_loss": [-5, -1, -2, -3.0]})
-    note = story.chart_note("mds_vs_loss", frame=frame)
-    assert "not significant on 4 tasks" in note
+    note = story.chart_note("mds_vs_loss", frame=frame)  # r = +0.08: the wrong sign is never "not significant"
+    assert "opposite to the paper's direction" in note and "no support" in note
+    same_way = frame.assign(best_loss=[-2, -1, -3, -4.0])  # r < 0, weak
+    assert "not significant on 4 tasks" in story.chart_note("mds_vs_loss", frame=same_way)
     assert "too few" in story.chart_note("mds_vs_loss", frame=frame.head(2))
 
 
@@ -277,6 +278,8 @@ def test_run_page_starts_the_dashboards_worker_on_ray_when_asked(app, db_path, m
     monkeypatch.setattr(executors, "ensure_worker", lambda *a, **k: asked.append((a, k)))
     at = app("run", "raying")
     _no_failure(at)
+    assert not asked  # opening the page starts no work
+    at.button(key="run_start").click().run()
     assert asked and asked[-1][0][3:] == ("local", None)
     at.radio(key="run_executor").set_value("on a Ray cluster").run()
     at.text_input(key="run_ray_address").input("ray://head:10001").run()

@@ -100,3 +100,17 @@ def test_the_layering_check_sees_an_upward_import(tmp_path):
     (fake / "storage" / "store.py").write_text("from ..analysis import views\n")
     (fake / "analysis" / "views.py").write_text("from ..storage.store import Store\n")
     assert layering_violations(fake) == ["storage.store imports analysis"]
+
+
+def test_the_repository_holds_only_its_fixed_top_level():
+    """Nothing but the product's fixed top level is tracked (a training run once left `adapters/` at
+    the root)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    top = {f.split("/")[0] for f in files}
+    allowed = {"app.py", "pages", "mergelab", "tests", "data", ".streamlit", "requirements.txt",
+               "requirements-dev.txt", "README.md", "pyproject.toml", "bench", ".ci", ".gitignore", "CHANGELOG.md"}
+    assert top <= allowed, sorted(top - allowed)

@@ -18,11 +18,18 @@ def test_loss_bars_one_trace_per_method_and_collapse_line():
     assert any(s.y0 == -30 for s in fig.layout.shapes)
 
 
-def test_mds_vs_loss_has_fit_and_p_in_title():
+def test_mds_vs_loss_has_fit_direction_and_one_sided_p_in_title():
+    from scipy import stats as sps
+
     frame = paper.mds_vs_best_loss(paper.load_tables()).query("group == 'a'")
     fig = figures.mds_vs_loss(frame)
     assert len(fig.data) == 2
-    assert "p = 0.0012" in fig.layout.title.text
+    want = sps.pearsonr(frame["mds"], frame["best_loss"], alternative="less")  # the paper's direction: r < 0
+    title = fig.layout.title.text
+    assert f"one-sided p = {want.pvalue:.3g}" in title and "(paper's direction)" in title
+    # the same rows with the relation reversed: said to be opposite, its one-sided p near 1
+    flipped = figures.mds_vs_loss(frame.assign(best_loss=-frame["best_loss"])).layout.title.text
+    assert "opposite to the paper" in flipped and f"p = {1 - want.pvalue:.3g}" in flipped
 
 
 def test_heatmap_and_pvalue_grid():

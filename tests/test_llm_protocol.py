@@ -4,6 +4,7 @@ layers), GGUF bases, `mergelab train`, and the protocol's read-side analyses."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import yaml
 from scipy import stats as sps
 
 from mergelab import cli
-from mergelab.analysis import protocol
+from mergelab.analysis import protocol, stats
 from mergelab.analysis import views as results
 from mergelab.io import adapters as loading
 from mergelab.io import gguf
@@ -256,48 +257,70 @@ def test_table4_is_pearson_on_the_pairs_losses(proto_store):
     frame = losses[losses.method == "TIES"].merge(preds, on=["pair", "task_a", "task_b"])
     want = sps.pearsonr(frame["sign_change_ratio"], frame["pair_loss"])
     got = t4[(t4.metric == "sign_change_ratio") & (t4.method == "TIES")].iloc[0]
-    assert got["r"] == pytest.approx(want.statistic) and got["p_value"] == pytest.approx(want.pvalue)
+    assert got["r"] == pytest.approx(want.statistic) and got["p_two_sided"] == pytest.approx(want.pvalue)
+    # more sign conflict should mean a worse (lower) loss: one-sided in that direction
+    one = sps.pearsonr(frame["sign_change_ratio"], frame["pair_loss"], alternative="less")
+    assert got["p_expected"] == pytest.approx(one.pvalue)
+    cos = t4[(t4.metric == "task_vector_cosine") & (t4.method == "TIES")].iloc[0]
+    assert cos["p_expected"] == pytest.approx(sps.pearsonr(frame["task_vector_cosine"], frame["pair_loss"],
+                                                           alternative="greater").pvalue)
     # HiddenSim(i, j) is Eq. 2 within the parent group r1
     sim = results.similarity(proto_store, "proto", ["t0", "t1", "t2", "t3"])
     assert preds.set_index("pair").loc["pair:t0+t2", "hiddensim"] == pytest.approx(sim.loc["t0", "t2"])
 
 
 def test_table5_over_groups_and_pooled(proto_store):
-    t5 = protocol.table5_groups(proto_store, "proto")
+    t5 = protocol.table5(proto_store, "proto")
+    # r1, r2, r3 share tasks: no combined test, and the pooled row has an r but no p
     assert list(t5["group"]) == ["r1", "r2", "r3", "pooled"] and list(t5["n"]) == [4, 4, 4, 12]
-    pooled = pd.concat([results.mds_vs_loss(proto_store, "proto", g) for g in ("r1", "r2", "r3")])
+    frames = [protocol.mds_vs_loss(proto_store, "proto", g).assign(group=g) for g in ("r1", "r2", "r3")]
+    pooled = pd.concat(frames)
     want = sps.pearsonr(pooled["mds"], pooled["best_loss"])
-    assert t5.iloc[-1]["p_value"] == pytest.approx(want.pvalue)
-    anova = protocol.anova_groups(proto_store, "proto")
+    row = t5.iloc[-1]
+    assert row["r"] == pytest.approx(want.statistic) and math.isnan(row["p_expected"]) and "share tasks" in row["note"]
+    lo, hi = stats.cluster_bootstrap_r(pooled["mds"], pooled["best_loss"], pooled["task"])
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((lo, hi))
+    assert "r1/r2 3" in t5.attrs["overlap"]
+    for f, got in zip(frames, t5.itertuples()):
+        one = sps.pearsonr(f["mds"], f["best_loss"], alternative="less")
+        assert got.p_expected == pytest.approx(one.pvalue)
+    anova = protocol.anova(proto_store, "proto")
     assert (anova["n"] == 3 * 4 * 2).all()  # pairs are not in Table 3
 
 
-def test_predictor_comparison_same_rows_cis_and_leave_one_group_out(proto_store):
-    comp = protocol.predictor_comparison(proto_store, "proto", n_boot=500)
+def test_predictor_comparison_same_rows_cis_and_replication(proto_store):
+    comp = protocol.predictor_comparison(proto_store, "proto", n_boot=500, n_perm=300)
     tasks = comp[comp.level == "task in group"]
     pairs = comp[comp.level == "pair"]
     assert (tasks["n"] == 12).all() and (pairs["n"] == 6).all()  # every predictor on the same rows
-    assert {"MDS l2 L2", "MDS cosine L2", "MDS cka L2"} <= set(tasks["predictor"])
+    assert {"MDS l2 L2 mean", "MDS cosine L2 mean", "MDS cka L2 last"} <= set(tasks["predictor"])
     assert {"HiddenSim l2 L2", "HiddenSim cka L2", "task_vector_cosine"} <= set(pairs["predictor"])
+    assert "merge distortion" in set(tasks["predictor"])  # the post-merge signal
     ok = comp.dropna(subset=["ci_low"])
-    assert ((ok["ci_low"] <= ok["pearson_r"] + 1e-9) & (ok["pearson_r"] <= ok["ci_high"] + 1e-9)).all()
+    assert ((ok["ci_low"] <= ok["r"] + 1e-9) & (ok["r"] <= ok["ci_high"] + 1e-9)).all()
     frame, _ = protocol.task_level_rows(proto_store, "proto")
-    mds = tasks.set_index("predictor").loc["MDS l2 L2"]
-    folds = [sps.pearsonr(*frame.loc[frame.group != g, ["MDS l2 L2", "best_loss"]].to_numpy().T).statistic
-             for g in ("r1", "r2", "r3")]
-    assert mds["logo_r_min"] == pytest.approx(min(folds)) and mds["logo_r_max"] == pytest.approx(max(folds))
-    rho = sps.spearmanr(frame["MDS l2 L2"], frame["best_loss"]).statistic
+    mds = tasks.set_index("predictor").loc["MDS l2 L2 mean"]
+    assert mds["r"] == pytest.approx(sps.pearsonr(frame["MDS l2 L2 mean"], frame["best_loss"]).statistic)
+    rho = sps.spearmanr(frame["MDS l2 L2 mean"], frame["best_loss"]).statistic
     assert mds["spearman_rho"] == pytest.approx(rho)
+    # replication: only groups that share no task count; r1, r2, r3 overlap, so one is read
+    r1 = frame[frame.group == "r1"]
+    assert mds["groups_tested"] == 1
+    assert mds["groups_expected"] == int(sps.pearsonr(r1["MDS l2 L2 mean"], r1["best_loss"]).statistic < 0)
+    assert (tasks["familywise_q95"] >= tasks["null_q95"] - 1e-12).all()
 
 
-def test_predictor_comparison_on_one_group_says_why_no_logo(db_path):
+def test_predictor_comparison_on_one_group_has_nothing_to_combine(db_path):
     from mergelab.study.bundled import open_store
 
-    comp = protocol.predictor_comparison(open_store(db_path), "demo", n_boot=200)
+    store = open_store(db_path)
+    comp = protocol.predictor_comparison(store, "demo", n_boot=200, n_perm=200)
     assert set(comp["level"]) == {"task in group"}
     mds = comp[comp.predictor.str.startswith("MDS")]
-    assert mds["logo_r_min"].isna().all() and mds["note"].str.contains("≥ 3 groups").all()
-    l2_last = comp.set_index("predictor").loc["MDS l2 L6"]
-    # the same test as Table 5's over all groups' (group, task) rows pooled, computed another way
-    pooled = protocol.table5_groups(open_store(db_path), "demo").set_index("group").loc["pooled"]
-    assert l2_last["pearson_p"] == pytest.approx(pooled["p_value"], abs=1e-9) and l2_last["n"] == pooled["n"] == 16
+    assert (mds["groups_tested"] == 1).all() and mds["combined_r"].isna().all()
+    l2_last = comp.set_index("predictor").loc["MDS l2 L6 mean"]
+    # the same test as Table 5's on the demo's one group (its swap is not a group), computed another way
+    t5 = protocol.table5(store, "demo").set_index("group")
+    assert list(t5.index) == ["default"]
+    assert l2_last["p_expected"] == pytest.approx(t5.loc["default", "p_expected"], abs=1e-9)
+    assert l2_last["n"] == t5.loc["default", "n"] == 8

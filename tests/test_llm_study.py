@@ -61,14 +61,18 @@ def test_every_expert_clearly_beats_the_untrained_base(store):
 def test_the_protocols_tables_come_from_the_rows(store):
     t4 = protocol.table4(store, "llm13")
     assert len(t4) == 5 * 5 and (t4["n"] == 28).all()
-    t5 = protocol.table5_groups(store, "llm13")
-    assert list(t5["group"])[-1] == "pooled" and t5.iloc[-1]["n"] == 8 * len(store.groups("llm13"))
-    anova = protocol.anova_groups(store, "llm13").set_index("factor")
+    t5 = protocol.table5(store, "llm13")
+    # the three drawn groups and their pooled rows; the swap is not a group, and groups sharing tasks
+    # are not combined
+    assert list(t5["group"]) == ["r1", "r2", "r3", "pooled"] and t5.iloc[-1]["n"] == 8 * 3
+    assert "share tasks" in t5.attrs["overlap"] and t5["reliability"].iloc[:3].notna().all()
+    anova = protocol.anova(store, "llm13").set_index("factor")
     assert anova.loc["task", "p_value"] < anova.loc["method", "p_value"]
-    comparison = protocol.predictor_comparison(store, "llm13", n_boot=200)
+    comparison = protocol.predictor_comparison(store, "llm13", n_boot=200, n_perm=200)
     assert set(comparison["level"]) == {"task in group", "pair"}
     mds = comparison[comparison.predictor.str.startswith("MDS")]
-    assert mds["logo_r_min"].notna().all()  # ≥ 3 groups: leave-one-group-out runs
+    assert (mds["groups_tested"] == 1).all()  # r1, r2, r3 overlap: one group read alone
+    assert {"MDS l2 L20 mean", "MDS l2 L20 last"} <= set(mds["predictor"])  # layer 20 is analysed too
 
 
 def test_statistics_page_text_is_computed_from_the_rows(store, monkeypatch, tmp_path):
@@ -82,16 +86,21 @@ def test_statistics_page_text_is_computed_from_the_rows(store, monkeypatch, tmp_
     text = " ".join(m.value for m in at.markdown)
     t4 = protocol.table4(store, "llm13")
     hs = t4[t4.metric == "hiddensim"]
-    k = int((hs["p_value"] < 0.05).sum())
-    assert "Over **28 pairwise merges**" in text and f"**{k} of 5** methods" in text
-    anova = protocol.anova_groups(store, "llm13").set_index("factor")["p_value"]
-    assert f"Task: p = {anova['task']:.3g}; method: p = {anova['method']:.3g}" in text
+    k = int(((hs["p_expected"] < 0.05) & hs["direction"].str.startswith("in ")).sum())  # same direction only
+    assert "Over **28 pairwise merges**" in text and f"**{k} of {len(hs)}** methods" in text
+    anova = protocol.anova(store, "llm13").set_index("factor")["p_value"]
+    assert f"p = {anova['task']:.3g}; method:" in text and f"p = {anova['method']:.3g}" in text
+    t5 = protocol.table5(store, "llm13")
+    rs = ", ".join(f"{g} {r:+.2f}".replace("-", "−") for g, r in zip(t5["group"][:3], t5["r"][:3]))
+    assert rs in text  # the groups' r as computed, with their signs
 
 
 def test_the_swap_was_verified_by_merging(store):
     swap = "swap:r2:wn_kind_of->wn_plural"
-    assert swap in store.groups("llm13")
+    assert swap in store.swaps("llm13") and swap not in store.groups("llm13")  # a swap, not a group
     losses = results.loss_table(store, "llm13")
-    assert set(losses[losses.group_name == swap]["task"]) == set(store.groups("llm13")[swap])
+    assert set(losses[losses.group_name == swap]["task"]) == set(store.groups("llm13", role="swap")[swap])
+    effect = protocol.swap_effects(store, "llm13").set_index("swap").loc[swap]
+    assert effect["within_noise"] == (effect["change_ci_low"] <= 0 <= effect["change_ci_high"])
     candidates = results.swap_candidates(store, "llm13", store.groups("llm13")["r2"], store.pool("llm13"))
     assert candidates.attrs["removed"] == "wn_kind_of" and candidates.iloc[0]["candidate"] == "wn_plural"

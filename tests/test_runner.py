@@ -50,7 +50,7 @@ def test_run_and_report_end_to_end(study, tmp_path):
         assert r["loss"] == pytest.approx((r["score"] / r["expert_score"] - 1) * 100)
     sim = out["hiddensim:g"]
     assert [row[row["task"]] for row in sim] == [1.0, 1.0, 1.0]
-    assert all(m["mds"] >= 1 for m in out["mds:g"])
+    assert all(m["mds"] >= 1 for m in out["mds_vs_best_loss:g"])
     assert len(store.pair_metrics("tiny")) == 3 * 4
     merged = store.results("tiny").query("method != 'expert'")  # LA and TIES with default params: own hashes
     assert merged.groupby("method")["params_hash"].nunique().to_dict() == {"LA": 1, "TIES": 1}

@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from mergelab import cli
+from mergelab.analysis import protocol
 from mergelab.analysis import views as results
 from mergelab.study.bundled import open_store
 from mergelab.viz.report import build_report
@@ -40,9 +41,9 @@ def test_report_on_a_group_of_two(store, db_path, capsys):
     out = _report(db_path, "pair", capsys)
     sim = out["hiddensim:g"]
     assert [row["a"] for row in sim] == [1.0, None] and "group of 2" in sim[0]["note"]
-    assert all(m["mds"] is None and "group of 2" in m["note"] for m in out["mds:g"])
+    assert all(m["mds"] is None and "group of 2" in m["note"] for m in out["mds_vs_best_loss:g"])
     assert len(out["losses"]) == 4 and all(r["loss"] is not None for r in out["losses"])
-    assert all(r["factor"] in ("method", "task") for r in out["anova:g"])
+    assert [r["factor"] for r in out["table3_anova"]] == ["method", "task"]
 
 
 def test_report_with_an_expert_scoring_zero(store, db_path, capsys):
@@ -51,15 +52,15 @@ def test_report_with_an_expert_scoring_zero(store, db_path, capsys):
     undefined = [r for r in losses if r["loss"] is None]
     assert {r["task"] for r in undefined} == {"b"} and all("scores 0" in r["note"] for r in undefined)
     assert all(r["loss"] is not None for r in losses if r["task"] != "b")
-    assert len(out["mds:g"]) == 4 and all(m["mds"] is not None for m in out["mds:g"])
-    t5 = out["table5_mds_vs_best_loss"][0]
-    assert t5["n_tasks"] == 4 and t5["p"] is not None  # 3 tasks with both numbers: still a test
+    assert len(out["mds_vs_best_loss:g"]) == 4 and all(m["mds"] is not None for m in out["mds_vs_best_loss:g"])
+    t5 = out["table5"][0]
+    assert t5["n"] == 3 and t5["p_expected"] is not None  # 3 tasks with both numbers: still a test
 
 
 def test_report_with_a_task_without_merged_rows(store, db_path, capsys):
     out = _report(db_path, "partial", capsys)
     assert {r["task"] for r in out["losses"]} == {"a", "b", "c"}
-    frame = results.mds_vs_loss(store, "partial", "g")
+    frame = protocol.mds_vs_loss(store, "partial", "g")
     assert list(frame["task"]) == ["a", "b", "c", "d"] and math.isnan(frame.set_index("task").loc["d", "best_loss"])
 
 
@@ -74,7 +75,7 @@ def test_report_uses_the_specs_hidden_settings(store, db_path, capsys):
     out = _report(db_path, "cos", capsys)
     want = results.mds_table(store, "cos", "g", layer=1, pooling="first", distance="cosine")
     default = results.mds_table(store, "cos", "g")
-    got = [m["mds"] for m in out["mds:g"]]
+    got = [m["mds"] for m in out["mds_vs_best_loss:g"]]
     assert got == pytest.approx(list(want["mds"])) and got != pytest.approx(list(default["mds"]))
 
 

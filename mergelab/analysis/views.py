@@ -5,13 +5,16 @@ Pages, the CLI report and the HTML report all use these, for the paper study and
 
 from __future__ import annotations
 
+import copy
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
 from ..storage import states as states_io
 from ..storage.store import Store
 from . import equations as analysis
-from . import hidden, stats
+from . import hidden
 
 UNDEFINED_LOSS = "undefined: the expert scores 0, so Eq. 1 divides by zero"
 
@@ -55,14 +58,27 @@ def loss_extremes(losses: pd.DataFrame, collapse: float = -30.0) -> pd.DataFrame
                                        "collapsed_under_all", "note"])
 
 
+def row_records(store: Store, study_id: str) -> pd.DataFrame:
+    """Every per-row record of the study (one per eval row of every result), as stored."""
+    return store.row_records(study_id)
+
+
 def expert_table(store: Store, study_id: str) -> pd.DataFrame:
     res = store.results(study_id)
     return res[res["method"] == "expert"][["task", "metric", "score"]].reset_index(drop=True)
 
 
-def best_loss(losses: pd.DataFrame, group: str) -> pd.DataFrame:
+def best_loss(losses: pd.DataFrame, group: str, methods: list[str] | None = None) -> pd.DataFrame:
+    """Per task of ``group``: its highest loss over ``methods`` (every method if None)."""
     sub = losses[losses["group_name"] == group]
+    if methods:
+        sub = sub[sub["method"].isin(methods)]
     return sub.groupby("task", sort=False)["loss"].max().rename("best_loss").reset_index()
+
+
+def best_of(store: Store, study_id: str) -> list[str] | None:
+    """The methods a task's best loss is taken over (the spec's ``best_of``; None: every method)."""
+    return list(spec_dict(store, study_id).get("best_of") or []) or None
 
 
 def expert_states(store: Store, study_id: str, tasks: list[str], layer: int = -1,
@@ -131,7 +147,7 @@ def mds_table(store: Store, study_id: str, group: str, tasks: list[str] | None =
               layer: int = -1, pooling: str = "mean", distance: str = "l2", k: int | None = None,
               n_boot: int = 0) -> pd.DataFrame:
     """MDS per task of a group (stored published MDS for studies without hidden states)."""
-    tasks = tasks or store.groups(study_id).get(group, [])
+    tasks = tasks or store.groups(study_id, role=("group", "swap")).get(group, [])
     if tasks and has_states(store, study_id, tasks):
         h, _ = expert_states(store, study_id, tasks, layer, pooling, k)
         try:
@@ -145,19 +161,16 @@ def mds_table(store: Store, study_id: str, group: str, tasks: list[str] | None =
     return sub[["task", "value"]].rename(columns={"value": "mds"}).reset_index(drop=True)
 
 
-def mds_vs_loss(store: Store, study_id: str, group: str, **kw) -> pd.DataFrame:
-    """Per task of ``group``: MDS and best loss over methods (NaN where a task has no merged row
-    or an undefined loss)."""
-    losses = loss_table(store, study_id)
-    return mds_table(store, study_id, group, **kw).merge(best_loss(losses, group), on="task", how="left")
-
-
 def spec_dict(store: Store, study_id: str) -> dict:
     """The study's stored spec as plain data ({} for published studies); not validated, so it
     reads even when the study's files have moved."""
+    return copy.deepcopy(_parse_spec_text(store.spec_text(study_id)))  # callers may change their copy
+
+
+@lru_cache(maxsize=32)
+def _parse_spec_text(text: str) -> dict:
     import yaml
 
-    text = store.spec_text(study_id)
     return (yaml.safe_load(text) or {}) if text else {}
 
 
@@ -166,25 +179,6 @@ def hidden_settings(store: Store, study_id: str) -> dict:
     what the study asked for; {} for studies without a spec."""
     hidden_spec = spec_dict(store, study_id).get("hidden") or {}
     return {k: hidden_spec[k] for k in ("layer", "pooling", "distance") if k in hidden_spec}
-
-
-def summary(store: Store, study_id: str) -> dict[str, pd.DataFrame]:
-    """Everything `mergelab report` prints, at the study's own HiddenSim settings. Total: a cell
-    the paper's formulas leave undefined (a group of 2, an expert scoring 0, a task with no
-    merged rows) is NaN with a note, and everything else is computed as usual."""
-    kw = hidden_settings(store, study_id)
-    out = {"experts": expert_table(store, study_id), "losses": loss_table(store, study_id),
-           "table5_mds_vs_best_loss": table5(store, study_id, **kw)}
-    for group, tasks in store.groups(study_id, role="group").items():
-        if has_states(store, study_id, tasks):
-            sim = similarity(store, study_id, tasks, **kw)
-            frame = sim.reset_index(names="task")
-            if sim.attrs.get("undefined"):
-                frame["note"] = sim.attrs["undefined"]
-            out[f"hiddensim:{group}"] = frame
-        out[f"mds:{group}"] = mds_table(store, study_id, group, **kw)
-        out[f"anova:{group}"] = anova(store, study_id, group)
-    return out
 
 
 def _group_worst_mds(store: Store, study_id: str, tasks: list[str], **kw) -> np.ndarray:
@@ -213,50 +207,45 @@ def swap_candidates(store: Store, study_id: str, group: list[str], pool: list[st
     return out
 
 
-def swap_name(group: str, removed: str, added: str) -> str:
-    return f"swap:{group}:{removed}->{added}"
+#: what each kind of unit does, in words (the Run page's labels)
+UNIT_WORDS = {"base": "base-model scores", "expert": "expert scores", "states": "expert hidden states",
+              "merge": "merged-model scores", "mstates": "merged-model hidden states",
+              "conflicts": "conflict metrics"}
 
 
-def swaps_of(store: Store, study_id: str, group: str) -> list[str]:
-    """The swap groups made from ``group`` (each merged and evaluated like any group)."""
-    return [g for g in store.groups(study_id) if g.startswith(f"swap:{group}:")]
-
-
-def swap_table(store: Store, study_id: str, group: str, **kw) -> pd.DataFrame:
-    """Table 6 for ``group`` and each swap made from it: the worst best-loss over its tasks, its
-    worst MDS, how many of its tasks have merged scores yet."""
-    groups = store.groups(study_id)
-    losses = loss_table(store, study_id)
-    rows = []
-    for g in [group, *swaps_of(store, study_id, group)]:
-        sub = losses[losses["group_name"] == g]
-        mds = mds_table(store, study_id, g, tasks=groups[g], **kw)
-        best = sub.groupby("task")["loss"].max()
-        rows.append({"group": g, "worst_loss": best.min() if best.notna().any() else np.nan,
-                     "worst_mds": mds["mds"].max(), "merged_tasks": int(sub["task"].nunique()),
-                     "tasks": len(groups[g])})
-    return pd.DataFrame(rows, columns=["group", "worst_loss", "worst_mds", "merged_tasks", "tasks"])
+def _unit_seconds(jobs: pd.DataFrame) -> pd.Series:
+    """Seconds from claim to finish of each finished unit, less the first unit of each worker, which
+    also loaded the model (kept where it is a worker's only one)."""
+    took = (jobs["finished_at"] - jobs["started_at"]).where(jobs["status"] == "done")
+    done = jobs[took.notna()]
+    if "worker" in done and done["worker"].notna().any():
+        first = done.sort_values("started_at").groupby("worker").head(1).index
+        several = done.groupby("worker")["id"].transform("size") > 1
+        took = took.drop(index=[i for i in first if several.get(i, False)])
+    return took
 
 
 def run_batches(jobs: pd.DataFrame) -> pd.DataFrame:
     """Progress per batch of units the user queued (units enqueued together share their queue time):
-    units, done, running, queued, failed, cancelled, and an ETA from the batch's own finished units
-    (seconds from claim to finish; the study's, until one of the batch has finished)."""
+    units, done, running, queued, failed, cancelled, what they are (in words), and an ETA from the
+    batch's own finished units (median seconds from claim to finish, each worker's first unit — the
+    one that loaded the model — left out; the study's, until one of the batch has finished)."""
     if jobs.empty:
         return pd.DataFrame(columns=["queued_at", "units", "done", "running", "queued", "failed", "cancelled",
                                      "what", "seconds_per_unit", "eta_s"])
-    took = (jobs["finished_at"] - jobs["started_at"]).where(jobs["status"] == "done")
-    overall = float(took.mean()) if took.notna().any() else np.nan
+    took = _unit_seconds(jobs)
+    overall = float(took.median()) if took.notna().any() else np.nan
     rows = []
     for created, batch in jobs.groupby("created_at", sort=True):
         counts = batch["status"].value_counts()
         kinds = batch["kind"].value_counts()
-        per = took[batch.index].mean()
+        per = took.reindex(batch.index).median()
         per = float(per) if np.isfinite(per) else overall
         left = int(counts.get("queued", 0) + counts.get("running", 0))
         rows.append({"queued_at": created, "units": len(batch), **{s: int(counts.get(s, 0)) for s in
                      ("done", "running", "queued", "failed", "cancelled")},
-                     "what": ", ".join(f"{n} {k}" for k, n in kinds.items()), "seconds_per_unit": per,
+                     "what": ", ".join(f"{n} {UNIT_WORDS.get(k, k)}" for k, n in kinds.items()),
+                     "seconds_per_unit": per,
                      "eta_s": left * per if left else 0.0})
     return pd.DataFrame(rows)
 
@@ -307,66 +296,8 @@ def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combo
     return pd.DataFrame(rows).sort_values("worst_mds").head(10).reset_index(drop=True)
 
 
-def table5(store: Store, study_id: str, **kw) -> pd.DataFrame:
-    """Pearson(MDS, best loss) per group; where the test cannot run (fewer than 3 tasks with both
-    numbers, a constant column) r and p are NaN and ``note`` says why."""
-    rows = []
-    for group in store.groups(study_id):
-        frame = mds_vs_loss(store, study_id, group, **kw)
-        try:
-            r, p = stats.pearson(frame["mds"], frame["best_loss"])
-            note = ""
-        except stats.StatsError as exc:
-            r, p, note = np.nan, np.nan, f"undefined: {exc}"
-        rows.append({"group": group, "n_tasks": len(frame), "r": r, "p": p, "note": note})
-    return pd.DataFrame(rows, columns=["group", "n_tasks", "r", "p", "note"])
-
-
-def anova(store: Store, study_id: str, group: str | None = None) -> pd.DataFrame:
-    losses = loss_table(store, study_id)
-    if group:
-        losses = losses[losses["group_name"] == group]
-    rows = []
-    for factor in ("method", "task"):
-        try:
-            f, p = stats.anova_oneway(losses.dropna(subset=["loss"]), factor, "loss")
-            rows.append({"factor": factor, "F": f, "p": p, "n": len(losses)})
-        except stats.StatsError as exc:
-            rows.append({"factor": factor, "F": np.nan, "p": np.nan, "n": len(losses), "note": str(exc)})
-    return pd.DataFrame(rows)
-
-
-def conflict_vs_loss(store: Store, study_id: str, group: str) -> pd.DataFrame:
-    """Table-4-style grid for one group: Pearson p of each pair metric (mean over the task's
-    pairs inside the group) and of mean HiddenSim against the task's loss, per method."""
-    tasks = store.groups(study_id).get(group, [])
-    losses = loss_table(store, study_id)
-    losses = losses[losses["group_name"] == group]
-    pm = store.pair_metrics(study_id)
-    per_task = {}
-    for name, sub in pm.groupby("name"):
-        vals = {}
-        for t in tasks:
-            s = sub[((sub.task_a == t) & sub.task_b.isin(tasks))
-                    | ((sub.task_b == t) & sub.task_a.isin(tasks))]
-            vals[t] = s["value"].mean()
-        per_task[name] = vals
-    if has_states(store, study_id, tasks):
-        sim = similarity(store, study_id, tasks).to_numpy()
-        per_task["hiddensim"] = {t: (sim[i].sum() - 1) / (len(tasks) - 1) for i, t in enumerate(tasks)}
-    rows = []
-    for metric, vals in per_task.items():
-        for method, sub in losses.groupby("method"):
-            x = sub["task"].map(vals).to_numpy(float)
-            try:
-                r, p = stats.pearson(x, sub["loss"].to_numpy(float))
-            except stats.StatsError:
-                r, p = np.nan, np.nan
-            rows.append({"metric": metric, "method": method, "r": r, "p_value": p})
-    return pd.DataFrame(rows)
-
-
-def _probe_ids(owners: list[str]) -> list[tuple[str, int]]:
+def probe_ids(owners: list[str]) -> list[tuple[str, int]]:
+    """Each probe as (its task, the n-th probe of that task): how probes align across files."""
     seen: dict[str, int] = {}
     out = []
     for o in owners:
@@ -377,16 +308,16 @@ def _probe_ids(owners: list[str]) -> list[tuple[str, int]]:
 
 def theory(store: Store, study_id: str, group: str, layer: int = -1, pooling: str = "mean") -> pd.DataFrame:
     """Theorem 1 per merge method: Δ, the interval, measured δ_max, inside or not."""
-    tasks = store.groups(study_id).get(group, [])
+    tasks = store.groups(study_id, role=("group", "swap")).get(group, [])
     if not has_states(store, study_id, tasks):
         return pd.DataFrame()
     h, owners = expert_states(store, study_id, tasks, layer, pooling)
     experts = analysis.theorem1_report(h)  # Δ, the interval and the Jung construction: once
-    want = _probe_ids(owners)
+    want = probe_ids(owners)
     rows = []
     for method in states_io.merged_methods(store, study_id, group):
         merged, m_owners, stored = states_io.read_states(store, study_id, states_io.merged_name(group, method))
-        where = {pid: i for i, pid in enumerate(_probe_ids(m_owners))}
+        where = {pid: i for i, pid in enumerate(probe_ids(m_owners))}
         keep = [where[pid] for pid in want]  # align probes by (task, n-th probe of that task)
         _, worst = analysis.distortion(merged[pooling][layer_position(stored, layer)][keep], h)
         rows.append({"method": method, "delta": experts["delta"], "d": experts["d"],

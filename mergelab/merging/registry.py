@@ -16,8 +16,13 @@ Defaults we chose, and why (mergekit's own defaults differ where noted):
 * DARE density 0.1 (drop rate p = 0.9) — the headline setting of Yu et al. Survivors are rescaled
   so each task vector keeps its L1 norm (mergekit's rescale; ≈ 1/(1 − p) in expectation, where
   PEFT uses exactly 1/(1 − p)); seeded per module for reproducibility.
-* TA and DARE λ = 1/n when not given: mergekit's λ = 1 adds n task vectors at full strength;
-  1/n puts TA on the same scale as linear averaging (set λ to study scaling).
+* TA λ = 0.3 — FusionBench's default ``scaling_factor`` for task arithmetic on causal LMs
+  (``task_arithmetic_for_causallm``); Ilharco et al. choose λ on held-out data, mostly 0.3–0.5.
+  mergekit's λ = 1 adds n task vectors at full strength. Until MergeLab 0.2, TA defaulted to 1/n,
+  which *is* linear averaging: every TA merge equalled LA's, so the paper's two methods were one
+  (``revision`` 2 gives the new default's units new keys).
+* DARE λ = 1/n when not given: the drop-and-rescale on the linear average's scale (set λ to study
+  scaling).
 * SLERP: mergekit's ``slerp`` takes exactly two models; for two adapters we use it on the two
   full module weights (W₀+ΔW₁, W₀+ΔW₂, t = 0.5), exactly as ``mergekit-yaml`` would. For more
   than two adapters we use mergekit's ``multislerp`` with the base as origin (barycentric
@@ -98,6 +103,8 @@ class Method:
     random: bool = False
     #: the merge on LoRA factors [(B·scale, A)] (adapter space); used instead of ``merge`` for LoRA inputs
     lora: Callable[[list, dict, ModuleContext], torch.Tensor] | None = None
+    #: bumped when a default changes what the method computes, so studies' unit keys change with it
+    revision: int = 1
 
     def resolve(self, n: int, given: dict | None = None) -> dict:
         """Fill defaults, check ranges and per-adapter lengths; return concrete values."""
@@ -309,19 +316,23 @@ def _density(default: float) -> Param:
 
 
 def _gta(name: str, label: str, description: str, params: tuple[Param, ...], *, consensus, sparsify,
-         normalize, rescale, random=False, coefficients=None) -> Method:
+         normalize, rescale, random=False, coefficients=None, revision=1) -> Method:
     """Register one generalised-task-arithmetic variant (its mergekit name is its own)."""
     return register(Method(name, label, description, params,
                            merge=generalized_task_arithmetic(name, consensus=consensus, sparsify=sparsify,
                                                              normalize=normalize, rescale=rescale),
-                           mergekit=export_task_arithmetic(name, params), coefficients=coefficients, random=random))
+                           mergekit=export_task_arithmetic(name, params), coefficients=coefficients, random=random,
+                           revision=revision))
 
 
 register(Method("linear", "Linear averaging (LA)", "θ₀ + Σ wᵢ τᵢ / Σ wᵢ (Wortsman et al. 2022)", (WEIGHTS,),
                 merge=_linear, mergekit=_export_linear, coefficients=_linear_coefficients))
-_gta("task_arithmetic", "Task arithmetic (TA)", "θ₀ + λ Σ wᵢ τᵢ (Ilharco et al. 2023)", (WEIGHTS, LAMBDA),
+TA_LAMBDA = 0.3
+_gta("task_arithmetic", "Task arithmetic (TA)", "θ₀ + λ Σ wᵢ τᵢ (Ilharco et al. 2023)",
+     (WEIGHTS, Param("lambda", float, TA_LAMBDA, "scale of the summed task vectors (0.3: FusionBench's default for "
+                     "causal LMs; 1/n would be linear averaging)", minimum=0.0)),
      consensus=None, sparsify=None, normalize=False, rescale=False,
-     coefficients=lambda v: [v["lambda"] * x for x in v["weight"]])
+     coefficients=lambda v: [v["lambda"] * x for x in v["weight"]], revision=2)
 _gta("ties", "TIES", "trim to top-density magnitudes, elect sign by sum, disjoint mean (Yadav et al. 2023)",
      (WEIGHTS, _density(0.2), Param("lambda", float, 1.0, "scale of the merged task vector", minimum=0.0),
       Param("normalize", bool, True, "divide by the summed weights of agreeing entries")),

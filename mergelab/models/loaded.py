@@ -113,6 +113,10 @@ class LoadedModel:
 
     def evaluate(self, task) -> float:
         """Score of the current model on ``task`` with the task's metric (0–100)."""
+        return self.evaluate_rows(task).score
+
+    def evaluate_rows(self, task) -> scoring.Evaluation:
+        """Score of the current model on ``task`` and its per-row records."""
         if task.spec.metric == "rougeL":
-            return scoring.generation_score(task, self.generate(task))
-        return scoring.classification_score(task, self.classify(task))
+            return scoring.generation_evaluation(task, self.generate(task))
+        return scoring.classification_evaluation(task, self.label_scores(task))

@@ -54,20 +54,21 @@ class EncoderScorer(Scorer):
     """Encoders (BERT, MiniLM): each task is scored with its own classification head, never merged."""
 
     @torch.no_grad()
-    def classify(self, task) -> list[int]:
+    def label_scores(self, task) -> torch.Tensor:
+        """(rows, labels): log-softmax of the task's own head on the pooled state of each row."""
         m = self.m
         if "classifier.weight" not in m.head:
             raise LoadError(f"task {task.name!r}: the adapter has no saved classification head "
                             "(modules_to_save=['classifier']); an encoder needs one per task")
         w, b = m.head["classifier.weight"], m.head.get("classifier.bias")
-        preds = []
+        out = []
         for enc in m.batches([task.prompt(r) for r in task.eval_rows]):
             res = m.model(**enc)
             pooled = res.pooler_output if getattr(res, "pooler_output", None) is not None \
                 else res.last_hidden_state[:, 0]
             logits = pooled.float() @ w.T + (b if b is not None else 0)
-            preds += logits.argmax(-1).tolist()
-        return preds
+            out.append(torch.log_softmax(logits, -1).cpu())
+        return torch.cat(out)
 
     def generate(self, task, max_new_tokens: int | None = None) -> list[str]:
         raise LoadError(f"task {task.name!r}: an encoder cannot generate text (rougeL tasks need a causal or "

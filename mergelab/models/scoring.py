@@ -9,6 +9,8 @@ layer's TaskData.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -36,13 +38,32 @@ def _metric(name: str):
     return evaluate.load(str(METRIC_DIR / name))
 
 
-def rouge_l(predictions: list[str], refs: list[list[str]]) -> float:
-    """Mean rougeL F-measure (0–100), each prediction against its best-matching reference."""
+@dataclass
+class Evaluation:
+    """A model's score on a task (0–100, the task's metric) and one record per eval row: its
+    position, a hash of its prompt (rows are paired across models by it), the row's own score
+    (100 or 0 for a label, rougeL for a generation; their mean is the score, except for F1, which
+    is not a mean of rows), the reference, the prediction and each label's log-likelihood."""
+
+    score: float
+    records: list[dict]
+
+
+def row_id(prompt: str) -> str:
+    return hashlib.sha1(prompt.encode()).hexdigest()[:12]
+
+
+def rouge_l_rows(predictions: list[str], refs: list[list[str]]) -> list[float]:
+    """rougeL F-measure (0–100) of each prediction against its best-matching reference."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return 100.0 * sum(max(scorer.score(ref, p)["rougeL"].fmeasure for ref in rs)
-                       for rs, p in zip(refs, predictions)) / len(refs)
+    return [100.0 * max(scorer.score(ref, p)["rougeL"].fmeasure for ref in rs) for rs, p in zip(refs, predictions)]
+
+
+def rouge_l(predictions: list[str], refs: list[list[str]]) -> float:
+    """Mean rougeL F-measure (0–100), each prediction against its best-matching reference."""
+    return sum(rouge_l_rows(predictions, refs)) / len(refs)
 
 
 def classification_score(task, predictions: list[int]) -> float:
@@ -53,3 +74,26 @@ def classification_score(task, predictions: list[int]) -> float:
 
 def generation_score(task, predictions: list[str]) -> float:
     return rouge_l(predictions, [references(r[task.spec.target_field]) for r in task.eval_rows])
+
+
+def classification_evaluation(task, label_logprobs) -> Evaluation:
+    """The score and per-row records of label log-likelihoods (rows × labels): the predicted label is
+    the most likely one."""
+    lp = [list(map(float, row)) for row in label_logprobs]
+    preds = [max(range(len(row)), key=row.__getitem__) for row in lp]
+    labels = task.spec.labels
+    records = []
+    for i, (row, pred, scores) in enumerate(zip(task.eval_rows, preds, lp)):
+        ref = task.label_index(row)
+        records.append({"row": i, "row_id": row_id(task.prompt(row)), "score": 100.0 * (pred == ref),
+                        "reference": labels[ref], "prediction": labels[pred], "label_logprobs": scores})
+    return Evaluation(classification_score(task, preds), records)
+
+
+def generation_evaluation(task, predictions: list[str]) -> Evaluation:
+    refs = [references(r[task.spec.target_field]) for r in task.eval_rows]
+    per_row = rouge_l_rows(predictions, refs)
+    records = [{"row": i, "row_id": row_id(task.prompt(row)), "score": score, "reference": None,
+                "prediction": pred, "label_logprobs": None}
+               for i, (row, pred, score) in enumerate(zip(task.eval_rows, predictions, per_row))]
+    return Evaluation(sum(per_row) / len(per_row), records)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import states as states_io
-from .store import RESULT_COLUMNS, Store, StoreError
+from .store import INSERT_RECORDS, RESULT_COLUMNS, Store, StoreError, record_tuples
 
 STALE_AFTER_S = 60.0
 #: A unit whose worker died this many times (killed, out of memory) is failed for good.
@@ -29,10 +29,12 @@ MAX_ATTEMPTS = 3
 
 @dataclass
 class UnitOutput:
-    """What running one unit produced: rows for ``results`` and ``pair_metrics``, and hidden states
-    as ``{file name: (arrays by pooling, metadata)}``."""
+    """What running one unit produced: rows for ``results``, ``row_records`` (one per eval row of
+    each result) and ``pair_metrics``, and hidden states as ``{file name: (arrays by pooling,
+    metadata)}``."""
 
     results: list[dict] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
     pair_metrics: list[dict] = field(default_factory=list)
     states: dict[str, tuple[dict[str, np.ndarray], dict[str, str]]] = field(default_factory=dict)
 
@@ -163,6 +165,8 @@ def finish(store: Store, job: dict, worker: str, output: UnitOutput, message: st
                     f"VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 2))})",
                     [(study, *[None if pd.isna(v) else v for v in rec], now)
                      for rec in frame.reindex(columns=RESULT_COLUMNS).itertuples(index=False, name=None)])
+            if output.records:
+                con.executemany(INSERT_RECORDS, record_tuples(study, output.records))
             con.executemany("INSERT OR REPLACE INTO pair_metrics(study_id, task_a, task_b, name, value) "
                             "VALUES (?,?,?,?,?)",
                             [(study, r["task_a"], r["task_b"], r["name"], float(r["value"]))

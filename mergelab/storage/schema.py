@@ -2,7 +2,10 @@
 
 Version 1 is the schema of the first releases (no version table); version 2 drops the tables
 nobody read (``models``, ``tasks``, ``runs``, ``hidden_distances``), keeps a failed unit's whole
-traceback and each unit's start and finish time, and records its own version. A store opened by
+traceback and each unit's start and finish time, and records its own version. Version 3 keeps
+every evaluation's per-row records (``row_records``: what lm-evaluation-harness calls
+``--log_samples``) and gives swap groups a role of their own with their parent, removed and added
+task (``task_groups.meta``), where earlier stores knew a swap only by its name. A store opened by
 newer code is migrated in one transaction; rows are never lost.
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -18,11 +21,12 @@ CREATE TABLE IF NOT EXISTS studies (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL,
     description TEXT DEFAULT '', spec TEXT DEFAULT '', created_at REAL NOT NULL
 );
--- a study's task groups, by role: 'group' (merged and analysed), 'pair' (a pairwise merge), 'pool'
--- (the spare tasks for swapping in: one row, not a group)
+-- a study's task groups, by role (storage/roles.py): 'group' (drawn or declared: merged and analysed),
+-- 'swap' (a group with one task replaced, meta holding parent, removed, added), 'pair' (a pairwise merge),
+-- 'pool' (the spare tasks for swapping in: one row, not a group)
 CREATE TABLE IF NOT EXISTS task_groups (
     study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
-    name TEXT NOT NULL, tasks TEXT NOT NULL, role TEXT DEFAULT 'group',
+    name TEXT NOT NULL, tasks TEXT NOT NULL, role TEXT DEFAULT 'group', meta TEXT DEFAULT '',
     PRIMARY KEY (study_id, name)
 );
 CREATE TABLE IF NOT EXISTS results (
@@ -32,6 +36,17 @@ CREATE TABLE IF NOT EXISTS results (
     metric TEXT NOT NULL DEFAULT 'score', score REAL, expert_score REAL, loss REAL,
     source TEXT NOT NULL DEFAULT 'computed', created_at REAL NOT NULL,
     PRIMARY KEY (study_id, group_name, model, task, method, params_hash, seed, metric)
+);
+-- one row per eval row of a result: keyed like the result it belongs to (less the metric), with the
+-- row's position among the task's eval rows, a hash of its prompt (to pair rows across models), its
+-- score (0–100: correct or not, or rougeL), the reference and prediction, each label's log-likelihood
+CREATE TABLE IF NOT EXISTS row_records (
+    study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    group_name TEXT NOT NULL, model TEXT NOT NULL, task TEXT NOT NULL, method TEXT NOT NULL,
+    params_hash TEXT NOT NULL DEFAULT '', seed INTEGER NOT NULL DEFAULT 0,
+    row INTEGER NOT NULL, row_id TEXT NOT NULL, score REAL, reference TEXT, prediction TEXT,
+    label_logprobs TEXT,
+    PRIMARY KEY (study_id, group_name, model, task, method, params_hash, seed, row)
 );
 CREATE TABLE IF NOT EXISTS task_metrics (
     study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
@@ -71,8 +86,24 @@ def _v1_to_v2(con: sqlite3.Connection) -> None:
             con.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
 
 
+def _v2_to_v3(con: sqlite3.Connection) -> None:
+    import json
+
+    from .roles import SWAP, parse_swap_name
+
+    have = {r[1] for r in con.execute("PRAGMA table_info(task_groups)")}
+    if "meta" not in have:
+        con.execute("ALTER TABLE task_groups ADD COLUMN meta TEXT DEFAULT ''")
+    for study_id, name in con.execute("SELECT study_id, name FROM task_groups WHERE role='group'").fetchall():
+        swap = parse_swap_name(name)
+        if swap is not None:
+            con.execute("UPDATE task_groups SET role=?, meta=? WHERE study_id=? AND name=?",
+                        (SWAP, json.dumps({"parent": swap.parent, "removed": swap.removed, "added": swap.added}),
+                         study_id, name))
+
+
 #: from version → the step that brings a store to the next version
-MIGRATIONS = {1: _v1_to_v2}
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def version(con: sqlite3.Connection) -> int:

@@ -1,6 +1,7 @@
-"""A finished study as shippable files — rows as CSV, hidden states as float16 safetensors,
-finished unit keys — and back into any store, so the dashboard opens on results instantly and
-`mergelab run` on the same spec redoes nothing unless asked to."""
+"""A finished study as shippable files — rows as CSV, per-row records as one compressed parquet
+file, hidden states as float16 safetensors, finished unit keys — and back into any store, so the
+dashboard opens on results instantly and `mergelab run` on the same spec redoes nothing unless
+asked to."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ import pandas as pd
 from . import jobs, states
 from .store import Store
 
+RECORDS_FILE = "records.parquet"
+
 
 def export(store: Store, study_id: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     store.results(study_id).to_csv(out / "results.csv", index=False)
     store.pair_metrics(study_id).to_csv(out / "pair_metrics.csv", index=False)
+    records = store.row_records(study_id)
+    if len(records):
+        records.to_parquet(out / RECORDS_FILE, index=False, compression="zstd")
+    else:
+        (out / RECORDS_FILE).unlink(missing_ok=True)
     pd.DataFrame(jobs.done_keys(store, study_id), columns=["kind", "unit_key", "payload"]).to_csv(
         out / "jobs.csv", index=False)
     target = out / "states"
@@ -29,6 +37,8 @@ def load_rows(store: Store, study_id: str, snapshot: Path) -> None:
     """The snapshot's rows and finished units, into the store's open transaction (or one of
     their own); the study's registration comes first, from its spec (the study layer)."""
     store.add_results(study_id, pd.read_csv(snapshot / "results.csv", keep_default_na=True))
+    if (snapshot / RECORDS_FILE).exists():
+        store.add_row_records(study_id, pd.read_parquet(snapshot / RECORDS_FILE))
     pm = pd.read_csv(snapshot / "pair_metrics.csv")
     if len(pm):
         store.add_pair_metrics(study_id, pm)

@@ -20,11 +20,40 @@ from pathlib import Path
 import pandas as pd
 
 from . import schema
+from .roles import Swap
 
 RESULT_COLUMNS = [
     "group_name", "model", "task", "method", "params_hash", "seed", "metric",
     "score", "expert_score", "loss", "source",
 ]
+#: what identifies the result a per-row record belongs to (a result's key, less its metric)
+RECORD_KEY = ["group_name", "model", "task", "method", "params_hash", "seed"]
+RECORD_COLUMNS = [*RECORD_KEY, "row", "row_id", "score", "reference", "prediction", "label_logprobs"]
+
+
+def record_tuples(study_id: str, rows) -> list[tuple]:
+    """Per-row records as tuples for ``row_records`` (``label_logprobs`` lists as JSON text)."""
+    frame = pd.DataFrame(rows)
+    for col, default in (("params_hash", ""), ("seed", 0), ("group_name", ""), ("reference", None),
+                         ("label_logprobs", None), ("prediction", None)):
+        if col not in frame.columns:
+            frame[col] = default
+    frame["label_logprobs"] = [_logprobs_text(v) for v in frame["label_logprobs"]]
+    return [(study_id, *[None if (not isinstance(v, (list, str)) and pd.isna(v)) else v for v in rec])
+            for rec in frame[RECORD_COLUMNS].itertuples(index=False, name=None)]
+
+
+def _logprobs_text(value) -> str | None:
+    """Label log-likelihoods as JSON text; None (or NaN, as a parquet round trip gives) stays None."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return None  # NaN: a generation row
+    return json.dumps([round(float(x), 5) for x in value])
+
+
+INSERT_RECORDS = (f"INSERT OR REPLACE INTO row_records(study_id, {', '.join(RECORD_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * (len(RECORD_COLUMNS) + 1))})")
 
 
 class StoreError(RuntimeError):
@@ -175,11 +204,16 @@ class Store:
         shutil.rmtree(states_dir(self, study_id), ignore_errors=True)
 
     # --- groups, pairs and the pool -----------------------------------------------------------
-    def set_groups(self, study_id: str, groups: dict[str, list[str]], role: str = "group") -> None:
+    def set_groups(self, study_id: str, groups: dict[str, list[str]], role: str = "group",
+                   meta: dict[str, dict] | None = None) -> None:
+        """Store task groups with ``role`` (see :mod:`.roles`); ``meta``: per group name, what its
+        role needs (a swap's parent, removed and added task)."""
+        meta = meta or {}
         with self._transaction() as con:
             con.executemany(
-                "INSERT OR REPLACE INTO task_groups(study_id, name, tasks, role) VALUES (?,?,?,?)",
-                [(study_id, name, json.dumps(list(tasks)), role) for name, tasks in groups.items()],
+                "INSERT OR REPLACE INTO task_groups(study_id, name, tasks, role, meta) VALUES (?,?,?,?,?)",
+                [(study_id, name, json.dumps(list(tasks)), role, json.dumps(meta[name]) if name in meta else "")
+                 for name, tasks in groups.items()],
             )
 
     def set_pool(self, study_id: str, tasks: list[str]) -> None:
@@ -190,11 +224,23 @@ class Store:
                 con.execute("INSERT INTO task_groups(study_id, name, tasks, role) VALUES (?, 'pool', ?, 'pool')",
                             (study_id, json.dumps(list(tasks))))
 
-    def groups(self, study_id: str, role: str = "group") -> dict[str, list[str]]:
-        """Task groups of a study with ``role``: 'group' (the default), or 'pair'."""
-        df = self._query("SELECT name, tasks FROM task_groups WHERE study_id=? AND role=? ORDER BY rowid",
-                         (study_id, role))
+    def groups(self, study_id: str, role: str | tuple[str, ...] = "group") -> dict[str, list[str]]:
+        """Task groups of a study with ``role`` (one, or a tuple of them): 'group' — drawn or
+        declared, the evidence — by default; 'swap', 'pair' (see :mod:`.roles`)."""
+        roles = (role,) if isinstance(role, str) else tuple(role)
+        df = self._query(f"SELECT name, tasks FROM task_groups WHERE study_id=? AND role IN "
+                         f"({', '.join('?' * len(roles))}) ORDER BY rowid", (study_id, *roles))
         return {r.name: json.loads(r.tasks) for r in df.itertuples()}
+
+    def swaps(self, study_id: str) -> dict[str, Swap]:
+        """The study's swap groups: name → its parent group, removed and added task."""
+        df = self._query("SELECT name, meta FROM task_groups WHERE study_id=? AND role='swap' ORDER BY rowid",
+                         (study_id,))
+        out = {}
+        for r in df.itertuples():
+            meta = json.loads(r.meta) if r.meta else {}
+            out[r.name] = Swap(r.name, meta.get("parent", ""), meta.get("removed", ""), meta.get("added", ""))
+        return out
 
     def pool(self, study_id: str) -> list[str]:
         df = self._query("SELECT tasks FROM task_groups WHERE study_id=? AND role='pool'", (study_id,))
@@ -229,6 +275,22 @@ class Store:
             f"SELECT {', '.join(RESULT_COLUMNS)} FROM results WHERE study_id=? ORDER BY rowid",
             (study_id,),
         )
+
+    def add_row_records(self, study_id: str, rows: pd.DataFrame | list[dict]) -> int:
+        """Insert or replace per-row records (see :data:`RECORD_COLUMNS`) atomically."""
+        records = record_tuples(study_id, rows)
+        with self._transaction() as con:
+            con.executemany(INSERT_RECORDS, records)
+        return len(records)
+
+    def row_records(self, study_id: str, tasks: list[str] | None = None) -> pd.DataFrame:
+        """Per-row records of a study (of ``tasks`` only, if given), ``label_logprobs`` as JSON text."""
+        where, args = "study_id=?", [study_id]
+        if tasks is not None:
+            where += f" AND task IN ({', '.join('?' * len(tasks))})"
+            args += list(tasks)
+        return self._query(f"SELECT {', '.join(RECORD_COLUMNS)} FROM row_records WHERE {where} "
+                           "ORDER BY rowid", tuple(args))
 
     def add_task_metrics(self, study_id: str, rows: list[dict] | pd.DataFrame) -> None:
         df = pd.DataFrame(rows)

@@ -11,6 +11,7 @@ from .spec import SpecError
 #: spec field (first part of a problem's path) → the form section that shows it
 SECTIONS = {"name": "base", "base": "base", "architecture": "base", "adapters": "adapters", "tasks": "tasks",
             "groups": "groups", "pool": "groups", "random_groups": "groups", "pairwise": "groups",
+            "swaps": "groups", "pair_methods": "methods", "best_of": "methods",
             "methods": "methods", "hidden": "settings", "eval_limit": "settings", "batch_size": "settings",
             "seed": "settings", "dtype": "settings", "trust_remote_code": "trust", "allow_pickle": "trust"}
 
@@ -65,3 +66,13 @@ def by_section(error: SpecError | None, extra: list[tuple[str, str]] = ()) -> di
         section = SECTIONS.get(field.split(".")[0], "other") if field else "other"
         out.setdefault(section, []).append(f"{field}: {message}" if field else message)
     return out
+
+
+SMALL_GROUP_NOTE = ("{groups}: fewer than 3 tasks. They merge and score, but HiddenSim (Eq. 2 rescales distances "
+                    "by their max − min, and one pair has a single distance), MDS, Table 5 and the Task swap page "
+                    "need at least 3.")
+
+
+def small_groups(spec) -> list[str]:
+    """The groups (not pairs) of a parsed spec with fewer than 3 tasks."""
+    return [g for g, tasks in spec.groups.items() if len(tasks) < 3]

@@ -13,10 +13,18 @@ import json
 from pathlib import Path
 
 from ..io.content import content_id
-from ..storage import jobs
+from ..merging import registry as methods
+from ..storage import jobs, roles
 from ..storage.store import Store
 from .data import load_all
 from .spec import NO_GRANTS, Grants, SpecError, StudySpec, check_grants, dump_spec, parse_spec
+
+
+def _revision(method: str) -> list[dict]:
+    """A method whose defaults changed what it computes enters its units' keys with its revision
+    (nothing for revision 1, so every older key stays as it was)."""
+    rev = methods.get(method).revision
+    return [{"method_revision": rev}] if rev > 1 else []
 
 
 def plan_units(spec: StudySpec) -> list[dict]:
@@ -44,15 +52,15 @@ def plan_units(spec: StudySpec) -> list[dict]:
         for method, params in spec.methods.items():
             for t in members:
                 add("merge", {"group": group, "method": method, "params": params, "task": t},
-                    adapters, task_id[t])
+                    adapters, task_id[t], *_revision(method))
             add("mstates", {"group": group, "method": method, "params": params},
-                adapters, {m: task_id[m] for m in members}, spec.hidden.k, *stored)
+                adapters, {m: task_id[m] for m in members}, spec.hidden.k, *stored, *_revision(method))
     for pair, members in spec.pair_groups.items():  # Table 4: merged and scored, no hidden states
         adapters = [adapter_id[t] for t in members]
         for method, params in spec.methods_for_pairs.items():
             for t in members:
                 add("merge", {"group": pair, "method": method, "params": params, "task": t},
-                    adapters, task_id[t])
+                    adapters, task_id[t], *_revision(method))
     ordered = sorted(tasks)
     add("conflicts", {"tasks": ordered}, [adapter_id[t] for t in ordered])
     return units
@@ -60,11 +68,16 @@ def plan_units(spec: StudySpec) -> list[dict]:
 
 def register(store: Store, spec: StudySpec, description: str | None = None) -> None:
     """Store the study's spec and structure; ``description=None`` keeps a stored description."""
+    swaps = spec.swap_groups
     with store.batch():
         store.upsert_study(spec.name, spec.name, "live", description, dump_spec(spec))
-        store.set_groups(spec.name, spec.groups)
+        store.set_groups(spec.name, spec.evidence_groups, role=roles.GROUP)
+        if swaps:
+            store.set_groups(spec.name, {g: spec.groups[g] for g in swaps}, role=roles.SWAP,
+                             meta={g: {"parent": s.parent, "removed": s.removed, "added": s.added}
+                                   for g, s in swaps.items()})
         if spec.pair_groups:
-            store.set_groups(spec.name, spec.pair_groups, role="pair")
+            store.set_groups(spec.name, spec.pair_groups, role=roles.PAIR)
         store.set_pool(spec.name, spec.pool)
 
 
@@ -76,15 +89,31 @@ def load_study_spec(store: Store, study_id: str) -> StudySpec:
 
 
 def add_group(store: Store, study_id: str, name: str, tasks: list[str]) -> dict:
-    """Add a task group to a live study (e.g. a swap) and enqueue only its new units."""
+    """Add a declared task group to a live study and enqueue only its new units (a swap: see
+    :func:`add_swap`)."""
     spec = load_study_spec(store, study_id)
-    unknown = [t for t in tasks if t not in spec.tasks]
-    if unknown:
-        raise ValueError(f"unknown tasks {unknown} for study {study_id!r}")
-    spec = parse_spec(json.loads(json.dumps(spec.model_copy(
-        update={"groups": {**spec.groups, name: list(tasks)}}).model_dump(mode="json"))))
-    store.upsert_study(spec.name, spec.name, "live", None, dump_spec(spec))
-    store.set_groups(spec.name, {name: list(tasks)})
+    data = spec.model_dump(mode="json")
+    data["groups"] = {**data["groups"], name: list(tasks)}
+    try:
+        spec = parse_spec(json.loads(json.dumps(data)))
+    except SpecError as exc:
+        raise ValueError("; ".join(exc.problems)) from None
+    register(store, spec)
+    return jobs.enqueue(store, spec.name, plan_units(spec))
+
+
+def add_swap(store: Store, study_id: str, group: str, remove: str, add: str) -> dict:
+    """Add the swap of ``remove`` for ``add`` in ``group`` to a live study and enqueue only its new
+    units (the swap's name is :func:`~mergelab.storage.roles.swap_name`)."""
+    spec = load_study_spec(store, study_id)
+    data = spec.model_dump(mode="json")
+    if roles.swap_name(group, remove, add) not in spec.groups:
+        data["swaps"] = [*data["swaps"], {"group": group, "remove": remove, "add": add}]
+    try:
+        spec = parse_spec(json.loads(json.dumps(data)))
+    except SpecError as exc:
+        raise ValueError("; ".join(exc.problems)) from None
+    register(store, spec)
     return jobs.enqueue(store, spec.name, plan_units(spec))
 
 
@@ -141,7 +170,9 @@ def _canonical(spec: StudySpec, keep_groups=None) -> dict:
 def spec_differences(stored: StudySpec, new: StudySpec) -> list[str]:
     """Where ``new`` differs from the stored spec of the same study (``groups.g``, ``methods``,
     ...), ignoring the swap groups added to the stored one from the dashboard."""
-    old = _canonical(stored, keep_groups=[g for g in stored.groups if not g.startswith("swap:") or g in new.groups])
+    added = [s for s in stored.swaps if s.name not in new.groups]  # queued from the dashboard's Task swap page
+    old = _canonical(stored.model_copy(update={"swaps": [s for s in stored.swaps if s not in added]}),
+                     keep_groups=[g for g in stored.groups if g not in {s.name for s in added}])
     cur = _canonical(new)
     out = []
     for key in sorted(set(old) | set(cur)):
@@ -197,9 +228,11 @@ def prepare_spec(store: Store, spec: StudySpec, *, grants: Grants | None = NO_GR
                              "hidden states)")
         if diff:
             store.delete_study(spec.name)
-        elif stored is not None:  # same study: keep the groups the dashboard added to it (swaps)
-            extra = {g: t for g, t in stored.groups.items() if g not in spec.groups}
-            spec = spec.model_copy(update={"groups": {**spec.groups, **extra}})
+        elif stored is not None:  # same study: keep the swaps the dashboard added to it
+            extra = [s for s in stored.swaps if s.name not in spec.groups]
+            if extra:
+                spec = parse_spec(json.loads(json.dumps({**spec.model_dump(mode="json"),
+                                                         "swaps": [s.model_dump() for s in (*spec.swaps, *extra)]})))
     register(store, spec, description)
     counts = jobs.enqueue(store, spec.name, plan_units(spec))
     return spec, counts

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..io.content import content_id, is_local, looks_like_hub_id, resolve_reference
 from ..merging import registry as methods
+from ..storage.roles import Swap, parse_swap_name, swap_name
 
 #: Study and task names: they name files and folders, so letters, digits, '_', '.', '-' only,
 #: starting with a letter or digit, at most 64 characters.
@@ -254,6 +255,20 @@ class RandomGroups(BaseModel):
                                               "(groups that share tasks are not independent evidence)")
 
 
+class SwapSpec(BaseModel):
+    """The paper's (a)→(a1): group ``group`` with task ``remove`` replaced by ``add``. A swap is
+    merged and evaluated like a group but never counted as one: it was chosen by looking at results."""
+
+    model_config = STRICT
+    group: str
+    remove: str
+    add: str
+
+    @property
+    def name(self) -> str:
+        return swap_name(self.group, self.remove, self.add)
+
+
 class StudySpec(BaseModel):
     model_config = STRICT
     name: str = Field(description=f"the study's id: {NAME_PATTERN}")
@@ -263,11 +278,16 @@ class StudySpec(BaseModel):
     tasks: dict[str, TaskSpec]
     groups: dict[str, list[str]] = Field(default_factory=dict)
     pool: list[str] = Field(default_factory=list, description="tasks available for swapping in")
+    swaps: list[SwapSpec] = Field(default_factory=list, description="groups with one task swapped for another "
+                                                                   "(the paper's (a)→(a1)), merged like groups")
     random_groups: RandomGroups | None = Field(None, description="add groups drawn at random (the paper's protocol)")
     pairwise: list[str] = Field(default_factory=list, description="groups expanded into all their pairs, each "
                                                                   "merged with every method (the paper's Table 4)")
     pair_methods: list[str] = Field(default_factory=list, description="the methods the pairs of `pairwise` are "
                                                                       "merged with (names from `methods`); none: all")
+    best_of: list[str] = Field(default_factory=list, description="the methods a task's best merging loss is taken "
+                                                                 "over (Table 5, collapse; names from `methods`); "
+                                                                 "none: all")
     base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
     executor: Literal["local", "ray"] = Field("local", description="where `mergelab run` runs units: this machine, "
                                                                     "or a Ray cluster (results are the same)")
@@ -319,16 +339,49 @@ class StudySpec(BaseModel):
 
     @model_validator(mode="after")
     def _expand(self):
-        """Draw the random groups into ``groups`` (idempotent: a dumped spec re-reads the same)."""
-        if self.random_groups is None:
-            return self
-        drawn = draw_groups(self.random_groups, list(self.tasks))
-        for name, members in drawn.items():
-            if name in self.groups and self.groups[name] != members:
-                raise ValueError(f"group {name!r} is listed and also drawn by random_groups (prefix "
-                                 f"{self.random_groups.prefix!r}); rename one")
-        self.groups = {**self.groups, **drawn}
+        """Draw the random groups into ``groups`` and add each swap's group (idempotent: a dumped
+        spec re-reads the same)."""
+        if self.random_groups is not None:
+            drawn = draw_groups(self.random_groups, list(self.tasks))
+            for name, members in drawn.items():
+                if name in self.groups and self.groups[name] != members:
+                    raise ValueError(f"group {name!r} is listed and also drawn by random_groups (prefix "
+                                     f"{self.random_groups.prefix!r}); rename one")
+            self.groups = {**self.groups, **drawn}
+        listed = {s.name for s in self.swaps}
+        for name, members in self.groups.items():  # specs written before swaps had a field of their own
+            old = parse_swap_name(name)
+            if old is None or name in listed or old.parent not in self.groups or parse_swap_name(old.parent):
+                continue
+            if set(members) == {old.added if t == old.removed else t for t in self.groups[old.parent]}:
+                self.swaps = [*self.swaps, SwapSpec(group=old.parent, remove=old.removed, add=old.added)]
+        for swap in self.swaps:
+            parent = self.groups.get(swap.group)
+            if parent is None or swap.group in {s.name for s in self.swaps}:
+                raise ValueError(f"swaps: {swap.group!r} is not a group (groups: {sorted(self.evidence_groups)})")
+            if swap.remove not in parent:
+                raise ValueError(f"swaps: {swap.remove!r} is not in group {swap.group!r} ({parent})")
+            if swap.add in parent or swap.add not in self.tasks:
+                raise ValueError(f"swaps: {swap.add!r} must be a task of the study that is not in {swap.group!r}")
+            members = [swap.add if t == swap.remove else t for t in parent]
+            if swap.name in self.groups:  # listed too (a dumped spec): the same tasks, in its own order
+                if set(self.groups[swap.name]) != set(members):
+                    raise ValueError(f"group {swap.name!r} does not hold {swap.group!r} with {swap.remove!r} "
+                                     f"replaced by {swap.add!r}")
+                continue
+            self.groups = {**self.groups, swap.name: members}
         return self
+
+    @property
+    def swap_groups(self) -> dict[str, Swap]:
+        """The groups made by ``swaps``: name → its parent, removed and added task."""
+        return {s.name: Swap(s.name, s.group, s.remove, s.add) for s in self.swaps}
+
+    @property
+    def evidence_groups(self) -> dict[str, list[str]]:
+        """The drawn and declared groups: every group but the swaps."""
+        swaps = {s.name for s in self.swaps}
+        return {g: t for g, t in self.groups.items() if g not in swaps}
 
     @model_validator(mode="after")
     def _some_group(self):
@@ -341,9 +394,10 @@ class StudySpec(BaseModel):
         for g in self.pairwise:
             if g not in self.groups:
                 raise ValueError(f"pairwise: {g!r} is not a group (groups: {sorted(self.groups)})")
-        unknown = [m for m in self.pair_methods if m not in self.methods]
-        if unknown:
-            raise ValueError(f"pair_methods: {unknown} are not in methods ({sorted(self.methods)})")
+        for field_name in ("pair_methods", "best_of"):
+            unknown = [m for m in getattr(self, field_name) if m not in self.methods]
+            if unknown:
+                raise ValueError(f"{field_name}: {unknown} are not in methods ({sorted(self.methods)})")
         if self.base_scores and self.architecture == "encoder":
             raise ValueError("base_scores needs a causal or seq2seq base: an encoder has no task head before training")
         return self

@@ -24,6 +24,7 @@ import torch
 from ..io.content import content_id
 from ..storage.jobs import UnitOutput
 from ..storage.states import expert_name, merged_name
+from ..storage.store import RECORD_KEY
 from .data import TaskData, load_all
 from .spec import NO_GRANTS, Grants, StudySpec, check_grants
 
@@ -99,6 +100,7 @@ def _row(spec: StudySpec, task: str, **fields) -> dict:
             "task": task, "expert_score": None, "loss": None, "source": "computed", **fields}
 
 
+
 def run_unit(ctx: StudyContext, job: dict, progress: Progress = lambda f, m: None) -> UnitOutput:
     """Run one unit and return what it produced.
 
@@ -116,25 +118,30 @@ def run_unit(ctx: StudyContext, job: dict, progress: Progress = lambda f, m: Non
     return out
 
 
+def _scored(spec: StudySpec, evaluation, task: str, **fields) -> UnitOutput:
+    """A result row and its per-row records (keyed like it) for one evaluation."""
+    result = _row(spec, task, score=evaluation.score, **fields)
+    key = {k: result[k] for k in RECORD_KEY}
+    return UnitOutput(results=[result], records=[{**key, **r} for r in evaluation.records])
+
+
 def _run(ctx: StudyContext, kind: str, p: dict, unit_key: str, progress: Progress) -> UnitOutput:
     spec, model = ctx.spec, ctx.model
     if kind == "base":  # the untrained base on a task: what the expert must beat
         model.use("base", {})
-        score = model.evaluate(ctx.data[p["task"]])
-        return UnitOutput(results=[_row(spec, p["task"], model="base", method="base", score=score)])
+        return _scored(spec, model.evaluate_rows(ctx.data[p["task"]]), p["task"], model="base", method="base")
     if kind == "expert":
         model.use_expert(p["task"])
-        score = model.evaluate(ctx.data[p["task"]])
-        return UnitOutput(results=[_row(spec, p["task"], model=f"expert:{p['task']}", method="expert",
-                                        score=score, expert_score=score, loss=0.0)])
+        ev = model.evaluate_rows(ctx.data[p["task"]])
+        return _scored(spec, ev, p["task"], model=f"expert:{p['task']}", method="expert", expert_score=ev.score,
+                       loss=0.0)
     if kind == "merge":
         deltas = ctx.merged(p["group"], p["method"], p["params"])
         progress(0.5, f"evaluating {p['task']}")
         model.use(f"merged:{p['group']}:{p['method']}", deltas, model.head_of(p["task"]))
-        score = model.evaluate(ctx.data[p["task"]])
-        return UnitOutput(results=[_row(spec, p["task"], group_name=p["group"], method=p["method"],
-                                        model=f"merged:{p['group']}:{p['method']}", score=score,
-                                        params_hash=spec.fingerprint(p["method"], p["params"]))])
+        return _scored(spec, model.evaluate_rows(ctx.data[p["task"]]), p["task"], group_name=p["group"],
+                       method=p["method"], model=f"merged:{p['group']}:{p['method']}",
+                       params_hash=spec.fingerprint(p["method"], p["params"]))
     if kind in ("states", "mstates"):
         if kind == "states":
             model.use_expert(p["task"])

@@ -33,16 +33,22 @@ def study_picker() -> str | None:
     ids = list(studies["id"])
     labels = dict(zip(studies["id"], studies["name"]))
     fallback = next((s for s in ("llm", "llm13", "demo") if s in ids), ids[0])
+    # The picker's value is set through its session-state key *before* it is drawn: passing an index
+    # to an existing widget does not move it in the browser (its own state wins there).
     switch = st.session_state.pop("switch_to_study", None)  # a page registered or deleted a study
+    asked = st.query_params.get("study")
     if switch is not None:
-        st.query_params["study"] = switch if switch in ids else fallback
-        st.session_state.pop("study_select", None)
-    if st.session_state.get("study_select") not in (*ids, None):  # a study deleted elsewhere
-        st.session_state.pop("study_select")
-    wanted = st.query_params.get("study", st.session_state.get("study_id", fallback))
-    index = ids.index(wanted) if wanted in ids else 0
-    choice = st.sidebar.selectbox("Study", ids, index=index, format_func=labels.get,
-                                  key="study_select")
+        st.session_state["study_select"] = switch if switch in ids else fallback
+    elif asked is not None and asked != st.session_state.get("study_id"):  # a link or a reload asks for one
+        if asked in ids:
+            st.session_state["study_select"] = asked
+        else:
+            st.sidebar.warning(f"There is no study {asked!r} in this store; showing {labels[fallback]!r}.")
+            st.session_state["study_select"] = fallback
+    if st.session_state.get("study_select") not in ids:  # first visit, or a study deleted elsewhere
+        st.session_state["study_select"] = st.session_state.get("study_id") if st.session_state.get(
+            "study_id") in ids else fallback
+    choice = st.sidebar.selectbox("Study", ids, format_func=labels.get, key="study_select")
     st.session_state["study_id"] = choice
     st.query_params["study"] = choice
     kind = studies.set_index("id").loc[choice, "kind"]
@@ -60,3 +66,12 @@ def switch_study(study_id: str | None) -> None:
     """Make the sidebar show ``study_id`` (or the default study) from the next run on, and rerun."""
     st.session_state["switch_to_study"] = study_id or ""
     st.rerun()
+
+
+def focus_group(store: Store, study_id: str, names: list[str]) -> str:
+    """The group a page opens on: the one the story is about (the Overview's), when listed."""
+    from mergelab.analysis.story import story_group
+    from mergelab.ui.cache import cached
+
+    group = cached(story_group, store, study_id)
+    return group if group in names else names[0]

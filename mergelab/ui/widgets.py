@@ -46,6 +46,20 @@ WORDS = {
     "p_paper": "p (paper)", "p_recomputed": "p (recomputed)", "p_published": "p (published)",
     "p_published_glue": "p (published, GLUE)", "expert_score": "expert score", "score": "merged score",
     "age_s": "seconds since update", "attempts": "attempts", "hiddensim": "HiddenSim",
+    "p_expected": "one-sided p (expected direction)", "p_two_sided": "two-sided p", "direction": "direction",
+    "reliability": "reliability", "detectable_r": "detectable |r| (80 % power)",
+    "rows_needed": "eval rows for reliability 0.8", "se": "standard error", "boot_mean": "mean over resamples",
+    "best_method": "best method", "worst_method": "worst method", "change": "change (points)",
+    "change_ci_low": "change 95 % low", "change_ci_high": "change 95 % high", "within_noise": "within noise",
+    "worst_before": "worst loss before (%)", "worst_after": "worst loss after (%)",
+    "worst_task_before": "worst task before", "worst_task_after": "worst task after",
+    "worst_mds_before": "worst MDS before", "worst_mds_after": "worst MDS after",
+    "predicted_mds_change": "predicted change of worst MDS", "improves": "lowers the worst MDS",
+    "null_q95": "permutation null (95th pct |r|)", "familywise_q95": "family-wise bar",
+    "beats_null": "beats its null", "beats_familywise": "beats the family-wise bar",
+    "groups_expected": "disjoint groups, expected sign", "groups_tested": "disjoint groups read",
+    "combined_r": "combined r (disjoint groups)", "combined_p": "combined one-sided p", "levels": "levels",
+    "ci_note": "why no interval", "note": "note", "expected": "what the predictor claims",
 }
 
 
@@ -55,6 +69,14 @@ def show_table(data, **kwargs) -> None:
     config = {c: WORDS[c] for c in getattr(frame, "columns", []) if c in WORDS}
     config.update(kwargs.pop("column_config", {}) or {})
     st.dataframe(data, hide_index=True, column_config=config, **kwargs)
+
+
+def md_escape(text: str) -> str:
+    """``text`` shown literally where Streamlit renders Markdown (an error naming '_x' keeps its
+    underscore instead of turning the rest into italics)."""
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
 
 
 def need_study(study_id: str | None) -> str:

@@ -1,0 +1,268 @@
+"""How much each merging loss can be trusted: a paired bootstrap over eval rows.
+
+An expert and every merge are scored on the same eval rows of a task, so a resample draws rows once
+per task and scores every model on the same draw (its per-row records, :mod:`~mergelab.storage.store`
+``row_records``). From those draws come a 95 % interval for
+
+* each merging loss (Eq. 1) — expert and merge resampled together;
+* each task's *best* loss over methods — the max taken inside every resample, so the optimism of
+  picking the best of several noisy methods shows in the interval;
+* a group's *worst* loss — the min over tasks inside every resample;
+* the change a swap makes to the worst loss — tasks the two groups share are drawn once for both;
+
+and the *reliability* of a group's best-loss column: the share of its spread across tasks that is not
+sampling noise, 1 − mean(noise variance) / variance across tasks (≤ 0: the column is noise).
+
+A resample of a task is fixed by the study's seed and the task's name, so every number drawn from
+one task uses the same draws. Where there is nothing to resample the interval is NaN and ``note``
+says why: the expert scores 0 (Eq. 1 divides by it), or the result has no per-row records (computed
+before MergeLab kept them: recompute the study).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..storage.store import Store
+
+N_BOOT = 2000
+LEVEL = 0.95
+NO_RECORDS = "no per-row records (computed before MergeLab kept them): recompute the study for a CI"
+ZERO_EXPERT = "undefined: the expert scores 0, so Eq. 1 divides by zero"
+EXPERT = ("", "expert")
+BASE = ("", "base")
+
+
+@dataclass
+class TaskDraws:
+    """One task's resampled scores: per model — (group, method), the expert ``("", "expert")``,
+    the base ``("", "base")`` — its score on all rows and on each of ``n_boot`` resamples."""
+
+    task: str
+    n_rows: int
+    point: dict[tuple[str, str], float] = field(default_factory=dict)
+    draws: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+
+def _counts(task: str, n: int, n_boot: int, seed: int) -> np.ndarray:
+    """How often each row enters each resample, (n_boot, n): fixed by the seed and the task."""
+    digest = int.from_bytes(hashlib.sha256(f"{seed}:{task}".encode()).digest()[:8], "little")
+    return np.random.default_rng(digest).multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+
+
+def _macro_f1(counts: np.ndarray, pred: np.ndarray, ref: np.ndarray, labels: int) -> np.ndarray:
+    """Macro F1 (0–100) over the labels present in references or predictions, for each resample
+    (rows weighted by ``counts``) — the shipped F1 metric, resampled. pred, ref: (n,) label ids."""
+    p1, r1 = np.eye(labels)[pred], np.eye(labels)[ref]
+    tp = counts @ (p1 * r1)
+    fp = counts @ p1 - tp
+    fn = counts @ r1 - tp
+    den = 2 * tp + fp + fn
+    present = den > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(present, 2 * tp / np.where(present, den, 1), 0.0)
+    return 100 * f1.sum(-1) / np.maximum(present.sum(-1), 1)
+
+
+def task_draws(records: pd.DataFrame, metric: str, n_boot: int = N_BOOT, seed: int = 0) -> TaskDraws:
+    """Resampled scores of every model with records on one task (rows paired by position; a model
+    whose rows differ from the expert's is left out)."""
+    task = str(records["task"].iloc[0])
+    keys = list(dict.fromkeys(zip(records["group_name"], records["method"])))
+    by = {k: sub.sort_values("row") for k, sub in records.groupby(["group_name", "method"], sort=False)}
+    ref_key = EXPERT if EXPERT in by else keys[0]
+    ref_ids = by[ref_key]["row_id"].to_numpy()
+    n = len(ref_ids)
+    out = TaskDraws(task, n)
+    counts = _counts(task, n, n_boot, seed)
+    for key in keys:
+        sub = by[key]
+        if len(sub) != n or not np.array_equal(sub["row_id"].to_numpy(), ref_ids):
+            continue  # other rows (another eval_limit or data version): not pairable
+        if metric == "f1":
+            names = sorted(set(sub["reference"].dropna()) | set(sub["prediction"].dropna()))
+            ids = {v: i for i, v in enumerate(names)}
+            pred = np.array([ids[v] for v in sub["prediction"]])
+            ref = np.array([ids[v] for v in sub["reference"]])
+            out.draws[key] = _macro_f1(counts, pred, ref, len(names))
+            out.point[key] = float(_macro_f1(np.ones((1, n)), pred, ref, len(names))[0])
+        else:
+            scores = sub["score"].to_numpy(float)
+            out.draws[key] = counts @ scores / n
+            out.point[key] = float(scores.mean())
+    return out
+
+
+class Draws:
+    """Every task's resampled scores for one study, computed once (pages cache it)."""
+
+    def __init__(self, store: Store, study_id: str, n_boot: int = N_BOOT, seed: int = 0):
+        self.n_boot = n_boot
+        records = store.row_records(study_id)
+        metrics = store.results(study_id).drop_duplicates("task").set_index("task")["metric"].to_dict()
+        self.tasks: dict[str, TaskDraws] = {}
+        for task, sub in records.groupby("task", sort=False):
+            self.tasks[str(task)] = task_draws(sub, metrics.get(task, "accuracy"), n_boot, seed)
+
+    def has(self, task: str, key: tuple[str, str]) -> bool:
+        return task in self.tasks and key in self.tasks[task].draws and EXPERT in self.tasks[task].draws
+
+    def loss(self, task: str, group: str, method: str) -> tuple[np.ndarray | None, str]:
+        """Resampled Eq. 1 loss of ``task`` in ``group``'s ``method`` merge, or (None, why not)."""
+        key = (group, method)
+        if not self.has(task, key):
+            return None, NO_RECORDS
+        td = self.tasks[task]
+        if td.point[EXPERT] == 0:
+            return None, ZERO_EXPERT
+        e, m = td.draws[EXPERT], td.draws[key]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(e > 0, 100 * (m - e) / np.where(e > 0, e, 1), np.nan), ""
+
+    def best_loss(self, task: str, group: str, methods: list[str]) -> tuple[np.ndarray | None, str]:
+        """Resampled best loss over ``methods`` (the max inside each resample)."""
+        samples = []
+        for m in methods:
+            s, why = self.loss(task, group, m)
+            if s is None:
+                return None, why
+            samples.append(s)
+        if not samples:
+            return None, "undefined: no merged score"
+        return np.max(np.vstack(samples), axis=0), ""
+
+    def difference(self, task: str, key_a: tuple[str, str], key_b: tuple[str, str]) -> np.ndarray | None:
+        """Resampled score difference a − b on one task (same rows), e.g. expert − base."""
+        if task not in self.tasks or key_a not in self.tasks[task].draws or key_b not in self.tasks[task].draws:
+            return None
+        return self.tasks[task].draws[key_a] - self.tasks[task].draws[key_b]
+
+
+_DRAWS: dict[tuple, Draws] = {}
+
+
+def draws_for(store: Store, study_id: str) -> Draws:
+    """The study's :class:`Draws`, computed once per store content (the last few kept)."""
+    key = (str(store.path), store.content_stamp(), study_id)
+    if key not in _DRAWS:
+        while len(_DRAWS) >= 8:
+            _DRAWS.pop(next(iter(_DRAWS)))
+        _DRAWS[key] = Draws(store, study_id)
+    return _DRAWS[key]
+
+
+def interval(samples: np.ndarray | None, level: float = LEVEL) -> tuple[float, float, float]:
+    """(low, high, standard error) of resampled values: the percentile interval; NaN when more than
+    5 % of the resamples are undefined."""
+    if samples is None:
+        return np.nan, np.nan, np.nan
+    ok = samples[np.isfinite(samples)]
+    if len(ok) < 0.95 * len(samples) or len(ok) < 10:
+        return np.nan, np.nan, np.nan
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(ok, tail)), float(np.percentile(ok, 100 - tail)), float(ok.std(ddof=1))
+
+
+def within_noise(low: float, high: float) -> bool | None:
+    """True if the interval covers 0 (a change 'within noise'), None if there is no interval."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return None
+    return bool(low <= 0 <= high)
+
+
+# --- tables ---------------------------------------------------------------------------------------------
+def loss_intervals(draws: Draws, losses: pd.DataFrame) -> pd.DataFrame:
+    """``losses`` (views.loss_table rows) with ci_low, ci_high, se of each loss and a note."""
+    out = losses.copy()
+    cols = {"ci_low": [], "ci_high": [], "se": [], "ci_note": []}
+    for r in losses.itertuples():
+        s, why = draws.loss(r.task, r.group_name, r.method)
+        lo, hi, se = interval(s)
+        cols["ci_low"].append(lo)
+        cols["ci_high"].append(hi)
+        cols["se"].append(se)
+        cols["ci_note"].append(why if s is None else ("" if np.isfinite(lo) else "too few defined resamples"))
+    for k, v in cols.items():
+        out[k] = v
+    return out
+
+
+def best_losses(draws: Draws, losses: pd.DataFrame, group: str, methods: list[str] | None = None) -> pd.DataFrame:
+    """Per task of ``group``: best loss over ``methods`` (all its methods if None), the method that
+    gave it, its 95 % interval and SE (max taken inside each resample), the mean over resamples
+    (above the point value when picking the best of several noisy methods flatters it), a note."""
+    sub = losses[losses["group_name"] == group]
+    if methods:
+        sub = sub[sub["method"].isin(methods)]
+    rows = []
+    for task, t in sub.groupby("task", sort=False):
+        known = t.dropna(subset=["loss"])
+        row = {"task": task, "best_loss": np.nan, "best_method": "undefined", "ci_low": np.nan, "ci_high": np.nan,
+               "se": np.nan, "boot_mean": np.nan, "note": ""}
+        if known.empty:
+            row["note"] = next((n for n in t.get("note", []) if n), "undefined: no merged score")
+            rows.append(row)
+            continue
+        best = known.loc[known["loss"].idxmax()]
+        row.update(best_loss=float(best["loss"]), best_method=best["method"])
+        s, why = draws.best_loss(task, group, list(t["method"]))
+        lo, hi, se = interval(s)
+        row.update(ci_low=lo, ci_high=hi, se=se, note=why)
+        if s is not None and np.isfinite(lo):
+            row["boot_mean"] = float(np.nanmean(s))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["task", "best_loss", "best_method", "ci_low", "ci_high", "se", "boot_mean",
+                                       "note"])
+
+
+def worst_samples(draws: Draws, losses: pd.DataFrame, group: str, tasks: list[str],
+                  methods: list[str] | None = None) -> tuple[np.ndarray | None, str]:
+    """Resampled worst best-loss of a group (min over its tasks inside each resample)."""
+    sub = losses[losses["group_name"] == group]
+    if methods:
+        sub = sub[sub["method"].isin(methods)]
+    samples = []
+    for task in tasks:
+        ms = list(sub.loc[sub["task"] == task, "method"])
+        s, why = draws.best_loss(task, group, ms) if ms else (None, "undefined: no merged score")
+        if s is None:
+            return None, why
+        samples.append(s)
+    return (np.min(np.vstack(samples), axis=0), "") if samples else (None, "no tasks")
+
+
+@dataclass
+class Reliability:
+    """How much of a group's spread in best loss across tasks is real rather than sampling noise."""
+
+    reliability: float  # 1 − noise / observed (≤ 0: the spread is noise)
+    observed_var: float  # variance of the best losses across tasks
+    noise_var: float  # mean resampling variance of one task's best loss
+    n_tasks: int
+    n_rows: int  # eval rows per task (the smallest)
+    note: str = ""
+
+    def rows_for(self, target: float = 0.8) -> float:
+        """Eval rows per task that would bring the reliability to ``target`` (noise variance falls
+        as 1 / rows); NaN where the spread is all noise, so more rows of these tasks cannot tell."""
+        true = self.observed_var - self.noise_var
+        if not (np.isfinite(true) and true > 0 and self.noise_var > 0):
+            return np.nan
+        return float(np.ceil(self.n_rows * self.noise_var * target / ((1 - target) * true)))
+
+
+def reliability(best: pd.DataFrame, draws: Draws | None = None) -> Reliability:
+    """Reliability of a best-loss column (:func:`best_losses`), from its point values and SEs."""
+    ok = best.dropna(subset=["best_loss", "se"])
+    n_rows = min((draws.tasks[t].n_rows for t in ok["task"] if draws and t in draws.tasks), default=0)
+    if len(ok) < 3:
+        why = NO_RECORDS if best["se"].isna().all() and len(best) else "fewer than 3 tasks with an interval"
+        return Reliability(np.nan, np.nan, np.nan, len(ok), n_rows, why)
+    observed = float(ok["best_loss"].var(ddof=1))
+    noise = float((ok["se"] ** 2).mean())
+    rel = 1 - noise / observed if observed > 0 else np.nan
+    return Reliability(rel, observed, noise, len(ok), n_rows)
