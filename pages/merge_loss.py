@@ -6,7 +6,7 @@ from mergelab.analysis import protocol, story, uncertainty
 from mergelab.analysis import views as results
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
-from mergelab.ui.state import current_study, focus_group, get_store
+from mergelab.ui.state import current_study, get_store, group_picker
 from mergelab.ui.widgets import chart, need_study, show_table, task_notes
 from mergelab.viz import figures
 
@@ -24,7 +24,7 @@ if losses.empty:
     st.stop()
 pairs = set(store.groups(study, role="pair"))
 groups = [g for g in dict.fromkeys(losses["group_name"]) if g not in pairs]  # pairs: Statistics page
-group = st.selectbox("Task group", groups, index=groups.index(focus_group(store, study, groups)), key="loss_group")
+group = group_picker("Task group", store, study, groups, key="loss_group")
 collapse = st.slider("Collapse line (%)", -100, 0, -30, key="loss_collapse")
 sub = intervals[intervals["group_name"] == group]
 if sub.duplicated(["task", "method"]).any():  # the paper's Table 2: several base models per group

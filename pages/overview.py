@@ -55,6 +55,11 @@ h = cached(story.headline, store, study)
 st.subheader("The headline")
 for sentence in story.sentences(h):
     st.markdown(sentence)
+if h.task is not None:
+    with st.spinner("Checking which signal tracked collapse here…"):
+        comparison = cached(protocol.predictor_comparison, store, study)
+    if len(comparison):
+        st.markdown(story.predictor_sentence(comparison))
 
 if h.task is not None:
     c1, c2, c3 = st.columns(3)

@@ -7,7 +7,7 @@ from mergelab.analysis import story
 from mergelab.analysis import views as results
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
-from mergelab.ui.state import current_study, focus_group, get_store
+from mergelab.ui.state import current_study, get_store, group_picker
 from mergelab.ui.widgets import chart, need_study, show_table, task_notes
 from mergelab.viz import figures
 
@@ -22,7 +22,7 @@ if not groups:
     st.info("This study has no task groups.")
     st.stop()
 names = list(groups)
-group = st.selectbox("Task group", names, index=names.index(focus_group(store, study, names)), key="sim_group")
+group = group_picker("Task group", store, study, names, key="sim_group")
 tasks = groups[group]
 if not results.has_states(store, study, tasks):
     st.info("No stored hidden states for this group (the paper publishes MDS only). Published MDS:")

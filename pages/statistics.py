@@ -7,7 +7,7 @@ import streamlit as st
 from mergelab.analysis import paper, protocol, story
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
-from mergelab.ui.state import current_study, focus_group, get_store
+from mergelab.ui.state import current_study, get_store, group_picker
 from mergelab.ui.widgets import chart, need_study, show_table
 from mergelab.viz import figures
 
@@ -40,8 +40,7 @@ else:
                "|r|: the smallest correlation the group finds with 80 % power. Rows needed: eval rows per task for "
                "reliability 0.8.")
     names = list(groups)
-    group = st.selectbox("Group for the scatter", names, index=names.index(focus_group(store, study, names)),
-                         key="stats_group")
+    group = group_picker("Group for the scatter", store, study, names, key="stats_group")
     frame = cached(protocol.mds_vs_loss, store, study, group)
     if frame["mds"].notna().sum() >= 3:
         chart(figures.mds_vs_loss(frame, title=f"MDS vs best loss — {group}"), "mds_vs_loss")
@@ -96,7 +95,7 @@ else:
 if groups:
     with st.expander("Per task inside one group — exploratory, not the paper's Table 4"):
         names = list(store.groups(study, role=("group", "swap")))
-        g = st.selectbox("Group", names, index=names.index(focus_group(store, study, names)), key="stats_grid_group")
+        g = group_picker("Group", store, study, names, key="stats_grid_group")
         grid = cached(protocol.task_conflict_grid, store, study, g)
         if not grid.empty and grid["p_expected"].notna().any():
             chart(figures.pvalue_grid(grid.dropna(subset=["p_expected"]), "metric", "method", value="p_expected",

@@ -156,6 +156,7 @@ batch = c1.number_input("Batch size (sequences per forward pass)", value=int(dra
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 dtype = c2.selectbox("Weights' dtype for evaluation (auto = the checkpoint's own)", DTYPES,
                      index=DTYPES.index(draft.get("dtype", "auto")), key="study_dtype")
+slots["settings"] = st.empty()
 
 st.subheader("Trust")
 st.caption("Off unless you turn them on. A study may ask for these; a run still needs your permission "
@@ -199,9 +200,9 @@ for section, items in by_section.items():
     if target is not None:
         target.error(text)
 if problems:
+    unplaced = [p for section, items in by_section.items() if section not in slots for p in items]
     st.error("Fix the problems marked above before saving." +
-             ("\n" + "\n".join(f"- {md_escape(p)}" for p in by_section.get("other", []))
-              if "other" in by_section else ""))
+             ("\n" + "\n".join(f"- {md_escape(p)}" for p in unplaced) if unplaced else ""))
 else:
     st.success("Spec is valid.")
     small = form.small_groups(parsed) if parsed is not None else []

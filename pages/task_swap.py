@@ -10,7 +10,7 @@ from mergelab.study import executors as background
 from mergelab.study import planner as runner
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
-from mergelab.ui.state import current_study, focus_group, get_store
+from mergelab.ui.state import current_study, get_store, group_picker
 from mergelab.ui.widgets import chart, need_study, show_table
 from mergelab.viz import figures
 
@@ -23,7 +23,7 @@ if not groups:
     st.info("This study has no task groups to swap a task in.")
     st.stop()
 names = list(groups)
-group = st.selectbox("Task group", names, index=names.index(focus_group(store, study, names)), key="swap_group")
+group = group_picker("Task group", store, study, names, key="swap_group")
 tasks = groups[group]
 if len(tasks) < 3:
     st.info(f"{group} has {len(tasks)} tasks: HiddenSim and MDS need at least 3 (Eq. 2 rescales distances by "

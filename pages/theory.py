@@ -6,7 +6,7 @@ from mergelab.analysis import story
 from mergelab.analysis import views as results
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
-from mergelab.ui.state import current_study, focus_group, get_store
+from mergelab.ui.state import current_study, get_store, group_picker
 from mergelab.ui.widgets import chart, need_study, show_table
 from mergelab.viz import figures
 
@@ -29,8 +29,7 @@ groups = list(store.groups(study, role=("group", "swap")))
 if not groups:
     st.info("This study has no task groups.")
     st.stop()
-group = st.selectbox("Task group", groups, index=groups.index(focus_group(store, study, groups)) if groups else 0,
-                     key="theory_group")
+group = group_picker("Task group", store, study, groups, key="theory_group")
 settings = results.hidden_settings(store, study)
 table = cached(results.theory, store, study, group, layer=settings.get("layer", -1),
                pooling=settings.get("pooling", "mean"))

@@ -61,9 +61,13 @@ def _serve(db: Path, autostart: bool):
     return proc, url
 
 
+SERVED: dict[str, Path] = {}  # the store the module's server reads (tests compute what it should show)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc, url = _serve(tmp_path_factory.mktemp("db") / "m.db", autostart=False)
+    SERVED["db"] = tmp_path_factory.mktemp("db") / "m.db"
+    proc, url = _serve(SERVED["db"], autostart=False)
     yield url
     proc.terminate()
     proc.wait(timeout=20)
@@ -107,7 +111,7 @@ def test_similarity_page_heatmap_on_demo(server, page):
 def test_task_swap_page_ranks_candidates(server, page):
     _open(page, server + "/task_swap?study=demo")
     page.get_by_text("Task swap: what if?").wait_for(timeout=60_000)
-    page.get_by_text("Worst-MDS task in").wait_for(timeout=60_000)
+    page.get_by_text("Highest-MDS task in").wait_for(timeout=60_000)
     assert page.get_by_text("wn_pos").count() >= 1
     grid = page.locator("[data-testid='stDataFrame']").first
     grid.wait_for(timeout=60_000)
@@ -160,8 +164,8 @@ def test_the_stakeholder_path(tmp_path, page):
         page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(timeout=60_000)
         _clean(page, "3_similarity")
         _nav(page, "Task swap")
-        page.get_by_text("Worst-MDS task in").wait_for(timeout=60_000)
-        page.get_by_text("Before / after (Table 6 style)").wait_for(timeout=60_000)  # the shipped swap
+        page.get_by_text("Highest-MDS task in").wait_for(timeout=60_000)
+        page.get_by_text("Predicted and measured, verified by merging").wait_for(timeout=60_000)  # the shipped swap
         page.get_by_test_id("stSelectbox").filter(has_text="Swap in").click()
         page.get_by_role("option", name="wn_hypernym").click()  # one nobody merged yet
         page.get_by_role("button", name="Merge and evaluate this swap").click()
@@ -173,7 +177,7 @@ def test_the_stakeholder_path(tmp_path, page):
         page.get_by_text(f"{units} / {units} units done").wait_for(timeout=600_000)  # the dashboard's worker
         _clean(page, "4_run")
         _nav(page, "Task swap")
-        page.get_by_text("Before / after (Table 6 style)").wait_for(timeout=60_000)
+        page.get_by_text("Predicted and measured, verified by merging").wait_for(timeout=60_000)
         page.locator(".js-plotly-plot").nth(0).wait_for(timeout=60_000)
         _clean(page, "5_swap_before_after")
         _nav(page, "Export")
@@ -183,3 +187,61 @@ def test_the_stakeholder_path(tmp_path, page):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def _main_text(page) -> str:
+    return page.locator("[data-testid='stMain']").inner_text()
+
+
+@pytest.mark.parametrize("study", ["llm13", "demo"])
+def test_the_overview_says_what_the_statistics_page_says(server, page, study):
+    """A stakeholder reads the Overview only: its verdict on the paper's claim must be the Statistics
+    page's, in the same words, and it must not claim a swap effect whose interval covers 0."""
+    from mergelab.analysis import protocol, story
+    from mergelab.study.bundled import open_store
+
+    _open(page, server + f"/?study={study}")
+    page.get_by_text("The headline").wait_for(timeout=60_000)
+    page.get_by_text("claim on this study").first.wait_for(timeout=120_000)
+    overview = _main_text(page)
+    _nav(page, "Statistics")
+    page.get_by_text("Does MDS predict the best merging loss?").wait_for(timeout=60_000)
+    page.get_by_text("claim (higher MDS").first.wait_for(timeout=120_000)
+    statistics = _main_text(page)
+    verdicts = re.findall(r"claim.{0,40}on this study: ([a-z ]+)\.", overview + "\n" + statistics)
+    assert len(verdicts) >= 2 and len(set(verdicts)) == 1, verdicts
+    store = open_store(SERVED["db"])
+    effects = protocol.swap_effects(store, study)
+    for _, s in effects.iterrows():
+        if s["change_ci_low"] <= 0 <= s["change_ci_high"]:
+            assert "within noise" in overview and "rose (better)" not in overview
+    h = story.headline(store, study)
+    if h.correlation is not None and not h.correlation.as_expected:
+        assert "opposite to the paper's direction" in overview
+    page.screenshot(path=str(ARTIFACTS / f"overview_{study}.png"), full_page=True)
+
+
+def test_register_switches_the_study_everywhere(server, page):
+    """Registering a study on the Study page moves the sidebar, the URL and the Run page to it."""
+    _open(page, server + "/study?study=demo")
+    name = page.get_by_label("Study name")
+    name.wait_for(timeout=60_000)
+    name.fill("demo-browser")
+    name.press("Enter")
+    page.get_by_role("button", name="Register and queue all units").click()
+    page.get_by_text("registered").first.wait_for(timeout=120_000)
+    sidebar = page.locator("[data-testid='stSidebar']")
+    sidebar.get_by_text("demo-browser").first.wait_for(timeout=60_000)
+    assert "study=demo-browser" in page.url
+    _nav(page, "Run")
+    page.get_by_text("units done").first.wait_for(timeout=60_000)
+    text = _main_text(page)
+    assert "/ 223 units done" not in text or "0 / 223" in text  # the new study's units, not demo's finished ones
+    assert "Start the worker" in text
+    page.screenshot(path=str(ARTIFACTS / "register_switches.png"), full_page=True)
+
+
+def test_the_overview_has_its_own_address(server, page):
+    _open(page, server + "/overview?study=paper")
+    page.get_by_text("The headline").wait_for(timeout=60_000)
+    assert page.get_by_text("Page not found").count() == 0

@@ -18,57 +18,13 @@ from mergelab.analysis import views as results
 from mergelab.storage import snapshot
 from mergelab.storage.store import Store
 
+import degenerate
+
 METHODS = ["LA", "TA", "TIES"]
 
 
-# --- a study made of per-row records, no model ---------------------------------------------------------
-def records_study(store: Store, name: str, groups: dict[str, list[str]], *, n_rows: int = 200, seed: int = 0,
-                  expert_p: dict[str, float] | None = None, merged_p=None, swaps: dict | None = None,
-                  mds: dict[str, dict[str, float]] | None = None, methods=METHODS) -> dict:
-    """A live study whose every score is the mean of its per-row records (0/100 per row): experts
-    correct with probability ``expert_p[t]`` (0.8), merges with ``merged_p(group, method, task)``;
-    returns the row matrices {(group, method, task): (n_rows,)} so tests can recompute anything."""
-    rng = np.random.default_rng(seed)
-    tasks = list(dict.fromkeys(t for g in groups.values() for t in g))
-    expert_p = {t: 0.8 for t in tasks} | dict(expert_p or {})
-    merged_p = merged_p or (lambda g, m, t: 0.5)
-    spec = {"name": name, "base": "org/base", "architecture": "causal",
-            "adapters": {t: f"adapters/{t}" for t in tasks},
-            "tasks": {t: {"data": f"data/{t}.jsonl", "labels": ["no", "yes"]} for t in tasks},
-            "groups": groups, "methods": {m: {} for m in methods}, "hidden": {"k": 3}}
-    if swaps:
-        spec["swaps"] = [{"group": p, "remove": r, "add": a} for p, r, a in swaps.values()]
-    store.upsert_study(name, name, "live", "", yaml.safe_dump(spec))
-    store.set_groups(name, groups)
-    if swaps:
-        store.set_groups(name, {n: [a if t == r else t for t in groups[p]] for n, (p, r, a) in swaps.items()},
-                         role="swap", meta={n: {"parent": p, "removed": r, "added": a}
-                                            for n, (p, r, a) in swaps.items()})
-    everything = {**groups, **{n: [a if t == r else t for t in groups[p]] for n, (p, r, a) in (swaps or {}).items()}}
-    rows, records, truth = [], [], {}
-
-    def add(group, model, method, task, p):
-        scores = 100.0 * (rng.random(n_rows) < p)
-        truth[(group, method, task)] = scores
-        rows.append({"group_name": group, "model": model, "task": task, "method": method, "metric": "accuracy",
-                     "score": scores.mean()})
-        records.extend({"group_name": group, "model": model, "task": task, "method": method, "row": i,
-                        "row_id": f"{task}-{i}", "score": s, "reference": "yes",
-                        "prediction": "yes" if s else "no", "label_logprobs": [-1.0, -0.5] if s else [-0.5, -1.0]}
-                       for i, s in enumerate(scores))
-
-    for t in tasks + [a for (_, _, a) in (swaps or {}).values() if a not in tasks]:
-        add("", f"expert:{t}", "expert", t, expert_p.get(t, 0.8))
-    for g, members in everything.items():
-        for m in methods:
-            for t in members:
-                add(g, f"merged:{g}:{m}", m, t, merged_p(g, m, t))
-    store.add_results(name, rows)
-    store.add_row_records(name, records)
-    if mds:
-        store.add_task_metrics(name, [{"group_name": g, "task": t, "name": "mds", "value": v}
-                                      for g, by in mds.items() for t, v in by.items()])
-    return truth
+# --- a study made of per-row records, no model: degenerate.records_study -------------------------------
+records_study = degenerate.records_study
 
 
 def _loss(m, e):

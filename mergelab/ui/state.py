@@ -69,9 +69,24 @@ def switch_study(study_id: str | None) -> None:
 
 
 def focus_group(store: Store, study_id: str, names: list[str]) -> str:
-    """The group a page opens on: the one the story is about (the Overview's), when listed."""
+    """The group a page opens on: the last one the user picked on any page for this study, else the
+    one the story is about (the Overview's), when listed."""
     from mergelab.analysis.story import story_group
     from mergelab.ui.cache import cached
 
+    chosen = st.session_state.get("focus_groups", {}).get(study_id)
+    if chosen in names:
+        return chosen
     group = cached(story_group, store, study_id)
     return group if group in names else names[0]
+
+
+def group_picker(label: str, store: Store, study_id: str, names: list[str], key: str) -> str:
+    """A page's group selectbox: opens on :func:`focus_group` and remembers the choice for every page
+    (Streamlit forgets a widget's value when its page is left; the focus is kept per study)."""
+    widget = f"{key}:{study_id}"
+    if st.session_state.get(widget) not in names:
+        st.session_state[widget] = focus_group(store, study_id, names)
+    choice = st.selectbox(label, names, key=widget)
+    st.session_state.setdefault("focus_groups", {})[study_id] = choice
+    return choice
