@@ -377,3 +377,21 @@ def test_identical_methods_are_one_level(tmp_path):
     assert labels == {"LA": "LA = TA", "TIES": "TIES", "TA": "LA = TA"}
     anova = protocol.anova(store, "same").set_index("factor")
     assert anova.loc["method", "levels"] == 2 and "LA = TA" in anova.loc["method", "note"]
+
+
+def test_admission_applies_the_preregistered_rule(tmp_path):
+    store = Store(tmp_path / "adm.db")
+    records_study(store, "adm", {"g": ["good", "weak", "low"]}, expert_p={"good": 0.8, "weak": 0.45, "low": 0.1},
+                  n_rows=300)
+    base = [{"group_name": "", "model": "base", "task": t, "method": "base", "metric": "accuracy", "score": s}
+            for t, s in {"good": 40.0, "weak": 40.0, "low": 2.0}.items()]
+    store.add_results("adm", base)
+    rng = np.random.default_rng(0)
+    store.add_row_records("adm", [{"group_name": "", "model": "base", "task": t, "method": "base", "row": i,
+                                   "row_id": f"{t}-{i}", "score": 100.0 * (rng.random() < p)}
+                                  for t, p in {"good": 0.4, "weak": 0.4, "low": 0.02}.items() for i in range(300)])
+    table = protocol.admission(store, "adm").set_index("task")
+    assert table.loc["good", "admitted"] and not table.loc["weak", "admitted"]
+    assert "gain" in table.loc["weak", "why_not"]
+    assert not table.loc["low", "admitted"] and "one row moves Eq. 1" in table.loc["low", "why_not"]
+    assert table.loc["good", "points_per_row"] == pytest.approx(1e4 / (300 * table.loc["good", "expert_score"]))

@@ -804,3 +804,27 @@ def swap_record(store: Store, study_id: str) -> dict:
     noise = int((done["within_noise"] == True).sum()) if len(done) else 0  # noqa: E712 (None = no interval)
     return {"verified": len(done), "helped": helped, "within_noise": noise, "hurt": hurt,
             "no_interval": len(done) - helped - hurt - noise}
+
+
+# --- admission of candidate tasks (data/llm/PREREGISTRATION.md) -----------------------------------------
+def admission(store: Store, study_id: str, *, min_gain: float = 10.0, min_gain_low: float = 5.0,
+              max_points_per_row: float = 2.0) -> pd.DataFrame:
+    """Which candidate tasks enter the study, by the preregistered rule, measured before any merge:
+    the expert beats the untrained base by at least ``min_gain`` points with the lower end of the
+    gain's 95 % interval at least ``min_gain_low``, and one eval row moves Eq. 1 by at most
+    ``max_points_per_row`` points. One row per task with its numbers, ``admitted`` and ``why not``."""
+    ev = expert_evidence(store, study_id)
+    reasons = []
+    for r in ev.itertuples():
+        why = []
+        if not np.isfinite(r.gain):
+            why.append("no base score")
+        elif r.gain < min_gain:
+            why.append(f"gain {r.gain:.1f} < {min_gain:g}")
+        if np.isfinite(r.gain) and not (np.isfinite(r.gain_ci_low) and r.gain_ci_low >= min_gain_low):
+            why.append(f"gain's 95 % low {r.gain_ci_low:.1f} < {min_gain_low:g}" if np.isfinite(r.gain_ci_low)
+                       else "no interval for the gain")
+        if not (np.isfinite(r.points_per_row) and r.points_per_row <= max_points_per_row):
+            why.append(f"one row moves Eq. 1 by {r.points_per_row:.2f} > {max_points_per_row:g} points")
+        reasons.append("; ".join(why))
+    return ev.assign(admitted=[not w for w in reasons], why_not=reasons)

@@ -62,7 +62,7 @@ def write_states(store: Store, study_id: str, name: str, arrays: dict[str, np.nd
     from safetensors.numpy import save_file
 
     path = states_path(store, study_id, name)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp"
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=metadata)
@@ -104,7 +104,9 @@ def copy_states(store: Store, study_id: str, source: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for f in sorted(source.glob("*.safetensors")):
             if not (target / f.name).exists():
-                tmp = target / f".{f.name}.tmp"
+                # a name of this process's own: several processes may open a fresh store at once, and
+                # a shared temporary name lets one rename the other's half-written copy away
+                tmp = target / f".{f.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
                 shutil.copy2(f, tmp)
                 os.replace(tmp, target / f.name)
     except OSError as exc:
