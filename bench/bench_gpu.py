@@ -24,8 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mergelab.analysis import equations as analysis  # noqa: E402
-from mergelab.analysis import hidden  # noqa: E402
+from mergelab.analysis import equations, hidden  # noqa: E402
 from mergelab.io.adapters import AdapterSet, LoraAdapter  # noqa: E402
 from mergelab.merging.merge import merge  # noqa: E402
 
@@ -99,8 +98,8 @@ def bench_hiddensim(aset, layers, hidden_size, kv, device, probes, tokens, dtype
             h = model.model(input_ids=ids).last_hidden_state.float().mean(1)
             pooled.append(h)
         states = torch.stack(pooled).cpu().numpy()
-    sim = analysis.hiddensim(hidden.distance_matrix(states))
-    analysis.mds(sim)
+    sim = equations.hiddensim(hidden.distance_matrix(states))
+    equations.mds(sim)
     sync(device)
     return time.perf_counter() - t, sum(p.numel() for p in model.parameters())
 

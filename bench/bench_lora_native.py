@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_merge import best_of, minilm_demo, tiny_llama  # noqa: E402
 from test_lora_native import ref_core_ties, ref_core_tsv, ref_iso_c, ref_iso_cts, ref_knots_ties, ref_tsv  # noqa: E402
 
-from mergelab.io import adapters as loading  # noqa: E402
+from mergelab.io.adapters import load_adapter_set  # noqa: E402
 from mergelab.merging import merge  # noqa: E402
 
 # method → the reference's call on one module (dense task vectors, or factors), at our defaults
@@ -73,7 +73,7 @@ def main():
           f"torch {torch.__version__}, device {args.device}")
     print("case,method,ours_s,x_vs_TIES,reference_s,x_vs_reference,max_abs_diff_vs_reference")
     for case, (base, adapters) in [("minilm-demo", minilm_demo()), ("tiny-llama", tiny_llama(work))]:
-        aset = loading.load_adapter_set(base, adapters)
+        aset = load_adapter_set(base, adapters)
         inputs = module_inputs(aset, args.device)
         times = {}
         for label, method in BASELINES.items():

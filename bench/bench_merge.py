@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mergelab.io import adapters as loading  # noqa: E402
+from mergelab.io.adapters import load_adapter_set  # noqa: E402
 from mergelab.merging import merge  # noqa: E402
 from mergelab.merging.mergekit_bridge import mergekit_config  # noqa: E402
 
@@ -163,7 +163,7 @@ def main():
     print("case,method,mergelab_merge_s,mergelab_merge_save_s,mergekit_yaml_s,mergekit_dense_api_s,peft_s,"
           "x_vs_mergekit_yaml,x_vs_mergekit_api,x_vs_peft,max_abs_diff_vs_mergekit_yaml")
     for case, kind, base, adapters in cases:
-        aset = loading.load_adapter_set(base, adapters)
+        aset = load_adapter_set(base, adapters)
         base_dir = str(aset.base.folder)
         methods = METHODS if not args.quick else {k: METHODS[k] for k in ("TIES", "TA")}
         for label, (method, params) in methods.items():

@@ -37,8 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mergelab.storage.store import Store  # noqa: E402
-from mergelab.study import executors, planner  # noqa: E402
-from mergelab.study import worker as runner  # noqa: E402
+from mergelab.study import (  # noqa: E402
+    executors,
+    planner,
+    units,
+)
 
 SIZES = {
     "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
@@ -187,7 +190,7 @@ def main():
     # label scoring, batched vs per row, on the same loaded model and task
     from mergelab.study.data import load_all
 
-    ctx = runner.StudyContext(spec, args.device)
+    ctx = units.StudyContext(spec, args.device)
     task = load_all(spec)[f"task{min(1, args.tasks - 1)}"]  # task1 has 3 labels
     run = ctx.model
     run.use_expert(task.name)

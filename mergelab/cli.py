@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from .merging import registry as methods
+from .merging import registry
 
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, RuntimeError)
 
@@ -23,14 +23,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _method_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per declared method parameter (union over methods), generated from Param."""
-    seen: dict[str, methods.Param] = {}
-    for m in methods.METHODS.values():
+    seen: dict[str, registry.Param] = {}
+    for m in registry.METHODS.values():
         for p in m.params:
             seen.setdefault(p.name, p)
     group = parser.add_argument_group("method parameters (only those the method declares apply)")
     for p in seen.values():
         flag = "--" + ("weights" if p.name == "weight" else p.name)
-        users = [m.name for m in methods.METHODS.values() if p.name in {q.name for q in m.params}]
+        users = [m.name for m in registry.METHODS.values() if p.name in {q.name for q in m.params}]
         text = f"{p.help} [{', '.join(users)}]"
         if p.kind is bool:
             group.add_argument(flag, dest=p.name, type=_bool, default=None, help=text + " (true/false)")
@@ -51,7 +51,7 @@ def _bool(text: str) -> bool:
 
 
 def _params(args, method: str) -> dict:
-    spec = methods.get(method)
+    spec = registry.get(method)
     out = {}
     for p in spec.params:
         value = getattr(args, p.name, None)
@@ -59,10 +59,10 @@ def _params(args, method: str) -> dict:
             continue
         out[p.name] = value[0] if (p.per_adapter and len(value) == 1) else value
     given = {p for p in vars(args) if getattr(args, p) is not None}
-    foreign = {p.name for m in methods.METHODS.values() for p in m.params} - {p.name for p in spec.params}
+    foreign = {p.name for m in registry.METHODS.values() for p in m.params} - {p.name for p in spec.params}
     stray = sorted(given & foreign)
     if stray:
-        raise methods.MethodError(f"{spec.label} does not take {', '.join('--' + s for s in stray)}")
+        raise registry.MethodError(f"{spec.label} does not take {', '.join('--' + s for s in stray)}")
     out["seed"] = args.seed
     return out
 
@@ -107,7 +107,7 @@ def _from_mergekit(args) -> None:
         for key, value in merge["params"].items():
             if getattr(args, key, None) is None:
                 setattr(args, key, value)
-    print(f"from {path}: {methods.get(args.method).label} of {len(args.adapters)} adapters on {args.base}",
+    print(f"from {path}: {registry.get(args.method).label} of {len(args.adapters)} adapters on {args.base}",
           file=sys.stderr)
 
 
@@ -129,7 +129,7 @@ def _output_folder(path: str) -> Path:
 
 
 def cmd_merge(args) -> int:
-    from .io import adapters as loading
+    from .io.adapters import load_adapter_set
     from .merging import merge
     from .merging.device import pick_device
 
@@ -138,13 +138,13 @@ def cmd_merge(args) -> int:
     elif not (args.base and args.adapters):
         raise ValueError("give --base and --adapters, or --from-mergekit merge.yaml")
     params = _params(args, args.method)
-    methods.get(args.method).resolve(len(args.adapters), params)  # bad parameters: before any loading
+    registry.get(args.method).resolve(len(args.adapters), params)  # bad parameters: before any loading
     _output_folder(args.out)
-    aset = loading.load_adapter_set(args.base, _adapters(args.adapters), allow_pickle=args.allow_pickle,
+    aset = load_adapter_set(args.base, _adapters(args.adapters), allow_pickle=args.allow_pickle,
                                     check_base_name=not args.ignore_base_name)
     device = pick_device(args.device)
     print(f"merging {len(aset.adapters)} adapters × {len(aset.module_keys)} modules with "
-          f"{methods.get(args.method).label} on {device}", file=sys.stderr)
+          f"{registry.get(args.method).label} on {device}", file=sys.stderr)
     result = merge.merge(aset, args.method, params, device=str(device), progress=_bar("merge"))
     if args.format == "model":
         out = merge.save_model(result, args.out, progress=_bar("write"))
@@ -186,10 +186,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_conflicts(args) -> int:
-    from .io import adapters as loading
+    from .io.adapters import load_adapter_set
     from .merging import conflicts
 
-    aset = loading.load_adapter_set(args.base, _adapters(args.adapters), allow_pickle=args.allow_pickle,
+    aset = load_adapter_set(args.base, _adapters(args.adapters), allow_pickle=args.allow_pickle,
                                     check_base_name=not args.ignore_base_name)
     frame = conflicts.conflict_metrics(aset, progress=_bar("conflicts"))
     wide = frame.pivot_table(index=["task_a", "task_b"], columns="name", values="value").reset_index()
@@ -199,7 +199,7 @@ def cmd_conflicts(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    for m in methods.METHODS.values():
+    for m in registry.METHODS.values():
         params = ", ".join(f"{p.name}={p.default if p.default is not None else '1/n'}" for p in m.params)
         print(f"{m.name:16s} {m.label:24s} {params}\n{'':16s} {m.description}")
     return 0
@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--base", required=not from_mergekit, help="base model: hub id, local folder or .gguf file")
         p.add_argument("--adapters", nargs="+", required=not from_mergekit, help="PEFT LoRA folders or hub ids")
         p.add_argument("--method", default=None, dest="method_given",
-                       help=f"one of {sorted(methods.METHODS)} or {sorted(methods.PAPER_METHODS)} (default ties)")
+                       help=f"one of {sorted(registry.METHODS)} or {sorted(registry.PAPER_METHODS)} (default ties)")
         _method_flags(p)
 
     m = sub.add_parser("merge", help="merge adapters in adapter space and save the result")

@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from mergelab.analysis import protocol
-from mergelab.analysis import views as results
+from mergelab.analysis import protocol, views
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
@@ -26,7 +25,7 @@ if st.session_state.get(report_key):
 st.download_button("Merging losses with 95 % intervals (CSV)",
                    cached(protocol.loss_intervals, store, study).to_csv(index=False),
                    file_name=f"{study}-losses.csv", key="export_losses")
-records = cached(results.row_records, store, study)
+records = cached(views.row_records, store, study)
 if len(records):
     st.download_button(f"Per-row records: {len(records):,} rows, one per eval row of every result (CSV)",
                        records.to_csv(index=False), file_name=f"{study}-records.csv", key="export_records")

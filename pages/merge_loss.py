@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from mergelab.analysis import protocol, story, uncertainty
-from mergelab.analysis import views as results
+from mergelab.analysis import protocol, story, uncertainty, views
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, group_picker
@@ -17,7 +16,7 @@ st.caption("L(T) = (P_merged / P_expert − 1) · 100 (Eq. 1): 0 = the merge kee
            "same rows).")
 store = get_store()
 study = need_study(current_study())
-losses = cached(results.loss_table, store, study)
+losses = cached(views.loss_table, store, study)
 intervals = cached(protocol.loss_intervals, store, study)
 if losses.empty:
     st.info("No merge results in this study yet — queue them on the Run page.")
@@ -30,8 +29,8 @@ sub = intervals[intervals["group_name"] == group]
 if sub.duplicated(["task", "method"]).any():  # the paper's Table 2: several base models per group
     model = st.selectbox("Base model", sorted(sub["model"].unique()), key="loss_model")
     sub = sub[sub["model"] == model]
-best_of = results.best_of(store, study)
-summary = results.loss_extremes(sub[sub["method"].isin(best_of)] if best_of else sub, collapse)
+best_of = views.best_of(store, study)
+summary = views.loss_extremes(sub[sub["method"].isin(best_of)] if best_of else sub, collapse)
 collapsed = summary.loc[summary["collapsed_under_all"], "task"].tolist()
 chart(figures.loss_bars(sub, collapse=collapse, title=f"Merging loss — {group}",
                         highlight=collapsed[0] if collapsed else None), "loss_bars")

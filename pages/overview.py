@@ -5,8 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mergelab.analysis import protocol, story, uncertainty
-from mergelab.analysis import views as results
+from mergelab.analysis import protocol, story, uncertainty, views
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
@@ -18,7 +17,7 @@ store = get_store()
 study = need_study(current_study())
 row = store.study(study)
 st.title(row["name"])
-spec = results.spec_dict(store, study)
+spec = views.spec_dict(store, study)
 
 with st.container(border=True):
     st.markdown("**Why some merges collapse.** *Merging* combines adapters fine-tuned for different tasks into "
@@ -84,7 +83,7 @@ if h.task is not None:
               "overview_swap")
         st.caption(story.chart_note("swap", table=pd.DataFrame([s])))
     else:
-        sub = cached(results.loss_table, store, study)
+        sub = cached(views.loss_table, store, study)
         sub = sub[sub["group_name"] == h.group]
         chart(figures.loss_bars(sub, title=f"Merging loss — {h.group}", highlight=h.task if h.collapsed else None),
               "overview_loss")

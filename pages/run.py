@@ -6,10 +6,9 @@ import time
 
 import streamlit as st
 
-from mergelab.analysis import views as results
+from mergelab.analysis import views
 from mergelab.storage import jobs
-from mergelab.study import executors as background
-from mergelab.study import planner as runner
+from mergelab.study import executors, planner
 from mergelab.study.spec import Grants, SpecError
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
@@ -27,7 +26,7 @@ if kind == "paper":
 # Code from the model folder and pickle weights run only if the person running the study says so,
 # here, now — a spec can ask for them but never grants them to itself.
 try:
-    spec = runner.load_study_spec(store, study)
+    spec = planner.load_study_spec(store, study)
 except (SpecError, ValueError) as exc:
     spec = None
     st.error(f"This study's stored spec cannot be run: {exc}")
@@ -61,8 +60,8 @@ if c0.button("Start the worker", type="primary", key="run_start", disabled=block
                   "the tab does not stop it"):
     st.session_state[go_key] = True
 if c1.button("Queue all units", key="run_queue"):
-    spec = runner.load_study_spec(store, study)
-    counts = jobs.enqueue(store, study, runner.plan_units(spec))
+    spec = planner.load_study_spec(store, study)
+    counts = jobs.enqueue(store, study, planner.plan_units(spec))
     st.toast(f"{counts['new']} new units queued, {counts['existing']} already planned")
 if c2.button("Retry failed", key="run_retry"):
     st.toast(f"{jobs.retry_failed(store, study)} failed units queued again")
@@ -84,7 +83,7 @@ def live():
     if blocked:
         st.info("No worker is started for this study until you allow what it asks for above.")
     elif st.session_state.get(go_key):  # only once asked to: opening the page starts nothing
-        pid = background.ensure_worker(store, study, grants, executor, address)
+        pid = executors.ensure_worker(store, study, grants, executor, address)
         if pid:
             st.caption(f"started the dashboard's worker (pid {pid})" + (" with Ray actors" if on_ray else ""))
     elif jobs.status_counts(store, study).get("queued", 0):
@@ -94,18 +93,18 @@ def live():
         st.info("No units planned yet: press 'Queue all units'.")
         return
     st.caption(f"{jobs.live_workers(store)} live worker(s) on this store.")
-    batches = results.run_batches(frame)
+    batches = views.run_batches(frame)
     for b in reversed(list(batches.itertuples())):  # newest batch first
         finished = b.done + b.failed + b.cancelled
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(b.queued_at)) if b.queued_at else "shipped"
         eta = "" if not (b.queued or b.running) else f" · about {_duration(b.eta_s)} left"
         st.progress(finished / b.units, text=f"batch queued {when} ({b.what}): {b.done} / {b.units} units done · "
                     f"{b.running} running · {b.queued} queued · {b.failed} failed{eta}")
-    actors = results.actor_progress(frame)
+    actors = views.actor_progress(frame)
     if not actors.empty:
         st.caption("Per Ray actor: " + " · ".join(f"{a.actor}: {a.done} done, {a.running} running"
                                                   for a in actors.itertuples()))
-    for f in results.failures(frame):
+    for f in views.failures(frame):
         with st.expander(f"✗ {f['count']} unit(s) failed ({', '.join(f['kinds'])}): {f['error'][:160]}"):
             st.caption(f"units {', '.join(map(str, f['units'][:20]))}" + (" …" if len(f["units"]) > 20 else ""))
             st.code(f["traceback"] or f["error"], language="text")

@@ -3,8 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from mergelab.analysis import story
-from mergelab.analysis import views as results
+from mergelab.analysis import story, views
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, group_picker
@@ -24,15 +23,15 @@ if not groups:
 names = list(groups)
 group = group_picker("Task group", store, study, names, key="sim_group")
 tasks = groups[group]
-if not results.has_states(store, study, tasks):
+if not views.has_states(store, study, tasks):
     st.info("No stored hidden states for this group (the paper publishes MDS only). Published MDS:")
-    mds = results.mds_table(store, study, group)
+    mds = views.mds_table(store, study, group)
     show_table(mds.style.highlight_max(subset=["mds"], color="#f8c4c4").format({"mds": "{:.2f}"}, na_rep="—"))
     st.stop()
 
-settings = results.hidden_settings(store, study)
+settings = views.hidden_settings(store, study)
 c1, c2, c3, c4 = st.columns(4)
-info = cached(results.states_info, store, study, tasks[0])
+info = cached(views.states_info, store, study, tasks[0])
 layers = info["layers"]
 owners = info["probe_tasks"]
 wanted = settings.get("layer", -1)
@@ -54,7 +53,7 @@ k_max = min(owners.count(t) for t in tasks)
 k = c4.slider("Probes per task (k)", 1, k_max, k_max, key="sim_k")
 ordered = st.checkbox("Cluster order (by mean similarity)", key="sim_cluster")
 kw = dict(layer=layer, pooling=pooling, distance=distance, k=k)
-sim = cached(results.similarity, store, study, tasks, **kw)
+sim = cached(views.similarity, store, study, tasks, **kw)
 if sim.attrs.get("undefined"):
     why = (" At the embeddings every expert is the same: adapters on attention layers do not change them."
            if layer == 0 else "")
@@ -67,7 +66,7 @@ st.caption(story.chart_note("hiddensim", sim=sim, worst=cached(story.worst_task,
 st.subheader("Merging Difficulty Score (higher = harder to merge)")
 n_boot = st.select_slider("Bootstrap resamples for CIs (over probes)", [0, 50, 200, 500], value=200, key="sim_boot")
 with st.spinner(f"MDS with {n_boot} bootstrap resamples…"):
-    mds = cached(results.mds_table, store, study, group, n_boot=n_boot, **kw)
+    mds = cached(views.mds_table, store, study, group, n_boot=n_boot, **kw)
 mds = mds.sort_values("mds", ascending=False).reset_index(drop=True)
 notes = task_notes(store, study)
 mds.insert(1, "what it is", [notes.get(t, "") for t in mds["task"]])

@@ -7,10 +7,8 @@ import streamlit as st
 import yaml
 
 from mergelab.io.errors import LoadError
-from mergelab.merging import mergekit_bridge
-from mergelab.merging import registry as methods
-from mergelab.study import form
-from mergelab.study import planner as runner
+from mergelab.merging import mergekit_bridge, registry
+from mergelab.study import form, planner
 from mergelab.study.bundled import BUNDLED
 from mergelab.study.spec import SpecError, dump_spec, load_yaml, parse_spec
 from mergelab.ui.router import page_start
@@ -46,7 +44,7 @@ if pending is not None and source != ("upload", pending[0], study):  # a new fil
             data = mergekit_bridge.study_draft(mergekit_bridge.from_mergekit(data))
             st.info("Imported a mergekit config: name the tasks, give each its data, then register.")
         _load_draft(data, ("upload", file_id, study))
-    except (SpecError, mergekit_bridge.MergekitImportError, methods.MethodError) as exc:
+    except (SpecError, mergekit_bridge.MergekitImportError, registry.MethodError) as exc:
         st.error(str(exc))
     except UnicodeDecodeError:
         st.error(f"{filename} is not UTF-8 text; save it as UTF-8")
@@ -112,12 +110,12 @@ st.subheader("Methods")
 # The study's own keys are kept (the paper's "LA", "TIES", ... name results and enter unit keys),
 # and only parameters the study gives or the user changes are written: re-saving an unchanged
 # study must not re-queue its finished merges.
-key_for = {methods.PAPER_METHODS.get(k, k): k for k in (draft.get("methods") or methods.PAPER_METHODS)}
-chosen = st.multiselect("Merge methods", list(methods.METHODS), default=list(key_for),
-                        format_func=lambda m: methods.METHODS[m].label, key="study_methods")
+key_for = {registry.PAPER_METHODS.get(k, k): k for k in (draft.get("methods") or registry.PAPER_METHODS)}
+chosen = st.multiselect("Merge methods", list(registry.METHODS), default=list(key_for),
+                        format_func=lambda m: registry.METHODS[m].label, key="study_methods")
 method_params = {}
 for m in chosen:
-    spec_m = methods.METHODS[m]
+    spec_m = registry.METHODS[m]
     with st.expander(f"{spec_m.label} — {spec_m.description}"):
         given = (draft.get("methods") or {}).get(key_for.get(m, m), {})
         values = {}
@@ -216,7 +214,7 @@ if st.session_state.get("study_registered"):
     st.success(st.session_state.pop("study_registered"))
 if c2.button("Register and queue all units", disabled=parsed is None, key="study_register"):
     try:
-        registered, counts = runner.prepare_spec(store, parsed, grants=None, replace=replace)
+        registered, counts = planner.prepare_spec(store, parsed, grants=None, replace=replace)
     except (SpecError, LoadError, ValueError) as exc:
         st.error(str(exc))
     else:

@@ -4,10 +4,8 @@ states beside what the study already measured of them, then verify a swap by act
 import pandas as pd
 import streamlit as st
 
-from mergelab.analysis import protocol, story
-from mergelab.analysis import views as results
-from mergelab.study import executors as background
-from mergelab.study import planner as runner
+from mergelab.analysis import protocol, story, views
+from mergelab.study import executors, planner
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, group_picker
@@ -35,7 +33,7 @@ if len(everything) <= len(tasks):
     st.info("This study has no spare tasks (a `pool:` list in its spec, or other groups), so there is nothing "
             "to swap in. The paper's own swap is on the Paper page (Table 6).")
     st.stop()
-if not results.has_states(store, study, everything):
+if not views.has_states(store, study, everything):
     st.info("Hidden states for the group's and the candidate tasks are needed; run the study first.")
     st.stop()
 advice = cached(protocol.swap_advice, store, study, group)
@@ -61,8 +59,8 @@ if len(risky):
 default = int(advice.index[advice["improves"]][0]) if advice.attrs["any_improves"] else 0
 choice = st.selectbox("Swap in", list(advice["candidate"]), index=default, key="swap_choice")
 if st.button("Merge and evaluate this swap", type="primary", key="swap_go"):
-    counts = runner.add_swap(store, study, group, removed, choice)
-    pid = background.ensure_worker(store, study)
+    counts = planner.add_swap(store, study, group, removed, choice)
+    pid = executors.ensure_worker(store, study)
     st.success(f"Queued {counts['new']} units for the swap {removed} → {choice}"
                + (f"; started worker {pid}" if pid else ""))
 
@@ -93,4 +91,4 @@ st.subheader("Best group of size m")
 pool = store.pool(study)
 m = st.slider("m", 2, max(2, len(tasks + pool) - 1), min(len(tasks), len(tasks + pool) - 1), key="swap_m")
 with st.spinner("Searching groups by MDS…"):
-    show_table(cached(results.best_subset, store, study, list(dict.fromkeys(tasks + pool)), m))
+    show_table(cached(views.best_subset, store, study, list(dict.fromkeys(tasks + pool)), m))

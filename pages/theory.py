@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from mergelab.analysis import story
-from mergelab.analysis import views as results
+from mergelab.analysis import story, views
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, group_picker
@@ -30,8 +29,8 @@ if not groups:
     st.info("This study has no task groups.")
     st.stop()
 group = group_picker("Task group", store, study, groups, key="theory_group")
-settings = results.hidden_settings(store, study)
-table = cached(results.theory, store, study, group, layer=settings.get("layer", -1),
+settings = views.hidden_settings(store, study)
+table = cached(views.theory, store, study, group, layer=settings.get("layer", -1),
                pooling=settings.get("pooling", "mean"))
 if table.empty:
     st.info("No merged hidden states are stored for this group: the paper publishes none, and a live study "

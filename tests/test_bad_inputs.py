@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mergelab.io import adapters as loading
+from mergelab.io.adapters import load_adapter, load_adapter_set, resolve_dir
 from mergelab.io.errors import LoadError
 
 from tinymodels import make_causal_base, make_lora
@@ -35,7 +35,7 @@ def test_adapter_of_another_base(env, tmp_path):
     _root, base, other, good = env
     foreign = make_lora(other, tmp_path / "foreign", 5)
     with pytest.raises(LoadError, match=r"'foreign' was trained on base .*other-base"):
-        loading.load_adapter_set(base, {"good": good[0], "foreign": foreign})
+        load_adapter_set(base, {"good": good[0], "foreign": foreign})
 
 
 def test_adapter_of_another_base_same_name_caught_by_shape(env, tmp_path):
@@ -48,20 +48,20 @@ def test_adapter_of_another_base_same_name_caught_by_shape(env, tmp_path):
         num_attention_heads=4, num_key_value_heads=2)).save_pretrained(wide)
     odd = make_lora(wide, tmp_path / "odd", 1)
     with pytest.raises(LoadError, match=r"'odd', module .*q_proj: its ΔW would be \(48, 48\)"):
-        loading.load_adapter_set(base, {"good": good[0], "odd": odd})
+        load_adapter_set(base, {"good": good[0], "odd": odd})
 
 
 def test_mismatched_target_modules(env, tmp_path):
     _root, base, _other, good = env
     qkv = make_lora(base, tmp_path / "qkv", 7, targets=["q_proj", "k_proj", "v_proj"])
     with pytest.raises(LoadError, match=r"'qkv' targets different modules.*k_proj"):
-        loading.load_adapter_set(base, {"good0": good[0], "qkv": qkv})
+        load_adapter_set(base, {"good0": good[0], "qkv": qkv})
 
 
 def test_different_ranks_are_fine_for_task_vectors(env, tmp_path):
     _root, base, _other, good = env
     r8 = make_lora(base, tmp_path / "r8", 8, r=8)
-    aset = loading.load_adapter_set(base, {"r4": good[0], "r8": r8})
+    aset = load_adapter_set(base, {"r4": good[0], "r8": r8})
     assert {a.rank(a.modules[0]) for a in aset.adapters} == {4, 8}
 
 
@@ -71,7 +71,7 @@ def test_corrupted_safetensors(env, tmp_path):
     data = (bad / "adapter_model.safetensors").read_bytes()
     (bad / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(LoadError, match=r"'corrupt'.*corrupted or not safetensors"):
-        loading.load_adapter_set(base, {"good": good[0], "corrupt": bad})
+        load_adapter_set(base, {"good": good[0], "corrupt": bad})
 
 
 def test_nan_in_a_delta(env, tmp_path):
@@ -82,14 +82,14 @@ def test_nan_in_a_delta(env, tmp_path):
     state[key][0, 0] = float("nan")
     save_file(state, bad / "adapter_model.safetensors")
     with pytest.raises(LoadError, match=r"'nan', module .*NaN or infinite"):
-        loading.load_adapter_set(base, {"good": good[0], "nan": bad})
+        load_adapter_set(base, {"good": good[0], "nan": bad})
 
 
 @pytest.mark.parametrize("count", [0, 1])
 def test_too_few_adapters(env, count):
     _root, base, _other, good = env
     with pytest.raises(LoadError, match=f"at least 2 adapters, got {count}"):
-        loading.load_adapter_set(base, {f"a{i}": good[i] for i in range(count)})
+        load_adapter_set(base, {f"a{i}": good[i] for i in range(count)})
 
 
 def test_pickle_only_adapter_refused_unless_opted_in(env, tmp_path):
@@ -99,8 +99,8 @@ def test_pickle_only_adapter_refused_unless_opted_in(env, tmp_path):
     (bad / "adapter_model.safetensors").unlink()
     torch.save(state, bad / "adapter_model.bin")
     with pytest.raises(LoadError, match="pickle"):
-        loading.load_adapter(bad)
-    assert loading.load_adapter(bad, allow_pickle=True).modules
+        load_adapter(bad)
+    assert load_adapter(bad, allow_pickle=True).modules
 
 
 def test_dora_refused(env, tmp_path):
@@ -110,14 +110,14 @@ def test_dora_refused(env, tmp_path):
     cfg["use_dora"] = True
     (bad / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(LoadError, match="DoRA"):
-        loading.load_adapter(bad)
+        load_adapter(bad)
 
 
 def test_missing_folder_and_offline_hub_id(env):
     with pytest.raises(LoadError, match="does not exist"):
-        loading.resolve_dir("./no/such/folder", what="adapter")
+        resolve_dir("./no/such/folder", what="adapter")
     with pytest.raises(LoadError, match="could not be fetched from the Hugging Face hub"):
-        loading.resolve_dir("someone/some-adapter", what="adapter")
+        resolve_dir("someone/some-adapter", what="adapter")
 
 
 def test_cli_reports_errors_without_traceback(env, tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mergelab.io import adapters as loading
+from mergelab.io.adapters import load_adapter_set
 from mergelab.merging import conflicts
 
 from tinymodels import make_causal_base, make_lora
@@ -23,7 +23,7 @@ def aset(tmp_path_factory):
               neg / "adapter_model.safetensors")
     twin = root / "twin"
     shutil.copytree(a, twin)
-    return loading.load_adapter_set(base, {"a": a, "b": b, "neg": neg, "twin": twin})
+    return load_adapter_set(base, {"a": a, "b": b, "neg": neg, "twin": twin})
 
 
 def _get(frame, x, y, name):

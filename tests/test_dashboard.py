@@ -11,8 +11,7 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from mergelab.analysis import story
-from mergelab.analysis import views as results
+from mergelab.analysis import story, views
 from mergelab.storage import jobs
 from mergelab.study.bundled import open_store
 from mergelab.ui.widgets import PAGE_FAILED
@@ -90,7 +89,7 @@ def test_overview_after_a_swap_says_what_it_fixed(app, db_path):
     from mergelab.study import executors, planner
 
     store = open_store(db_path)
-    cands = results.swap_candidates(store, "demo", store.groups("demo")["default"], store.pool("demo"))
+    cands = views.swap_candidates(store, "demo", store.groups("demo")["default"], store.pool("demo"))
     added = cands.iloc[0]["candidate"]
     planner.add_swap(store, "demo", "default", "wn_pos", added)
     assert executors.run_worker(store, "demo")["failed"] == 0

@@ -103,7 +103,7 @@ def test_a_causal_study_runs_on_a_dataset_folder(tmp_path):
     YAML), evaluated against lists of references."""
     import yaml
 
-    from mergelab.analysis import views as results
+    from mergelab.analysis import views
     from mergelab.storage.store import Store
 
     from tinymodels import make_tiny_causal_study, run_study
@@ -116,5 +116,5 @@ def test_a_causal_study_runs_on_a_dataset_folder(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     store = Store(tmp_path / "s.db")
     run_study(store, path, "tiny-causal")
-    experts = results.expert_table(store, "tiny-causal").set_index("task")
+    experts = views.expert_table(store, "tiny-causal").set_index("task")
     assert experts.loc["c2", "metric"] == "rougeL" and 0 <= experts.loc["c2", "score"] <= 100

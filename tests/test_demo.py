@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mergelab.analysis import views as results
+from mergelab.analysis import views
 from mergelab.study.bundled import open_store
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
@@ -31,7 +31,7 @@ def test_twelve_balanced_offline_tasks_with_provenance():
 
 def test_every_expert_well_above_chance(store):
     training = {r["task"]: r for r in json.loads((DEMO / "adapters" / "training.json").read_text())}
-    experts = results.expert_table(store, "demo").set_index("task")["score"]
+    experts = views.expert_table(store, "demo").set_index("task")["score"]
     assert len(experts) == 12
     for task, score in experts.items():
         chance = training[task]["chance"]
@@ -41,21 +41,21 @@ def test_every_expert_well_above_chance(store):
 
 def test_default_group_has_a_collapse_under_every_method(store):
     """The paper's five and the six LoRA-native methods of issue 15: wn_pos collapses under all."""
-    losses = results.loss_table(store, "demo")
+    losses = views.loss_table(store, "demo")
     default = losses[losses["group_name"] == "default"]
     assert set(default["method"]) == {"LA", "TA", "TIES", "DARE", "SLERP", "knots", "tsv", "iso_c", "iso_cts",
                                       "core_ties", "core_tsv"}
     best = default.groupby("task")["loss"].max()
     collapsed = best[best <= -30]
     assert list(collapsed.index) == ["wn_pos"]
-    mds = results.mds_table(store, "demo", "default").set_index("task")["mds"]
+    mds = views.mds_table(store, "demo", "default").set_index("task")["mds"]
     assert mds.idxmax() == "wn_pos"
 
 
 def test_pool_has_a_swap_that_lowers_the_worst_mds(store):
     groups = store.groups("demo")  # the pool is a role, not a group
     assert "pool" not in groups
-    cands = results.swap_candidates(store, "demo", groups["default"], store.pool("demo"))
+    cands = views.swap_candidates(store, "demo", groups["default"], store.pool("demo"))
     assert cands.attrs["removed"] == "wn_pos"
     assert (cands["new_worst_mds"] < cands.attrs["current_worst_mds"]).sum() >= 1
 
@@ -86,8 +86,8 @@ def test_best_subset_equals_mds_computed_group_by_group(store):
 
     groups = store.groups("demo")
     tasks = list(dict.fromkeys(groups["default"] + store.pool("demo")))[:9]
-    best = results.best_subset(store, "demo", tasks, 4)
-    h_all, owners = results.expert_states(store, "demo", tasks, probe_tasks=tasks)
+    best = views.best_subset(store, "demo", tasks, 4)
+    h_all, owners = views.expert_states(store, "demo", tasks, probe_tasks=tasks)
     direct = []
     for combo in combinations(range(len(tasks)), 4):
         names = {tasks[i] for i in combo}

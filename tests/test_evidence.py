@@ -13,8 +13,7 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from mergelab.analysis import protocol, stats, story, uncertainty
-from mergelab.analysis import views as results
+from mergelab.analysis import protocol, stats, story, uncertainty, views
 from mergelab.storage import snapshot
 from mergelab.storage.store import Store
 
@@ -353,7 +352,7 @@ def test_report_prints_each_table_once(rec_store):
     store, _ = rec_store
     out = protocol.summary(store, "ev", n_boot=100)
     assert sum(k.startswith("table5") for k in out) == 1 and sum("anova" in k for k in out) == 1
-    assert not hasattr(results, "table5") and not hasattr(results, "anova")
+    assert not hasattr(views, "table5") and not hasattr(views, "anova")
 
 
 # --- 8. TA is not LA -----------------------------------------------------------------------------------------
@@ -373,7 +372,7 @@ def test_identical_methods_are_one_level(tmp_path):
     res = store.results("same")
     ta = res[res.method == "LA"].assign(method="TA", model=lambda d: d["model"].str.replace("LA", "TA"))
     store.add_results("same", ta)
-    labels = protocol.identical_methods(results.loss_table(store, "same"))
+    labels = protocol.identical_methods(views.loss_table(store, "same"))
     assert labels == {"LA": "LA = TA", "TIES": "TIES", "TA": "LA = TA"}
     anova = protocol.anova(store, "same").set_index("factor")
     assert anova.loc["method", "levels"] == 2 and "LA = TA" in anova.loc["method", "note"]

@@ -516,15 +516,15 @@ def test_adapter_rank_above_a_modules_dimensions_is_honest(world, tmp_path):
     """rank 24 on 32×16 modules (k/v of the tiny Llama have 16 rows): every module keeps the rank
     its shape allows, the config says so, PEFT reloads it, and the reported error is the real
     one of the reloaded ΔW."""
-    from mergelab.io import adapters as loading
+    from mergelab.io.adapters import load_adapter, load_adapter_set
     from mergelab.merging import merge
 
     adapters = [make_lora(world.base, tmp_path / f"kv{i}", i, r=8, targets=["q_proj", "k_proj"])
                 for i in range(2)]
-    aset = loading.load_adapter_set(world.base, {"a": adapters[0], "b": adapters[1]})
+    aset = load_adapter_set(world.base, {"a": adapters[0], "b": adapters[1]})
     result = merge.merge(aset, "ties", {"density": 0.5})
     report = merge.save_adapter(result, tmp_path / "out", rank=24)
-    reloaded = loading.load_adapter(tmp_path / "out")
+    reloaded = load_adapter(tmp_path / "out")
     for module, key in aset.module_keys.items():
         dw = result.deltas[key]
         err = float((dw - reloaded.delta(module)).norm() / dw.norm())
@@ -829,7 +829,7 @@ def test_study_page_shows_what_an_imported_yaml_asks_for(db_path, monkeypatch):
     the worker it starts gets the flags only when ticked there."""
     from streamlit.testing.v1 import AppTest
 
-    from mergelab.study import executors as background
+    from mergelab.study import executors
     from mergelab.study.spec import Grants, load_yaml
 
     monkeypatch.setenv("MERGELAB_NO_AUTOSTART", "1")
@@ -857,6 +857,6 @@ def test_study_page_shows_what_an_imported_yaml_asks_for(db_path, monkeypatch):
     assert not at.exception
     assert any("No worker is started" in i.value for i in at.info)
     assert at.checkbox(key="run_trust").value is False
-    cmd = background.worker_command(db_path, "trusting", Grants(trust_remote_code=True))
+    cmd = executors.worker_command(db_path, "trusting", Grants(trust_remote_code=True))
     assert "--trust-remote-code" in cmd and "--allow-pickle" not in cmd
-    assert "--trust-remote-code" not in background.worker_command(db_path, "trusting")
+    assert "--trust-remote-code" not in executors.worker_command(db_path, "trusting")

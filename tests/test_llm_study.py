@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mergelab.analysis import protocol
-from mergelab.analysis import views as results
+from mergelab.analysis import protocol, views
 from mergelab.storage import jobs
-from mergelab.study import planner as runner
+from mergelab.study import planner
 from mergelab.study.bundled import open_store
 from mergelab.study.spec import parse_spec
 
@@ -34,9 +33,9 @@ def test_thirteen_offline_tasks_five_of_them_generation():
 
 def test_shipped_rows_are_exactly_the_planned_units(store):
     spec = parse_spec(LLM / "study.yaml")
-    planned = {u["unit_key"] for u in runner.plan_units(spec)}
+    planned = {u["unit_key"] for u in planner.plan_units(spec)}
     assert set(jobs.jobs_frame(store, "llm13")["unit_key"]) == planned
-    assert jobs.enqueue(store, "llm13", runner.plan_units(spec))["new"] == 0
+    assert jobs.enqueue(store, "llm13", planner.plan_units(spec))["new"] == 0
     groups = store.groups("llm13")
     assert {"r1", "r2", "r3"} <= set(groups) and len(store.groups("llm13", role="pair")) == 28
 
@@ -98,9 +97,9 @@ def test_statistics_page_text_is_computed_from_the_rows(store, monkeypatch, tmp_
 def test_the_swap_was_verified_by_merging(store):
     swap = "swap:r2:wn_kind_of->wn_plural"
     assert swap in store.swaps("llm13") and swap not in store.groups("llm13")  # a swap, not a group
-    losses = results.loss_table(store, "llm13")
+    losses = views.loss_table(store, "llm13")
     assert set(losses[losses.group_name == swap]["task"]) == set(store.groups("llm13", role="swap")[swap])
     effect = protocol.swap_effects(store, "llm13").set_index("swap").loc[swap]
     assert effect["within_noise"] == (effect["change_ci_low"] <= 0 <= effect["change_ci_high"])
-    candidates = results.swap_candidates(store, "llm13", store.groups("llm13")["r2"], store.pool("llm13"))
+    candidates = views.swap_candidates(store, "llm13", store.groups("llm13")["r2"], store.pool("llm13"))
     assert candidates.attrs["removed"] == "wn_kind_of" and candidates.iloc[0]["candidate"] == "wn_plural"

@@ -232,14 +232,14 @@ def test_core_space_equals_the_reference(seed):
 def test_registered_methods_merge_lora_adapters_and_full_checkpoints(tmp_path):
     """Through the registry, on PEFT adapter folders (factor path) and on their dense ΔW (the path
     full fine-tunes take): the same merge."""
-    from mergelab.io import adapters as loading
+    from mergelab.io.adapters import load_adapter_set
     from mergelab.merging.merge import merge
 
     from tinymodels import make_causal_base, make_lora
 
     base = make_causal_base(tmp_path / "base")
     folders = {f"a{i}": make_lora(base, tmp_path / f"a{i}", i, r=4) for i in range(3)}
-    aset = loading.load_adapter_set(base, folders)
+    aset = load_adapter_set(base, folders)
     for name in ("knots", "tsv", "iso_c", "iso_cts", "core_ties", "core_tsv"):
         method = registry.get(name)
         assert method.mergekit is None and method.lora is not None

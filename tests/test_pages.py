@@ -112,7 +112,7 @@ def test_task_swap_end_to_end(app, db_path):
     at = app("task_swap")
     table = next(df.value for df in at.dataframe if "worst_loss" in df.value.columns)
     assert len(table) == 3 and table["worst_loss"].notna().all()
-    from mergelab.analysis import views as results
+    from mergelab.analysis import views
 
-    theory = results.theory(store, "demo", "swap:default:wn_pos->vader_intensity")
+    theory = views.theory(store, "demo", "swap:default:wn_pos->vader_intensity")
     assert len(theory) == n_methods and (theory["delta_max"] >= theory["lower"]).all()

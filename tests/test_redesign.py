@@ -52,14 +52,14 @@ def test_a_registered_method_appears_in_the_cli_the_form_and_the_export(toy, tmp
     out = tmp_path / "merged"
     assert cli.main(["merge", "--base", str(base), "--adapters", *map(str, adapters), "--method", "toy_mean",
                      "--scale", "0.5", "--out", str(out), "--device", "cpu"]) == 0
-    from mergelab.io import adapters as loading
+    from mergelab.io.adapters import BaseWeights, load_adapter_set
     from mergelab.merging.merge import read_folder
 
-    aset = loading.load_adapter_set(base, {"a0": adapters[0], "a1": adapters[1]})
+    aset = load_adapter_set(base, {"a0": adapters[0], "a1": adapters[1]})
     merged = read_folder(out)
     module, key = next(iter(aset.module_keys.items()))
     mean = (aset.adapters[0].delta(module) + aset.adapters[1].delta(module)) / 2
-    want = loading.BaseWeights(base).get(key) + 0.5 * mean
+    want = BaseWeights(base).get(key) + 0.5 * mean
     assert torch.allclose(merged[key], want, atol=1e-6)
     # the mergekit export: one clear line
     capsys.readouterr()

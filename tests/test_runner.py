@@ -17,7 +17,7 @@ from mergelab.storage import jobs
 from mergelab.storage.store import Store
 from mergelab.study import executors, planner
 from mergelab.study.spec import SpecError, parse_spec
-from mergelab.study.worker import StudyContext
+from mergelab.study.units import StudyContext
 
 from tinymodels import make_tiny_study
 
@@ -159,17 +159,17 @@ def test_bad_specs_fail_clearly_before_model_work(study, tmp_path):
 
 def test_causal_study_label_scoring_and_rouge(tmp_path):
     """Causal LMs: classification by label log-likelihood, generation scored with rougeL."""
-    from mergelab.analysis import views as results
+    from mergelab.analysis import views
 
     from tinymodels import make_tiny_causal_study, run_study
 
     run_study(store := Store(tmp_path / "c.db"), make_tiny_causal_study(tmp_path), "tiny-causal")
-    experts = results.expert_table(store, "tiny-causal").set_index("task")
+    experts = views.expert_table(store, "tiny-causal").set_index("task")
     assert list(experts["metric"]) == ["accuracy", "accuracy", "rougeL"]
     assert experts["score"].between(0, 100).all()
-    losses = results.loss_table(store, "tiny-causal")
+    losses = views.loss_table(store, "tiny-causal")
     assert len(losses) == 2 * 3 and set(losses["method"]) == {"TIES", "SLERP"}
-    assert len(results.theory(store, "tiny-causal", "g")) == 2
+    assert len(views.theory(store, "tiny-causal", "g")) == 2
 
 
 def _varied_lengths(rows: list[dict]) -> list[dict]:

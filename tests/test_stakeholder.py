@@ -13,8 +13,7 @@ import yaml
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
-from mergelab.analysis import protocol, story
-from mergelab.analysis import views as results
+from mergelab.analysis import protocol, story, views
 from mergelab.storage import jobs
 from mergelab.study.bundled import open_store
 from mergelab.ui.widgets import PAGE_FAILED
@@ -108,7 +107,7 @@ def test_the_advisor_says_when_no_candidate_helps_and_flags_collapses_elsewhere(
     advice = protocol.swap_advice(store, "llm13", "r1")
     assert list(advice["change"]) == pytest.approx(list(advice["new_worst_mds"] - advice.attrs["current_worst_mds"]))
     assert (advice["improves"] == (advice["change"] < 0)).all()
-    collapsed_any = results.best_loss(results.loss_table(store, "llm13"), "r2")
+    collapsed_any = views.best_loss(views.loss_table(store, "llm13"), "r2")
     at = app("task_swap", "llm13")
     text = _text(at)
     group = story.story_group(store, "llm13")
@@ -253,7 +252,7 @@ def test_run_batches_leave_model_loading_out_of_the_eta_and_speak_words():
         "started_at": [now, now + 80, now + 90, now + 100, np.nan, np.nan],
         "finished_at": [now + 80, now + 90, now + 100, now + 110, np.nan, np.nan],
         "created_at": [0.0] * 6})
-    batch = results.run_batches(frame).iloc[0]
+    batch = views.run_batches(frame).iloc[0]
     assert batch["seconds_per_unit"] == pytest.approx(10.0)  # the first unit's 80 s loaded the model
     assert batch["eta_s"] == pytest.approx(20.0)
     assert "merged-model hidden states" in batch["what"] and "mstates" not in batch["what"]

@@ -12,8 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from mergelab import cli
-from mergelab.analysis import protocol
-from mergelab.analysis import views as results
+from mergelab.analysis import protocol, views
 from mergelab.study.bundled import open_store
 from mergelab.viz.report import build_report
 
@@ -73,8 +72,8 @@ def test_report_uses_the_specs_hidden_settings(store, db_path, capsys):
     spec["hidden"] = {"k": 3, "layer": 1, "pooling": "first", "distance": "cosine"}
     store.upsert_study("cos", "cos", "live", None, yaml.safe_dump(spec))
     out = _report(db_path, "cos", capsys)
-    want = results.mds_table(store, "cos", "g", layer=1, pooling="first", distance="cosine")
-    default = results.mds_table(store, "cos", "g")
+    want = views.mds_table(store, "cos", "g", layer=1, pooling="first", distance="cosine")
+    default = views.mds_table(store, "cos", "g")
     got = [m["mds"] for m in out["mds_vs_best_loss:g"]]
     assert got == pytest.approx(list(want["mds"])) and got != pytest.approx(list(default["mds"]))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import equations as analysis
+from . import equations
 
 DISTANCES = ("l2", "cosine", "cka")
 
@@ -72,7 +72,7 @@ def _tidy(dist: np.ndarray) -> np.ndarray:
 
 def mds_of(states: np.ndarray, distance: str = "l2") -> np.ndarray:
     """Eq. 3 of Eq. 2 of the experts' distances on these probes: one MDS per expert."""
-    return analysis.mds(analysis.hiddensim(distance_matrix(states, distance)))
+    return equations.mds(equations.hiddensim(distance_matrix(states, distance)))
 
 
 def per_probe_l2(states: np.ndarray) -> np.ndarray:
@@ -84,11 +84,11 @@ def per_probe_l2(states: np.ndarray) -> np.ndarray:
 
 def mds_of_distances(dist: np.ndarray) -> np.ndarray:
     """:func:`mds_of` from an already averaged distance matrix (symmetrised, zero diagonal)."""
-    return analysis.mds(analysis.hiddensim(_tidy(dist)))
+    return equations.mds(equations.hiddensim(_tidy(dist)))
 
 
 def similarity_frame(states: np.ndarray, tasks: list[str], distance: str = "l2") -> pd.DataFrame:
-    sim = analysis.hiddensim(distance_matrix(states, distance))
+    sim = equations.hiddensim(distance_matrix(states, distance))
     return pd.DataFrame(sim, index=tasks, columns=tasks)
 
 
@@ -103,7 +103,7 @@ def mds_with_ci(states: np.ndarray, tasks: list[str], distance: str = "l2", n_bo
         idx = rng.integers(0, n_probes, n_probes)
         try:
             boots.append(mds_of(states[:, idx], distance))
-        except analysis.AnalysisError:
+        except equations.AnalysisError:
             continue
     frame = pd.DataFrame({"task": tasks, "mds": mds})
     if boots:

@@ -11,15 +11,14 @@ import numpy as np
 import pandas as pd
 
 from ..storage.paper_rows import DETAIL_GROUPS, GLUE_TASKS, METHODS, PAPER_DIR, STUDY_ID, STUDY_NAME, load_tables
-from . import equations as analysis
-from . import stats
+from . import equations, stats
 
 __all__ = ["DETAIL_GROUPS", "GLUE_TASKS", "METHODS", "PAPER_DIR", "STUDY_ID", "STUDY_NAME", "load_tables"]
 
 def table2_with_recomputed_loss(table2: pd.DataFrame) -> pd.DataFrame:
     """Table 2 with Eq. 1 recomputed from its FT and merged scores beside the printed M(Δ)."""
     out = table2.copy()
-    out["recomputed_loss"] = analysis.merging_loss(out["merged_score"], out["ft_score"])
+    out["recomputed_loss"] = equations.merging_loss(out["merged_score"], out["ft_score"])
     out["difference"] = out["recomputed_loss"] - out["published_loss"]
     return out
 

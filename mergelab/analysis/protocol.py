@@ -33,9 +33,8 @@ from ..merging.conflicts import METRICS as CONFLICTS
 from ..storage import states as states_io
 from ..storage.roles import Swap
 from ..storage.store import Store
-from . import equations, hidden, stats, uncertainty
+from . import equations, hidden, stats, uncertainty, views
 from . import paper as paper_tables
-from . import views as results
 
 DISTANCES = hidden.DISTANCES
 POOLINGS = ("mean", "last")
@@ -177,7 +176,7 @@ def _one_level_per_merge(losses: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 def pair_losses(store: Store, study_id: str) -> pd.DataFrame:
     """pair, task_a, task_b, method, loss_a, loss_b, pair_loss (mean of the two)."""
     pairs = pair_groups(store, study_id)
-    losses = results.loss_table(store, study_id)
+    losses = views.loss_table(store, study_id)
     losses = losses[losses["group_name"].isin(pairs)]
     rows = []
     for (pair, method), sub in losses.groupby(["group_name", "method"], sort=False):
@@ -202,7 +201,7 @@ def pair_predictors(store: Store, study_id: str, *, layer: int = -1, pooling: st
     distance (and each layer of ``layers``; column ``hiddensim`` is l2 at ``layer``)."""
     pairs = pair_groups(store, study_id)
     groups = evidence_groups(store, study_id)
-    spec = results.spec_dict(store, study_id)
+    spec = views.spec_dict(store, study_id)
     pm = store.pair_metrics(study_id)
     wide = pm.pivot_table(index=["task_a", "task_b"], columns="name", values="value") if len(pm) else None
     sims: dict[tuple, pd.DataFrame] = {}
@@ -221,11 +220,11 @@ def pair_predictors(store: Store, study_id: str, *, layer: int = -1, pooling: st
             for lay in (layers or [layer]):
                 col = "hiddensim" if (d, lay) == ("l2", layer) else f"hiddensim_{d}_L{lay}"
                 row[col] = np.nan
-                if parent and results.has_states(store, study_id, groups[parent]):
+                if parent and views.has_states(store, study_id, groups[parent]):
                     key = (parent, d, lay)
                     if key not in sims:
                         try:
-                            sims[key] = results.similarity(store, study_id, groups[parent], layer=lay,
+                            sims[key] = views.similarity(store, study_id, groups[parent], layer=lay,
                                                            pooling=pooling, distance=d)
                         except equations.AnalysisError:
                             sims[key] = None
@@ -269,7 +268,7 @@ def table4(store: Store, study_id: str, **kw) -> pd.DataFrame:
     losses = pair_losses(store, study_id)
     if losses.empty:
         return pd.DataFrame(columns=columns)
-    scores = results.loss_table(store, study_id)
+    scores = views.loss_table(store, study_id)
     labels = identical_methods(scores[scores["group_name"].isin(pair_groups(store, study_id))])
     losses = losses.assign(method=losses["method"].map(labels)).drop_duplicates(["pair", "method"])
     preds = pair_predictors(store, study_id, **kw)
@@ -289,13 +288,13 @@ def mds_vs_loss(store: Store, study_id: str, group: str, draws: uncertainty.Draw
                 **kw) -> pd.DataFrame:
     """Per task of ``group``: its MDS (the study's HiddenSim settings unless given) and its best
     loss over the study's ``best_of`` methods with the 95 % interval (see :mod:`.uncertainty`)."""
-    kw = {**results.hidden_settings(store, study_id), **kw}
+    kw = {**views.hidden_settings(store, study_id), **kw}
     tasks = store.groups(study_id, role=("group", "swap")).get(group, [])
-    mds = results.mds_table(store, study_id, group, tasks=tasks, **kw)
+    mds = views.mds_table(store, study_id, group, tasks=tasks, **kw)
     mds = mds.rename(columns={"note": "mds_note"}) if "note" in mds else mds.assign(mds_note="")
-    losses = results.loss_table(store, study_id)
+    losses = views.loss_table(store, study_id)
     draws = draws if draws is not None else uncertainty.draws_for(store, study_id)
-    best = uncertainty.best_losses(draws, losses, group, results.best_of(store, study_id))
+    best = uncertainty.best_losses(draws, losses, group, views.best_of(store, study_id))
     out = (pd.DataFrame({"task": tasks}).merge(mds[["task", "mds", "mds_note"]], on="task", how="left")
            .merge(best, on="task", how="left"))
     notes = [[str(n) for n in (a, b) if isinstance(n, str) and n] for a, b in zip(out["mds_note"], out["note"])]
@@ -387,7 +386,7 @@ def power_summary(t5: pd.DataFrame) -> dict:
 def anova(store: Store, study_id: str, group: str | None = None) -> pd.DataFrame:
     """Table 3: one-way ANOVA of merging loss by method and by task over the evidence groups' merge
     rows (or one group's): swaps and pairs left out, identical methods one level."""
-    losses = results.loss_table(store, study_id)
+    losses = views.loss_table(store, study_id)
     keep = [group] if group else list(evidence_groups(store, study_id))
     losses = losses[losses["group_name"].isin(keep)].dropna(subset=["loss"])
     losses, same = _one_level_per_merge(losses)
@@ -408,7 +407,7 @@ def anova(store: Store, study_id: str, group: str | None = None) -> pd.DataFrame
 # --- which signal predicts collapse --------------------------------------------------------------------
 def _stored_layers(store: Store, study_id: str, tasks: list[str]) -> list[int]:
     """Every stored layer but the embeddings (layer 0)."""
-    info = results.states_info(store, study_id, tasks[0])
+    info = views.states_info(store, study_id, tasks[0])
     return [lay for lay in info["layers"] if lay != 0] or info["layers"][-1:]
 
 
@@ -423,12 +422,12 @@ def _merge_distortion(store: Store, study_id: str, group: str, tasks: list[str],
     experts = {t: states_io.read_states(store, study_id, states_io.expert_name(t)) for t in tasks}
     for method in merged_methods:
         arrays, owners, stored = states_io.read_states(store, study_id, states_io.merged_name(group, method))
-        merged = arrays[pooling][results.layer_position(stored, layer)]
-        ids = results.probe_ids(owners)
+        merged = arrays[pooling][views.layer_position(stored, layer)]
+        ids = views.probe_ids(owners)
         for t in tasks:
             e_arrays, e_owners, e_stored = experts[t]
-            e = e_arrays[pooling][results.layer_position(e_stored, layer)]
-            e_ids = {pid: i for i, pid in enumerate(results.probe_ids(e_owners))}
+            e = e_arrays[pooling][views.layer_position(e_stored, layer)]
+            e_ids = {pid: i for i, pid in enumerate(views.probe_ids(e_owners))}
             pairs = [(i, e_ids[pid]) for i, pid in enumerate(ids) if pid[0] == t and pid in e_ids]
             if pairs:
                 mi, ei = zip(*pairs)
@@ -441,20 +440,20 @@ def task_level_rows(store: Store, study_id: str) -> tuple[pd.DataFrame, list[str
     MDS at every stored layer, distance and pooling ('MDS l2 L30 mean'), the task's mean conflict
     metrics with its group's other tasks, and the merge distortion."""
     groups = evidence_groups(store, study_id)
-    losses = results.loss_table(store, study_id)
-    methods = results.best_of(store, study_id)
-    settings = results.hidden_settings(store, study_id)
+    losses = views.loss_table(store, study_id)
+    methods = views.best_of(store, study_id)
+    settings = views.hidden_settings(store, study_id)
     pm = store.pair_metrics(study_id)
     frames, columns = [], []
     for group, tasks in groups.items():
-        f = results.best_loss(losses, group, methods).set_index("task").reindex(tasks).reset_index()
+        f = views.best_loss(losses, group, methods).set_index("task").reindex(tasks).reset_index()
         f.insert(0, "group", group)
-        if results.has_states(store, study_id, tasks):
+        if views.has_states(store, study_id, tasks):
             for lay in _stored_layers(store, study_id, tasks):
                 for pooling in POOLINGS:
                     for d in DISTANCES:
                         col = f"MDS {d} L{lay} {pooling}"
-                        m = results.mds_table(store, study_id, group, layer=lay, distance=d,
+                        m = views.mds_table(store, study_id, group, layer=lay, distance=d,
                                               pooling=pooling).set_index("task")["mds"]
                         f[col] = f["task"].map(m)
                         columns.append(col)
@@ -464,7 +463,7 @@ def task_level_rows(store: Store, study_id: str) -> tuple[pd.DataFrame, list[str
                 f["merge distortion"] = f["task"].map(dist)
                 columns.append("merge distortion")
         else:
-            m = results.mds_table(store, study_id, group).set_index("task")["mds"]
+            m = views.mds_table(store, study_id, group).set_index("task")["mds"]
             if len(m):
                 f["MDS (published)"] = f["task"].map(m)
                 columns.append("MDS (published)")
@@ -489,18 +488,18 @@ def pair_level_rows(store: Store, study_id: str) -> tuple[pd.DataFrame, list[str
     losses = pair_losses(store, study_id)
     if losses.empty:
         return pd.DataFrame(), []
-    methods = results.best_of(store, study_id)
+    methods = views.best_of(store, study_id)
     if methods:
         losses = losses[losses["method"].isin(methods)]
     best = losses.groupby(["pair", "task_a", "task_b"], sort=False)["pair_loss"].max().rename("best_loss")
     layers = None
     groups = evidence_groups(store, study_id)
-    spec = results.spec_dict(store, study_id)
+    spec = views.spec_dict(store, study_id)
     parents = [g for g in spec.get("pairwise") or [] if g in groups]
-    if parents and results.has_states(store, study_id, groups[parents[0]]):
+    if parents and views.has_states(store, study_id, groups[parents[0]]):
         layers = _stored_layers(store, study_id, groups[parents[0]])
     preds = pair_predictors(store, study_id, distances=DISTANCES, layers=layers,
-                            pooling=results.hidden_settings(store, study_id).get("pooling", "mean"))
+                            pooling=views.hidden_settings(store, study_id).get("pooling", "mean"))
     preds = preds.rename(columns=lambda c: c.replace("hiddensim_", "HiddenSim ").replace("_L", " L"))
     frame = best.reset_index().merge(preds, on=["pair", "task_a", "task_b"])
     columns = [c for c in frame.columns if (c.startswith("HiddenSim ") or c in CONFLICTS) and frame[c].notna().any()]
@@ -613,15 +612,15 @@ def task_conflict_grid(store: Store, study_id: str, group: str) -> pd.DataFrame:
     HiddenSim to the others) vs its own loss under each method — direction-aware, like Table 4,
     but *not* the paper's Table 4, which merges pairs."""
     tasks = store.groups(study_id, role=("group", "swap")).get(group, [])
-    losses = results.loss_table(store, study_id)
+    losses = views.loss_table(store, study_id)
     losses, _ = _one_level_per_merge(losses[losses["group_name"] == group])
     pm = store.pair_metrics(study_id)
     per_task = {}
     for name, sub in pm.groupby("name"):
         per_task[name] = {t: sub[((sub.task_a == t) & sub.task_b.isin(tasks))
                                  | ((sub.task_b == t) & sub.task_a.isin(tasks))]["value"].mean() for t in tasks}
-    if results.has_states(store, study_id, tasks):
-        sim = results.similarity(store, study_id, tasks, **results.hidden_settings(store, study_id)).to_numpy()
+    if views.has_states(store, study_id, tasks):
+        sim = views.similarity(store, study_id, tasks, **views.hidden_settings(store, study_id)).to_numpy()
         per_task["hiddensim"] = {t: (np.nansum(sim[i]) - 1) / (len(tasks) - 1) for i, t in enumerate(tasks)}
     rows = []
     for metric, vals in per_task.items():
@@ -637,12 +636,12 @@ def summary(store: Store, study_id: str, *, n_boot: int = 1000) -> dict[str, pd.
     interval), merging losses with intervals, each evidence group's HiddenSim and MDS, Table 5,
     its power, Table 3, Table 4 (pairs), the swaps with their intervals, the predictor comparison."""
     draws = uncertainty.draws_for(store, study_id)
-    kw = results.hidden_settings(store, study_id)
+    kw = views.hidden_settings(store, study_id)
     out = {"experts": expert_evidence(store, study_id, draws),
-           "losses": uncertainty.loss_intervals(draws, results.loss_table(store, study_id))}
+           "losses": uncertainty.loss_intervals(draws, views.loss_table(store, study_id))}
     for group, tasks in evidence_groups(store, study_id).items():
-        if results.has_states(store, study_id, tasks):
-            sim = results.similarity(store, study_id, tasks, **kw)
+        if views.has_states(store, study_id, tasks):
+            sim = views.similarity(store, study_id, tasks, **kw)
             frame = sim.reset_index(names="task")
             if sim.attrs.get("undefined"):
                 frame["note"] = sim.attrs["undefined"]
@@ -669,13 +668,13 @@ def summary(store: Store, study_id: str, *, n_boot: int = 1000) -> dict[str, pd.
 def loss_intervals(store: Store, study_id: str) -> pd.DataFrame:
     """Every merging loss (:func:`~.views.loss_table`) with its 95 % interval and SE (paired bootstrap
     over eval rows) or a ``ci_note`` saying why it has none."""
-    return uncertainty.loss_intervals(uncertainty.draws_for(store, study_id), results.loss_table(store, study_id))
+    return uncertainty.loss_intervals(uncertainty.draws_for(store, study_id), views.loss_table(store, study_id))
 
 
 def best_loss_intervals(store: Store, study_id: str, group: str) -> pd.DataFrame:
     """Per task of ``group``: its best loss over the ``best_of`` methods with its 95 % interval."""
-    return uncertainty.best_losses(uncertainty.draws_for(store, study_id), results.loss_table(store, study_id), group,
-                                   results.best_of(store, study_id))
+    return uncertainty.best_losses(uncertainty.draws_for(store, study_id), views.loss_table(store, study_id), group,
+                                   views.best_of(store, study_id))
 
 
 # --- experts and swaps ------------------------------------------------------------------------------
@@ -712,18 +711,18 @@ def swap_effects(store: Store, study_id: str, draws: uncertainty.Draws | None = 
                                      "within_noise", "merged_tasks", "tasks", "note"])
     draws = draws if draws is not None else uncertainty.draws_for(store, study_id)
     groups = store.groups(study_id, role=("group", "swap"))
-    losses = results.loss_table(store, study_id)
-    methods = results.best_of(store, study_id)
-    kw = results.hidden_settings(store, study_id)
+    losses = views.loss_table(store, study_id)
+    methods = views.best_of(store, study_id)
+    kw = views.hidden_settings(store, study_id)
     rows = []
     for name, s in sw.items():
         row = {"swap": name, "parent": s.parent, "removed": s.removed, "added": s.added}
         for side, g in (("before", s.parent), ("after", name)):
-            best = results.best_loss(losses, g, methods).dropna()
+            best = views.best_loss(losses, g, methods).dropna()
             worst = best.loc[best["best_loss"].idxmin()] if len(best) else None
             row[f"worst_{side}"] = float(worst["best_loss"]) if worst is not None else np.nan
             row[f"worst_task_{side}"] = worst["task"] if worst is not None else ""
-            mds = results.mds_table(store, study_id, g, tasks=groups.get(g, []), **kw)
+            mds = views.mds_table(store, study_id, g, tasks=groups.get(g, []), **kw)
             row[f"worst_mds_{side}"] = float(mds["mds"].max()) if len(mds) and mds["mds"].notna().any() else np.nan
         before, why_b = uncertainty.worst_samples(draws, losses, s.parent, groups.get(s.parent, []), methods)
         after, why_a = uncertainty.worst_samples(draws, losses, name, groups.get(name, []), methods)
@@ -761,16 +760,16 @@ def swap_advice(store: Store, study_id: str, group: str, collapse: float = -30.0
     tasks = groups[group]
     pool = [t for t in (store.pool(study_id) or dict.fromkeys(t for g in groups.values() for t in g))
             if t not in tasks]  # the spec's pool, else every other task of the study
-    kw = {k: v for k, v in results.hidden_settings(store, study_id).items() if k in ("layer", "pooling")}
-    cands = results.swap_candidates(store, study_id, tasks, pool, **kw)
-    losses = results.loss_table(store, study_id)
-    methods = results.best_of(store, study_id)
+    kw = {k: v for k, v in views.hidden_settings(store, study_id).items() if k in ("layer", "pooling")}
+    cands = views.swap_candidates(store, study_id, tasks, pool, **kw)
+    losses = views.loss_table(store, study_id)
+    methods = views.best_of(store, study_id)
     measured: dict[str, list[str]] = {}
     collapsed: dict[str, list[str]] = {}
     for g in groups:
         if g == group:
             continue
-        best = results.best_loss(losses, g, methods).dropna().set_index("task")["best_loss"]
+        best = views.best_loss(losses, g, methods).dropna().set_index("task")["best_loss"]
         for t, v in best.items():
             measured.setdefault(t, []).append(f"{g} {v:+.0f} %".replace("-", "−"))
             if v <= collapse:

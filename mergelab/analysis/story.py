@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..storage.store import Store
-from . import protocol, stats, uncertainty
-from . import views as results
+from . import protocol, stats, uncertainty, views
 
 ALPHA = stats.ALPHA
 COLLAPSE = -30.0
@@ -85,14 +84,14 @@ class Headline:
 def story_group(store: Store, study_id: str, losses: pd.DataFrame | None = None) -> str | None:
     """The group the story is about — every page opens on it: the evidence group whose worst task has
     the lowest best-loss (among groups with MDS when some have it)."""
-    losses = results.loss_table(store, study_id) if losses is None else losses
+    losses = views.loss_table(store, study_id) if losses is None else losses
     candidates = list(protocol.evidence_groups(store, study_id))
-    with_mds = [g for g in candidates if results.mds_table(store, study_id, g)["mds"].notna().any()]
+    with_mds = [g for g in candidates if views.mds_table(store, study_id, g)["mds"].notna().any()]
     candidates = with_mds or candidates
-    methods = results.best_of(store, study_id)
+    methods = views.best_of(store, study_id)
     worst = {}
     for g in candidates:
-        best = results.best_loss(losses, g, methods)["best_loss"].dropna()
+        best = views.best_loss(losses, g, methods)["best_loss"].dropna()
         if len(best):
             worst[g] = best.min()
     return min(worst, key=worst.get) if worst else (candidates[0] if candidates else None)
@@ -146,13 +145,13 @@ def _r(x: float) -> str:
 def headline(store: Store, study_id: str, collapse: float = COLLAPSE) -> Headline:
     """The story of ``study_id``, computed from its rows."""
     h = Headline(study_id)
-    losses = results.loss_table(store, study_id)
+    losses = views.loss_table(store, study_id)
     h.group = story_group(store, study_id, losses)
     if h.group is None:
         h.warnings.append("This study has no task groups yet.")
         return h
     h.tasks = store.groups(study_id)[h.group]
-    methods = results.best_of(store, study_id)
+    methods = views.best_of(store, study_id)
     sub = losses[losses["group_name"] == h.group]
     if methods:
         sub = sub[sub["method"].isin(methods)]
@@ -196,7 +195,7 @@ def headline(store: Store, study_id: str, collapse: float = COLLAPSE) -> Headlin
 def worst_task(store: Store, study_id: str, group: str, collapse: float = COLLAPSE) -> tuple:
     """(task, its best loss, collapsed?) for the task of ``group`` with the lowest best loss over the
     ``best_of`` methods; (None, nan, False) before any merge."""
-    best = results.best_loss(results.loss_table(store, study_id), group, results.best_of(store, study_id)).dropna()
+    best = views.best_loss(views.loss_table(store, study_id), group, views.best_of(store, study_id)).dropna()
     if best.empty:
         return None, np.nan, False
     row = best.loc[best["best_loss"].idxmin()]
@@ -297,7 +296,7 @@ def chart_note(kind: str, **data) -> str:
     """The 'what this shows' sentence under a chart, from the numbers it draws."""
     if kind == "loss_bars":
         df, collapse = data["losses"], data.get("collapse", COLLAPSE)
-        ext = results.loss_extremes(df, collapse)
+        ext = views.loss_extremes(df, collapse)
         hit = ext.loc[ext["collapsed_under_all"], "task"].tolist()
         known = ext.dropna(subset=["best_loss"])
         if known.empty:

@@ -13,8 +13,7 @@ import pandas as pd
 
 from ..storage import states as states_io
 from ..storage.store import Store
-from . import equations as analysis
-from . import hidden
+from . import equations, hidden
 
 UNDEFINED_LOSS = "undefined: the expert scores 0, so Eq. 1 divides by zero"
 
@@ -33,7 +32,7 @@ def loss_table(store: Store, study_id: str) -> pd.DataFrame:
     merged.loc[zero, "note"] = UNDEFINED_LOSS
     need = merged["loss"].isna() & merged["expert_score"].notna() & merged["score"].notna() & ~zero
     if need.any():
-        merged.loc[need, "loss"] = analysis.merging_loss(
+        merged.loc[need, "loss"] = equations.merging_loss(
             merged.loc[need, "score"].to_numpy(float), merged.loc[need, "expert_score"].to_numpy(float))
     return merged[["group_name", "model", "task", "method", "score", "expert_score", "loss", "note"]]
 
@@ -108,7 +107,7 @@ def layer_position(stored: tuple[list[int], int], layer: int) -> int:
     layers, n_total = stored
     wanted = n_total + layer if layer < 0 else layer
     if wanted not in layers:
-        raise analysis.AnalysisError(f"layer {layer} was not stored for this study (stored: {layers})")
+        raise equations.AnalysisError(f"layer {layer} was not stored for this study (stored: {layers})")
     return layers.index(wanted)
 
 
@@ -130,7 +129,7 @@ def similarity(store: Store, study_id: str, tasks: list[str], *, layer: int = -1
     h, _ = expert_states(store, study_id, tasks, layer, pooling, k)
     try:
         return hidden.similarity_frame(h, tasks, distance)
-    except analysis.AnalysisError as exc:
+    except equations.AnalysisError as exc:
         frame = pd.DataFrame(np.where(np.eye(len(tasks), dtype=bool), 1.0, np.nan), index=tasks, columns=tasks)
         frame.attrs["undefined"] = _undefined(exc, len(tasks))
         return frame
@@ -154,7 +153,7 @@ def mds_table(store: Store, study_id: str, group: str, tasks: list[str] | None =
             if n_boot:
                 return hidden.mds_with_ci(h, tasks, distance, n_boot=n_boot)
             return pd.DataFrame({"task": tasks, "mds": hidden.mds_of(h, distance)})
-        except analysis.AnalysisError as exc:
+        except equations.AnalysisError as exc:
             return pd.DataFrame({"task": tasks, "mds": np.nan, "note": _undefined(exc, len(tasks))})
     tm = store.task_metrics(study_id)
     sub = tm[(tm["group_name"] == group) & (tm["name"] == "mds")]
@@ -290,7 +289,7 @@ def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combo
         probes = np.flatnonzero(np.isin(owners, [tasks[i] for i in idx]))
         try:
             worst = float(hidden.mds_of_distances(per_probe[np.ix_(idx, idx, probes)].mean(-1)).max())
-        except analysis.AnalysisError:
+        except equations.AnalysisError:
             continue
         rows.append({"tasks": ", ".join(tasks[i] for i in combo), "worst_mds": worst})
     return pd.DataFrame(rows).sort_values("worst_mds").head(10).reset_index(drop=True)
@@ -312,14 +311,14 @@ def theory(store: Store, study_id: str, group: str, layer: int = -1, pooling: st
     if not has_states(store, study_id, tasks):
         return pd.DataFrame()
     h, owners = expert_states(store, study_id, tasks, layer, pooling)
-    experts = analysis.theorem1_report(h)  # Δ, the interval and the Jung construction: once
+    experts = equations.theorem1_report(h)  # Δ, the interval and the Jung construction: once
     want = probe_ids(owners)
     rows = []
     for method in states_io.merged_methods(store, study_id, group):
         merged, m_owners, stored = states_io.read_states(store, study_id, states_io.merged_name(group, method))
         where = {pid: i for i, pid in enumerate(probe_ids(m_owners))}
         keep = [where[pid] for pid in want]  # align probes by (task, n-th probe of that task)
-        _, worst = analysis.distortion(merged[pooling][layer_position(stored, layer)][keep], h)
+        _, worst = equations.distortion(merged[pooling][layer_position(stored, layer)][keep], h)
         rows.append({"method": method, "delta": experts["delta"], "d": experts["d"],
                      "lower": experts["lower"], "upper": experts["upper"],
                      "upper_per_input": experts["upper_per_input"],

@@ -3,7 +3,7 @@
 The base is loaded once per worker; an expert or a merged model is the base with ΔW added to
 the adapted modules (and, for encoders, that task's own classification head). Switching costs a
 few tensor additions, never a reload. How it is scored depends on its architecture: see
-:mod:`mergelab.models.scorers`.
+:mod:`mergelab.models.architectures`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 
 from ..io.adapters import AdapterSet
 from ..io.errors import LoadError
-from . import scoring
-from .scorers import SCORERS
+from . import evaluation
+from .architectures import SCORERS
 
 
 class LoadedModel:
@@ -115,8 +115,8 @@ class LoadedModel:
         """Score of the current model on ``task`` with the task's metric (0–100)."""
         return self.evaluate_rows(task).score
 
-    def evaluate_rows(self, task) -> scoring.Evaluation:
+    def evaluate_rows(self, task) -> evaluation.Evaluation:
         """Score of the current model on ``task`` and its per-row records."""
         if task.spec.metric == "rougeL":
-            return scoring.generation_evaluation(task, self.generate(task))
-        return scoring.classification_evaluation(task, self.label_scores(task))
+            return evaluation.generation_evaluation(task, self.generate(task))
+        return evaluation.classification_evaluation(task, self.label_scores(task))

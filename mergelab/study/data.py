@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 
 from ..io.content import content_id
-from ..models.scoring import field_text, references
+from ..models.evaluation import field_text, references
 from .spec import SpecError, StudySpec, TaskSpec
 
 __all__ = ["TaskData", "field_text", "load_all", "load_task", "references"]

@@ -82,7 +82,7 @@ class InProcess(Executor):
         return 0 if self._done else 1
 
     def submit(self, job: dict, spec: StudySpec, progress) -> None:
-        from .worker import StudyContext, run_unit
+        from .units import StudyContext, run_unit
 
         started = time.perf_counter()
         load = None

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..io.content import content_id
-from ..merging import registry as methods
+from ..merging import registry
 from ..storage import jobs, roles
 from ..storage.store import Store
 from .data import load_all
@@ -23,7 +23,7 @@ from .spec import NO_GRANTS, Grants, SpecError, StudySpec, check_grants, dump_sp
 def _revision(method: str) -> list[dict]:
     """A method whose defaults changed what it computes enters its units' keys with its revision
     (nothing for revision 1, so every older key stays as it was)."""
-    rev = methods.get(method).revision
+    rev = registry.get(method).revision
     return [{"method_revision": rev}] if rev > 1 else []
 
 

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..io.content import content_id, is_local, looks_like_hub_id, resolve_reference
-from ..merging import registry as methods
+from ..merging import registry
 from ..storage.roles import Swap, parse_swap_name, swap_name
 
 #: Study and task names: they name files and folders, so letters, digits, '_', '.', '-' only,
@@ -23,7 +23,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: Group names may also hold ':', '+', '>', '(', ')' and spaces (swap groups are named
 #: ``swap:<group>:<out>-><in>``), never '/' or '\\'.
 GROUP_PATTERN = r"^[A-Za-z0-9(][A-Za-z0-9_.:+>() -]{0,127}$"
-SEED_MAX = methods.SEED_MAX
+SEED_MAX = registry.SEED_MAX
 NO_GROUP = "give at least one group of tasks to merge (or random_groups)"
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -292,7 +292,7 @@ class StudySpec(BaseModel):
     executor: Literal["local", "ray"] = Field("local", description="where `mergelab run` runs units: this machine, "
                                                                     "or a Ray cluster (results are the same)")
     ray_address: str | None = Field(None, description="the Ray cluster (auto, ray://host:10001); none: a local one")
-    methods: dict[str, dict] = Field(default_factory=lambda: {m: {} for m in methods.PAPER_METHODS})
+    methods: dict[str, dict] = Field(default_factory=lambda: {m: {} for m in registry.PAPER_METHODS})
     hidden: HiddenSpec = HiddenSpec()
     eval_limit: int | None = Field(200, ge=1, le=1_000_000)
     batch_size: int = Field(32, ge=1, le=1024, description="sequences per forward pass (memory grows with it)")
@@ -486,12 +486,12 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
             problems.append(("adapters", f"no adapter for task {task!r}"))
     for method, params in spec.methods.items():
         try:
-            m = methods.get(method)
+            m = registry.get(method)
             sizes = {len(g) for g in spec.groups.values()} or {2}
             for n in sizes:
                 m.resolve(n, params)
-        except methods.MethodError as exc:
-            problems.append((f"methods.{method}", str(exc)))
+        except registry.MethodError as exc:
+            problems.append((f"registry.{method}", str(exc)))
     spec = spec.model_copy(update={
         # adapters to be trained are folders to write: local paths, never hub ids
         "adapters": {k: resolve_reference(v, root) if adapters_exist else str((root / Path(v).expanduser()).resolve())

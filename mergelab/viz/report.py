@@ -10,8 +10,7 @@ import time
 
 import pandas as pd
 
-from ..analysis import paper, protocol, story
-from ..analysis import views as results
+from ..analysis import paper, protocol, story, views
 from ..storage.store import Store
 from . import figures
 
@@ -51,13 +50,13 @@ def build_report(store: Store, study_id: str) -> str:
 
     experts = protocol.expert_evidence(store, study_id)
     if not experts.empty:
-        notes = {t: v.get("note", "") for t, v in (results.spec_dict(store, study_id).get("tasks") or {}).items()}
+        notes = {t: v.get("note", "") for t, v in (views.spec_dict(store, study_id).get("tasks") or {}).items()}
         experts.insert(1, "what it is", experts["task"].map(notes).fillna(""))
         parts += ["<h2>Experts and the untrained base</h2>", _table(experts),
                   note("gain: expert − base on the same rows, with its 95 % interval; points_per_row: how far one "
                        "eval row moves Eq. 1 (10⁴ / (rows · expert score)).")]
     losses = protocol.loss_intervals(store, study_id)
-    kw = results.hidden_settings(store, study_id)
+    kw = views.hidden_settings(store, study_id)
     for group, tasks in store.groups(study_id, role=("group", "swap")).items():
         parts.append(f"<h2>Group {html.escape(group)}</h2>")
         sub = losses[losses["group_name"] == group]
@@ -65,12 +64,12 @@ def build_report(store: Store, study_id: str) -> str:
                 sub.duplicated(["task", "method"]).any() else [(None, sub)]:
             if not by_model.empty:  # several base models in one group (the paper's Table 2): one chart each
                 title = f"Merging loss — {group}" + (f", {model}" if model else "")
-                collapsed = results.loss_extremes(by_model)
+                collapsed = views.loss_extremes(by_model)
                 hit = collapsed.loc[collapsed["collapsed_under_all"], "task"].tolist()
                 parts.append(fig_html(figures.loss_bars(by_model, title=title, highlight=hit[0] if hit else None)))
                 parts.append(note(story.chart_note("loss_bars", losses=by_model)))
-        if results.has_states(store, study_id, tasks):
-            sim = results.similarity(store, study_id, tasks, **kw)
+        if views.has_states(store, study_id, tasks):
+            sim = views.similarity(store, study_id, tasks, **kw)
             parts.append(fig_html(figures.hiddensim_heatmap(sim, title=f"HiddenSim — {group}")))
             parts.append(note(story.chart_note("hiddensim", sim=sim)))
         frame = protocol.mds_vs_loss(store, study_id, group)
