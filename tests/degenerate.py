@@ -64,15 +64,15 @@ def make(store: Store, name: str, *, groups: dict[str, list[str]], pool: list[st
     if states:
         owners = [t for t in tasks for _ in range(k)]
         for i, t in enumerate(tasks):
-            states_io.write_states(store, name, f"expert__{t}", _states(rng, owners, shift=0.3 * i),
+            states_io.write_states(store.states_root, name, f"expert__{t}", _states(rng, owners, shift=0.3 * i),
                                {"probe_tasks": json.dumps(owners), "unit_key": f"{name}:states:{t}"})
         for g, members in groups.items():
             g_owners = [t for t in members for _ in range(k)]
             for m in METHODS:
-                states_io.write_states(store, name, f"merged__{g}__{m}", _states(rng, g_owners),
+                states_io.write_states(store.states_root, name, f"merged__{g}__{m}", _states(rng, g_owners),
                                    {"probe_tasks": json.dumps(g_owners), "unit_key": f"{name}:mstates:{g}:{m}"})
     if failed_units:
-        with store._transaction() as con:  # failed units, as a worker would leave them
+        with store.transaction() as con:  # failed units, as a worker would leave them
             con.executemany(
                 "INSERT INTO jobs(study_id, kind, unit_key, payload, status, attempts, error, created_at, "
                 "updated_at) VALUES (?, 'merge', ?, ?, 'failed', 1, ?, 0, 0)",

@@ -251,7 +251,7 @@ def test_at_most_one_dashboard_worker_per_store(db_path, monkeypatch, tmp_path):
 
 def test_run_page_groups_failures_with_their_tracebacks_and_shows_batches(app, db_path):
     degenerate.make(open_store(db_path), "failing", groups={"g": ["a", "b", "c"]}, failed_units=3)
-    with open_store(db_path)._transaction() as con:
+    with open_store(db_path).transaction() as con:
         con.execute("UPDATE jobs SET traceback='Traceback (most recent call last):\\n  boom' WHERE study_id='failing'")
     at = app("run", "failing")
     _no_failure(at)
@@ -268,7 +268,7 @@ def test_run_page_starts_the_dashboards_worker_on_ray_when_asked(app, db_path, m
     from mergelab.study import executors
 
     degenerate.make(open_store(db_path), "raying", groups={"g": ["a", "b", "c"]})
-    with open_store(db_path)._transaction() as con:
+    with open_store(db_path).transaction() as con:
         con.executemany(  # units as the Ray executor leaves them: one done on actor-2, one running on actor-1
             "INSERT INTO jobs(study_id, kind, unit_key, payload, status, attempts, message, created_at, updated_at) "
             "VALUES ('raying', 'merge', ?, '{}', ?, 1, ?, 0, 0)",

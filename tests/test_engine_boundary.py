@@ -114,3 +114,76 @@ def test_the_repository_holds_only_its_fixed_top_level():
     allowed = {"app.py", "pages", "mergelab", "tests", "data", ".streamlit", "requirements.txt",
                "requirements-dev.txt", "README.md", "pyproject.toml", "bench", ".ci", ".gitignore", "CHANGELOG.md"}
     assert top <= allowed, sorted(top - allowed)
+
+
+# --- no import cycles, lazy imports included ------------------------------------------------------------
+def _module_graph(root: Path = ENGINE) -> dict[str, set[str]]:
+    """module → the mergelab modules it imports anywhere in its body (a lazy import inside a function
+    is an edge too: it only hides a cycle until something imports eagerly). ``from pkg import mod``
+    points at the module, not the package."""
+    mods = {".".join(p.relative_to(root).with_suffix("").parts): p for p in root.rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        return name if name in mods else (f"{name}.__init__" if f"{name}.__init__" in mods else None)
+
+    graph = {}
+    for mod, path in mods.items():
+        package, targets = mod.split(".")[:-1], set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {resolve(a.name.split(".", 1)[1]) for a in node.names if a.name.startswith("mergelab.")}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = ".".join([*package[:len(package) - node.level + 1], *(node.module or "").split(".")])
+                elif (node.module or "").startswith("mergelab"):
+                    base = node.module.split(".", 1)[1] if "." in node.module else ""
+                else:
+                    continue
+                base = base.strip(".")
+                targets |= {resolve(f"{base}.{a.name}" if base else a.name) or resolve(base) for a in node.names}
+        graph[mod] = {t for t in targets if t and t != mod}
+    return graph
+
+
+def import_cycles(root: Path = ENGINE) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    graph, index, low, stack, on, found, counter = _module_graph(root), {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_even_through_lazy_imports():
+    assert import_cycles() == []
+
+
+def test_the_cycle_check_sees_a_lazy_cycle(tmp_path):
+    fake = tmp_path / "mergelab"
+    (fake / "storage").mkdir(parents=True)
+    (fake / "storage" / "store.py").write_text("def f():\n    from .states import g\n")
+    (fake / "storage" / "states.py").write_text("from .store import f\n")
+    assert import_cycles(fake) == [["storage.states", "storage.store"]]

@@ -423,10 +423,11 @@ def test_names_never_become_paths_outside_the_store(world, tmp_path):
 
     store = Store(tmp_path / "s" / "m.db")
     with pytest.raises(StoreError, match="outside"):
-        states_io.states_path(store, "../../escape", "expert__x")
+        states_io.states_path(store.states_root, "../../escape", "expert__x")
     with pytest.raises(StoreError, match="outside"):
-        states_io.states_path(store, "ok", "../../../x")
-    assert states_io.states_path(store, "ok", "merged__swap:g:a->b__TIES").parent == store.path.parent / "states" / "ok"
+        states_io.states_path(store.states_root, "ok", "../../../x")
+    path = states_io.states_path(store.states_root, "ok", "merged__swap:g:a->b__TIES")
+    assert path.parent == store.path.parent / "states" / "ok"
 
 
 # --- names and replacing studies -------------------------------------------------------------
@@ -726,7 +727,7 @@ def test_full_disk_gives_the_real_error_and_loses_nothing(world, tmp_path, monke
     real_finish = jobs.finish
 
     def finish_on_a_full_disk(store_, *args, **kwargs):
-        real_transaction = store_._transaction
+        real_transaction = store_.transaction
 
         @contextlib.contextmanager
         def full():  # the unit's rows are written, then the disk fills before the commit
@@ -735,11 +736,11 @@ def test_full_disk_gives_the_real_error_and_loses_nothing(world, tmp_path, monke
                 con.execute("ROLLBACK")  # what SQLite itself does on SQLITE_FULL
                 raise sqlite3.OperationalError("database or disk is full")
 
-        store_._transaction = full
+        store_.transaction = full
         try:
             return real_finish(store_, *args, **kwargs)
         finally:
-            del store_._transaction
+            del store_.transaction
 
     monkeypatch.setattr(jobs, "finish", finish_on_a_full_disk)
     from mergelab.storage.store import StoreError
@@ -819,7 +820,7 @@ def test_bundled_study_half_loaded_by_a_full_disk_loads_whole_next_time(tmp_path
     monkeypatch.undo()
     store = open_store(db)
     shipped = sorted(p.name for p in (Path(__file__).parent.parent / "data/demo/results/states").glob("*"))
-    assert sorted(p.name for p in states_io.states_dir(store, "demo").glob("*.safetensors")) == shipped
+    assert sorted(p.name for p in states_io.states_dir(store.states_root, "demo").glob("*.safetensors")) == shipped
     assert len(store.results("demo")) > 0
 
 

@@ -415,13 +415,14 @@ def _merge_distortion(store: Store, study_id: str, group: str, tasks: list[str],
                       methods: list[str] | None) -> dict[str, float]:
     """Per task: the mean distance between the merged model's and the task's expert's hidden states on
     the task's own probes, averaged over the merges with stored states (Theorem 1's δ, per task)."""
-    merged_methods = [m for m in states_io.merged_methods(store, study_id, group) if not methods or m in methods]
+    root = store.states_root
+    merged_methods = [m for m in states_io.merged_methods(root, study_id, group) if not methods or m in methods]
     if not merged_methods:
         return {}
     out: dict[str, list[float]] = {t: [] for t in tasks}
-    experts = {t: states_io.read_states(store, study_id, states_io.expert_name(t)) for t in tasks}
+    experts = {t: states_io.read_states(root, study_id, states_io.expert_name(t)) for t in tasks}
     for method in merged_methods:
-        arrays, owners, stored = states_io.read_states(store, study_id, states_io.merged_name(group, method))
+        arrays, owners, stored = states_io.read_states(root, study_id, states_io.merged_name(group, method))
         merged = arrays[pooling][views.layer_position(stored, layer)]
         ids = views.probe_ids(owners)
         for t in tasks:

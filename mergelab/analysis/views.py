@@ -87,7 +87,7 @@ def expert_states(store: Store, study_id: str, tasks: list[str], layer: int = -1
     ``probe_tasks`` (default: the same tasks), first ``k`` probes per task."""
     arrays, owners = [], None
     for t in tasks:
-        states, owners_t, stored = states_io.read_states(store, study_id, states_io.expert_name(t))
+        states, owners_t, stored = states_io.read_states(store.states_root, study_id, states_io.expert_name(t))
         arrays.append(states[pooling][layer_position(stored, layer)])
         owners = owners_t
     h = np.stack(arrays)
@@ -114,12 +114,12 @@ def layer_position(stored: tuple[list[int], int], layer: int) -> int:
 def states_info(store: Store, study_id: str, task: str) -> dict:
     """Stored layer numbers (0 = embeddings), the model's layer count and probe owners of one
     expert's stored states."""
-    _, owners, (layers, n_total) = states_io.read_states(store, study_id, states_io.expert_name(task))
+    _, owners, (layers, n_total) = states_io.read_states(store.states_root, study_id, states_io.expert_name(task))
     return {"layers": layers, "n_layers": n_total, "probe_tasks": owners}
 
 
 def has_states(store: Store, study_id: str, tasks: list[str]) -> bool:
-    return states_io.has_expert_states(store, study_id, tasks)
+    return states_io.has_expert_states(store.states_root, study_id, tasks)
 
 
 def similarity(store: Store, study_id: str, tasks: list[str], *, layer: int = -1,
@@ -314,8 +314,9 @@ def theory(store: Store, study_id: str, group: str, layer: int = -1, pooling: st
     experts = equations.theorem1_report(h)  # Δ, the interval and the Jung construction: once
     want = probe_ids(owners)
     rows = []
-    for method in states_io.merged_methods(store, study_id, group):
-        merged, m_owners, stored = states_io.read_states(store, study_id, states_io.merged_name(group, method))
+    root = store.states_root
+    for method in states_io.merged_methods(root, study_id, group):
+        merged, m_owners, stored = states_io.read_states(root, study_id, states_io.merged_name(group, method))
         where = {pid: i for i, pid in enumerate(probe_ids(m_owners))}
         keep = [where[pid] for pid in want]  # align probes by (task, n-th probe of that task)
         _, worst = equations.distortion(merged[pooling][layer_position(stored, layer)][keep], h)

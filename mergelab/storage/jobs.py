@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from . import states as states_io
-from .store import INSERT_RECORDS, RESULT_COLUMNS, Store, StoreError, record_tuples
+from .errors import StoreError
+from .store import INSERT_RECORDS, INSERT_RESULTS, Store, record_tuples, result_tuples
 
 STALE_AFTER_S = 60.0
 #: A unit whose worker died this many times (killed, out of memory) is failed for good.
@@ -87,23 +88,23 @@ def recover_dead(store: Store) -> int:
     """Take back, at once, the units claimed by workers of this machine whose process is gone
     (killed, crashed): no heartbeat timeout to wait for. Workers elsewhere are judged by their
     heartbeat (:func:`recover_stale`)."""
-    running = store._query("SELECT id, worker FROM jobs WHERE status='running'")
+    running = store.query("SELECT id, worker FROM jobs WHERE status='running'")
     dead = [(int(r.id), r.worker) for r in running.itertuples() if r.worker and worker_alive(r.worker) is False]
     if not dead:
         return 0
-    with store._transaction() as con:
+    with store.transaction() as con:
         return sum(_requeue_crashed(con, "id=? AND worker=?", d, "its worker process died") for d in dead)
 
 
 def recover_stale(store: Store, stale_after: float = STALE_AFTER_S) -> int:
-    with store._transaction() as con:
+    with store.transaction() as con:
         return _requeue_crashed(con, "heartbeat < ?", (time.time() - stale_after,), "its worker stopped answering")
 
 
 def enqueue(store: Store, study_id: str, units: list[dict]) -> dict:
     """Insert units (dicts with kind, unit_key, payload); existing keys are left as they are."""
     now = time.time()
-    with store._transaction() as con:
+    with store.transaction() as con:
         before = con.execute("SELECT COUNT(*) FROM jobs WHERE study_id=?", (study_id,)).fetchone()[0]
         con.executemany(
             "INSERT OR IGNORE INTO jobs(study_id, kind, unit_key, payload, status, created_at, updated_at) "
@@ -121,7 +122,7 @@ def claim(store: Store, worker: str, study_id: str | None = None, exclude=()) ->
     if exclude:
         where += f" AND study_id NOT IN ({', '.join('?' * len(exclude))})"
         args += tuple(exclude)
-    with store._transaction() as con:
+    with store.transaction() as con:
         row = con.execute(
             f"UPDATE jobs SET status='running', worker=?, heartbeat=?, attempts=attempts+1, started_at=?, "
             f"progress=0, message='', updated_at=? WHERE id = (SELECT id FROM jobs WHERE {where} "
@@ -134,7 +135,7 @@ def claim(store: Store, worker: str, study_id: str | None = None, exclude=()) ->
 
 
 def report_progress(store: Store, job_id: int, worker: str, progress: float, message: str = "") -> None:
-    with store._transaction() as con:
+    with store.transaction() as con:
         con.execute("UPDATE jobs SET progress=?, message=?, heartbeat=?, updated_at=? "
                     "WHERE id=? AND worker=?",
                     (float(progress), message, time.time(), time.time(), job_id, worker))
@@ -148,23 +149,18 @@ def finish(store: Store, job: dict, worker: str, output: UnitOutput, message: st
     stale or cancelled), so two workers never both land results for one unit.
     """
     for name, (arrays, meta) in output.states.items():
-        states_io.write_states(store, job["study_id"], name, arrays, meta)
+        states_io.write_states(store.states_root, job["study_id"], name, arrays, meta)
     study = job["study_id"]
     now = time.time()
     try:
-        with store._transaction() as con:
+        with store.transaction() as con:
             cur = con.execute("UPDATE jobs SET status='done', progress=1, message=?, finished_at=?, "
                               "updated_at=?, error=NULL, traceback=NULL WHERE id=? AND worker=? AND status='running'",
                               (message, now, now, job["id"], worker))
             if cur.rowcount != 1:
                 raise _NotOwner
             if output.results:
-                frame = pd.DataFrame(output.results)
-                con.executemany(
-                    f"INSERT OR REPLACE INTO results(study_id, {', '.join(RESULT_COLUMNS)}, created_at) "
-                    f"VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 2))})",
-                    [(study, *[None if pd.isna(v) else v for v in rec], now)
-                     for rec in frame.reindex(columns=RESULT_COLUMNS).itertuples(index=False, name=None)])
+                con.executemany(INSERT_RESULTS, result_tuples(study, output.results, now))
             if output.records:
                 con.executemany(INSERT_RECORDS, record_tuples(study, output.records))
             con.executemany("INSERT OR REPLACE INTO pair_metrics(study_id, task_a, task_b, name, value) "
@@ -184,7 +180,7 @@ def release(store: Store, job: dict, worker: str, message: str) -> None:
     """Give a claimed job back to the queue, unrun (the store, not the unit, failed): it does not
     count as an attempt. Best effort: if even this cannot be written, dead-worker recovery will."""
     try:
-        with store._transaction() as con:
+        with store.transaction() as con:
             con.execute("UPDATE jobs SET status='queued', worker=NULL, attempts=MAX(attempts-1, 0), message=? "
                         "WHERE id=? AND worker=? AND status='running'", (message[:200], job["id"], worker))
     except StoreError:
@@ -194,32 +190,32 @@ def release(store: Store, job: dict, worker: str, message: str) -> None:
 def requeue_lost(store: Store, job: dict, worker: str, why: str) -> None:
     """A unit whose executor lost it (its actor died) goes back to the queue, its attempt counted —
     or fails for good once it has been lost MAX_ATTEMPTS times."""
-    with store._transaction() as con:
+    with store.transaction() as con:
         _requeue_crashed(con, "id=? AND worker=?", (job["id"], worker), why)
 
 
 def fail(store: Store, job: dict, worker: str, error: str, traceback: str = "") -> None:
     """Mark a unit failed: ``error`` is one line (what the lists show), ``traceback`` the whole one."""
-    with store._transaction() as con:
+    with store.transaction() as con:
         con.execute("UPDATE jobs SET status='failed', error=?, traceback=?, message=?, finished_at=?, updated_at=? "
                     "WHERE id=? AND worker=?",
                     (error, traceback or None, error[:200], time.time(), time.time(), job["id"], worker))
 
 
 def retry_failed(store: Store, study_id: str) -> int:
-    with store._transaction() as con:
+    with store.transaction() as con:
         return con.execute("UPDATE jobs SET status='queued', error=NULL, traceback=NULL, attempts=0, "
                            "message='retry' WHERE study_id=? AND status='failed'", (study_id,)).rowcount
 
 
 def cancel_queued(store: Store, study_id: str) -> int:
-    with store._transaction() as con:
+    with store.transaction() as con:
         return con.execute("UPDATE jobs SET status='cancelled', message='cancelled' "
                            "WHERE study_id=? AND status='queued'", (study_id,)).rowcount
 
 
 def requeue_cancelled(store: Store, study_id: str) -> int:
-    with store._transaction() as con:
+    with store.transaction() as con:
         return con.execute("UPDATE jobs SET status='queued', message='' "
                            "WHERE study_id=? AND status='cancelled'", (study_id,)).rowcount
 
@@ -228,43 +224,43 @@ def requeue(store: Store, study_id: str, unit_keys: list[str]) -> int:
     """Queue these units again, finished ones included (a deliberate recompute). Their stored
     results stay until each unit's new result replaces them, in the same transaction that marks
     it done; running units are left alone."""
-    with store._transaction() as con:
+    with store.transaction() as con:
         return sum(con.execute("UPDATE jobs SET status='queued', error=NULL, traceback=NULL, progress=0, attempts=0, "
                                "message='recompute' WHERE study_id=? AND unit_key=? AND status != 'running'",
                                (study_id, key)).rowcount for key in unit_keys)
 
 
 def jobs_frame(store: Store, study_id: str) -> pd.DataFrame:
-    return store._query("SELECT id, kind, unit_key, payload, status, progress, message, worker, "
+    return store.query("SELECT id, kind, unit_key, payload, status, progress, message, worker, "
                         "attempts, error, traceback, heartbeat, started_at, finished_at, created_at, updated_at "
                         "FROM jobs WHERE study_id=? ORDER BY id", (study_id,))
 
 
 def status_counts(store: Store, study_id: str) -> dict[str, int]:
-    df = store._query("SELECT status, COUNT(*) AS n FROM jobs WHERE study_id=? GROUP BY status", (study_id,))
+    df = store.query("SELECT status, COUNT(*) AS n FROM jobs WHERE study_id=? GROUP BY status", (study_id,))
     return dict(zip(df["status"], df["n"].astype(int)))
 
 
 def queued_studies(store: Store) -> list[str]:
-    return list(store._query("SELECT DISTINCT study_id FROM jobs WHERE status='queued'")["study_id"])
+    return list(store.query("SELECT DISTINCT study_id FROM jobs WHERE status='queued'")["study_id"])
 
 
 def live_workers(store: Store, within_s: float = 15.0) -> int:
-    df = store._query("SELECT COUNT(DISTINCT worker) AS n FROM jobs WHERE status='running' "
+    df = store.query("SELECT COUNT(DISTINCT worker) AS n FROM jobs WHERE status='running' "
                       "AND heartbeat > ?", (time.time() - within_s,))
     return int(df["n"].iloc[0])
 
 
 def done_keys(store: Store, study_id: str) -> list[tuple[str, str, str]]:
     """(kind, unit key, payload) of every finished unit, oldest first (what a snapshot ships)."""
-    df = store._query("SELECT kind, unit_key, payload FROM jobs WHERE study_id=? AND status='done' ORDER BY id",
+    df = store.query("SELECT kind, unit_key, payload FROM jobs WHERE study_id=? AND status='done' ORDER BY id",
                       (study_id,))
     return list(df.itertuples(index=False, name=None))
 
 
 def add_done(store: Store, study_id: str, units: list[tuple[str, str, str]], message: str) -> None:
     """Record units as done without running them (a shipped study's finished units)."""
-    with store._transaction() as con:
+    with store.transaction() as con:
         con.executemany(
             "INSERT OR IGNORE INTO jobs(study_id, kind, unit_key, payload, status, progress, message, "
             "attempts, created_at, updated_at) VALUES (?,?,?,?, 'done', 1, ?, 0, 0, 0)",
@@ -298,7 +294,7 @@ class Heartbeat:
     def _beat(self):
         while not self._stop.wait(self.every):
             try:
-                with self.store._transaction() as con:
+                with self.store.transaction() as con:
                     con.execute("UPDATE jobs SET heartbeat=? WHERE worker=? AND status='running'",
                                 (time.time(), self.worker))
             except StoreError:

@@ -30,7 +30,7 @@ def export(store: Store, study_id: str, out: Path) -> None:
     if target.exists():
         for f in target.glob("*.safetensors"):
             f.unlink()
-    states.export_states(store, study_id, target)
+    states.export_states(store.states_root, study_id, target)
 
 
 def load_rows(store: Store, study_id: str, snapshot: Path) -> None:
@@ -47,4 +47,4 @@ def load_rows(store: Store, study_id: str, snapshot: Path) -> None:
 
 
 def copy_states(store: Store, study_id: str, snapshot: Path) -> None:
-    states.copy_states(store, study_id, snapshot / "states")
+    states.copy_states(store.states_root, study_id, snapshot / "states")

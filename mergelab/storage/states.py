@@ -1,4 +1,5 @@
-"""Hidden-state files: one safetensors file per unit beside the store, ``states/<study>/<name>``.
+"""Hidden-state files: one safetensors file per unit in the store's states folder (``Store.states_root``,
+``states/`` beside the database), ``states/<study>/<name>``. Functions take that folder, never a store.
 
 Written and read here only (the worker hands over arrays, pages read arrays), with numpy: the read
 side never imports torch. File names are made here and parsed here: ``expert__<task>`` for an
@@ -18,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import Store, StoreError, _explain
+from .errors import StoreError, explain
 
 
-def states_path(store: Store, study_id: str, name: str) -> Path:
-    """The file of one unit's states, checked (not assumed) to lie inside the store's folder."""
-    root = (store.path.parent / "states").resolve()
+def states_path(root: Path, study_id: str, name: str) -> Path:
+    """The file of one unit's states, checked (not assumed) to lie inside the states folder ``root``."""
+    root = Path(root).resolve()
     path = (root / study_id / f"{name}.safetensors").resolve()
     if not path.is_relative_to(root) or path.parent.parent != root:
         raise StoreError(f"refusing to write outside the store's folder: study {study_id!r}, "
@@ -31,8 +32,8 @@ def states_path(store: Store, study_id: str, name: str) -> Path:
     return path
 
 
-def states_dir(store: Store, study_id: str) -> Path:
-    return states_path(store, study_id, "x").parent
+def states_dir(root: Path, study_id: str) -> Path:
+    return states_path(root, study_id, "x").parent
 
 
 def expert_name(task: str) -> str:
@@ -43,25 +44,25 @@ def merged_name(group: str, method: str) -> str:
     return f"merged__{group}__{method}"
 
 
-def merged_methods(store: Store, study_id: str, group: str) -> list[str]:
+def merged_methods(root: Path, study_id: str, group: str) -> list[str]:
     """The methods whose merge of ``group`` has stored states."""
     prefix = merged_name(group, "")
-    return sorted(p.stem[len(prefix):] for p in states_dir(store, study_id).glob(f"{prefix}*.safetensors")
+    return sorted(p.stem[len(prefix):] for p in states_dir(root, study_id).glob(f"{prefix}*.safetensors")
                   if "__" not in p.stem[len(prefix):])
 
 
-def has_expert_states(store: Store, study_id: str, tasks: list[str]) -> bool:
-    folder = states_dir(store, study_id)
+def has_expert_states(root: Path, study_id: str, tasks: list[str]) -> bool:
+    folder = states_dir(root, study_id)
     return bool(tasks) and all((folder / f"{expert_name(t)}.safetensors").exists() for t in tasks)
 
 
-def write_states(store: Store, study_id: str, name: str, arrays: dict[str, np.ndarray],
+def write_states(root: Path, study_id: str, name: str, arrays: dict[str, np.ndarray],
                  metadata: dict[str, str]) -> Path:
     """Write one unit's states atomically (a temporary file, then a rename). A full disk or a
     read-only folder is one :class:`StoreError`."""
     from safetensors.numpy import save_file
 
-    path = states_path(store, study_id, name)
+    path = states_path(root, study_id, name)
     tmp = path.parent / f".{path.stem}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,14 +71,14 @@ def write_states(store: Store, study_id: str, name: str, arrays: dict[str, np.nd
     except Exception as exc:  # OSError, or safetensors' own error wrapping one
         with suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise _explain(store.path, exc) from None
+        raise explain(Path(root), exc, "store's state files") from None
     return path
 
 
-def read_states(store: Store, study_id: str, name: str):
+def read_states(root: Path, study_id: str, name: str):
     """(arrays by pooling, probe owners, (stored layer numbers, the model's layer count)). Cached per
     file version (path, size, mtime); callers must not modify the arrays."""
-    path = states_path(store, study_id, name)
+    path = states_path(root, study_id, name)
     stat = path.stat()
     return _read(str(path), stat.st_size, stat.st_mtime_ns)
 
@@ -95,11 +96,11 @@ def _read(path: str, size: int, mtime_ns: int):
     return arrays, json.loads(meta["probe_tasks"]), (layers, int(meta.get("n_layers", n)))
 
 
-def copy_states(store: Store, study_id: str, source: Path) -> None:
+def copy_states(root: Path, study_id: str, source: Path) -> None:
     """Copy every states file of a shipped snapshot folder in (each atomically; existing ones kept)."""
     import shutil
 
-    target = states_dir(store, study_id)
+    target = states_dir(root, study_id)
     try:
         target.mkdir(parents=True, exist_ok=True)
         for f in sorted(source.glob("*.safetensors")):
@@ -110,16 +111,16 @@ def copy_states(store: Store, study_id: str, source: Path) -> None:
                 shutil.copy2(f, tmp)
                 os.replace(tmp, target / f.name)
     except OSError as exc:
-        raise _explain(store.path, exc) from None
+        raise explain(Path(root), exc, "store's state files") from None
 
 
-def export_states(store: Store, study_id: str, out: Path) -> None:
+def export_states(root: Path, study_id: str, out: Path) -> None:
     """Every states file of a study, as float16 (half the size; ample for distances), into ``out``."""
     from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    for f in sorted(states_dir(store, study_id).glob("*.safetensors")):
+    for f in sorted(states_dir(root, study_id).glob("*.safetensors")):
         with safe_open(str(f), "np") as h:
             meta = h.metadata()
         save_file({k: v.astype(np.float16) for k, v in load_file(str(f)).items()}, str(out / f.name), metadata=meta)

@@ -9,7 +9,6 @@ package writes SQL: everything else calls the named methods here (and in :mod:`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import threading
@@ -20,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import schema
+from . import states as states_files
+from .errors import explain
 from .roles import Swap
 
 RESULT_COLUMNS = [
@@ -29,6 +30,25 @@ RESULT_COLUMNS = [
 #: what identifies the result a per-row record belongs to (a result's key, less its metric)
 RECORD_KEY = ["group_name", "model", "task", "method", "params_hash", "seed"]
 RECORD_COLUMNS = [*RECORD_KEY, "row", "row_id", "score", "reference", "prediction", "label_logprobs"]
+
+
+INSERT_RESULTS = (f"INSERT OR REPLACE INTO results(study_id, {', '.join(RESULT_COLUMNS)}, created_at) "
+                  f"VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 2))})")
+
+
+def result_tuples(study_id: str, rows, now: float | None = None) -> list[tuple]:
+    """Result rows as tuples for ``results``, missing optional columns at their defaults."""
+    df = pd.DataFrame(rows)
+    defaults = {"params_hash": "", "seed": 0, "metric": "score", "expert_score": None,
+                "loss": None, "score": None, "source": "computed", "group_name": ""}
+    for col, val in defaults.items():
+        if col not in df.columns:
+            df[col] = val
+    for col in ("group_name", "params_hash"):  # key columns: '' rather than NULL (CSV round trip)
+        df[col] = df[col].fillna("").astype(str)
+    now = time.time() if now is None else now
+    return [(study_id, *[None if pd.isna(v) else v for v in rec], now)
+            for rec in df[RESULT_COLUMNS].itertuples(index=False, name=None)]
 
 
 def record_tuples(study_id: str, rows) -> list[tuple]:
@@ -56,28 +76,6 @@ INSERT_RECORDS = (f"INSERT OR REPLACE INTO row_records(study_id, {', '.join(RECO
                   f"VALUES ({', '.join('?' * (len(RECORD_COLUMNS) + 1))})")
 
 
-class StoreError(RuntimeError):
-    """The store cannot be opened or written (the message says which file and why)."""
-
-
-def _explain(path: Path, exc: BaseException) -> StoreError:
-    """One line a user can act on, for an SQLite or file-system error on the store at ``path``."""
-    text = str(exc)
-    low = text.lower()
-    if path.is_dir():
-        return StoreError(f"the store {path} is a folder; give a file such as {path / 'mergelab.db'}")
-    if "is full" in low or "no space left" in low or "os error 28" in low or getattr(exc, "errno", None) == 28:
-        return StoreError(f"the disk holding the store {path} is full ({text}); nothing stored was lost "
-                          "— free some space and run again")
-    writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
-    if "readonly" in low or "read-only" in low or (not writable and ("unable to open" in low or "denied" in low)):
-        return StoreError(f"the store {path} is read-only for this user ({text}); give a store you may "
-                          "write with --db or $MERGELAB_DB")
-    if "not a database" in low or "malformed" in low:
-        return StoreError(f"{path} is not a MergeLab store (not a readable SQLite database: {text})")
-    return StoreError(f"cannot use the MergeLab store at {path}: {text}")
-
-
 class Store:
     """One SQLite database file in WAL mode. Cheap to open; safe across processes. Opening a
     store made by an older release migrates it (:mod:`.schema`)."""
@@ -92,10 +90,15 @@ class Store:
                 con.execute("PRAGMA journal_mode=WAL")
                 current = schema.version(con)
             if current != schema.SCHEMA_VERSION:
-                with self._transaction() as con:
+                with self.transaction() as con:
                     self.migrated_from = schema.upgrade(con)
         except (sqlite3.Error, OSError) as exc:
-            raise _explain(self.path, exc) from None
+            raise explain(self.path, exc) from None
+
+    @property
+    def states_root(self) -> Path:
+        """The folder beside the store file that holds hidden-state files (see :mod:`.states`)."""
+        return self.path.parent / "states"
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -104,7 +107,7 @@ class Store:
         return con
 
     @contextmanager
-    def _transaction(self):
+    def transaction(self):
         """A write transaction: everything inside lands together or not at all. A transaction
         opened inside another (same store, same thread) joins it, so several store calls can be
         made one (see :meth:`batch`). SQLite errors become one-line :class:`StoreError` s; a failure
@@ -117,7 +120,7 @@ class Store:
         try:
             con = self._connect()
         except sqlite3.Error as exc:
-            raise _explain(self.path, exc) from None
+            raise explain(self.path, exc) from None
         self._local.con = con
         try:
             con.execute("BEGIN IMMEDIATE")
@@ -130,7 +133,7 @@ class Store:
                 except sqlite3.Error:
                     pass  # the original error is the one worth reporting
             if isinstance(exc, sqlite3.Error):
-                raise _explain(self.path, exc) from None
+                raise explain(self.path, exc) from None
             raise
         finally:
             self._local.con = None
@@ -139,10 +142,15 @@ class Store:
     @contextmanager
     def batch(self):
         """Make every store call inside one transaction: all land, or none."""
-        with self._transaction():
+        with self.transaction():
             yield self
 
-    def _query(self, sql: str, params=()) -> pd.DataFrame:
+    def query(self, sql: str, params=()) -> pd.DataFrame:
+        """A read as a DataFrame (inside an open :meth:`transaction`, it sees that transaction's writes).
+        SQL belongs to the storage package: modules outside it call the named methods instead."""
+        return self._read(sql, params)
+
+    def _read(self, sql: str, params=()) -> pd.DataFrame:
         try:
             outer = getattr(self._local, "con", None)
             if outer is not None:  # inside a transaction: see its own writes
@@ -150,10 +158,10 @@ class Store:
             with closing(self._connect()) as con:
                 return pd.read_sql_query(sql, con, params=params)
         except (sqlite3.Error, pd.errors.DatabaseError) as exc:
-            raise _explain(self.path, exc) from None
+            raise explain(self.path, exc) from None
 
     def schema_version(self) -> int:
-        return int(self._query("SELECT value FROM meta WHERE key='schema_version'")["value"].iloc[0])
+        return int(self.query("SELECT value FROM meta WHERE key='schema_version'")["value"].iloc[0])
 
     def content_stamp(self) -> tuple:
         """Changes whenever the store's rows change (for caches keyed by the store's content):
@@ -169,7 +177,7 @@ class Store:
     def upsert_study(self, study_id: str, name: str, kind: str, description: str | None = None,
                      spec: str = "") -> None:
         """Create or update a study; ``description=None`` keeps the stored one."""
-        with self._transaction() as con:
+        with self.transaction() as con:
             con.execute(
                 "INSERT INTO studies(id, name, kind, description, spec, created_at) "
                 "VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET name=excluded.name, "
@@ -179,14 +187,14 @@ class Store:
             )
 
     def studies(self) -> pd.DataFrame:
-        return self._query("SELECT id, name, kind, description FROM studies ORDER BY created_at")
+        return self.query("SELECT id, name, kind, description FROM studies ORDER BY created_at")
 
     def has_study(self, study_id: str) -> bool:
-        return not self._query("SELECT 1 FROM studies WHERE id=?", (study_id,)).empty
+        return not self.query("SELECT 1 FROM studies WHERE id=?", (study_id,)).empty
 
     def study(self, study_id: str) -> dict | None:
         """id, name, kind, description and spec (YAML text, '' for published studies)."""
-        df = self._query("SELECT id, name, kind, description, spec FROM studies WHERE id=?", (study_id,))
+        df = self.query("SELECT id, name, kind, description, spec FROM studies WHERE id=?", (study_id,))
         return df.iloc[0].to_dict() if len(df) else None
 
     def spec_text(self, study_id: str) -> str:
@@ -196,12 +204,10 @@ class Store:
     def delete_study(self, study_id: str) -> None:
         """Remove a study with every row that belongs to it (results, jobs, metrics) and its
         hidden-state files."""
-        from .states import states_dir
-
-        with self._transaction() as con:
+        with self.transaction() as con:
             con.execute("DELETE FROM jobs WHERE study_id=?", (study_id,))
             con.execute("DELETE FROM studies WHERE id=?", (study_id,))  # the rest cascades
-        shutil.rmtree(states_dir(self, study_id), ignore_errors=True)
+        shutil.rmtree(states_files.states_dir(self.states_root, study_id), ignore_errors=True)
 
     # --- groups, pairs and the pool -----------------------------------------------------------
     def set_groups(self, study_id: str, groups: dict[str, list[str]], role: str = "group",
@@ -209,7 +215,7 @@ class Store:
         """Store task groups with ``role`` (see :mod:`.roles`); ``meta``: per group name, what its
         role needs (a swap's parent, removed and added task)."""
         meta = meta or {}
-        with self._transaction() as con:
+        with self.transaction() as con:
             con.executemany(
                 "INSERT OR REPLACE INTO task_groups(study_id, name, tasks, role, meta) VALUES (?,?,?,?,?)",
                 [(study_id, name, json.dumps(list(tasks)), role, json.dumps(meta[name]) if name in meta else "")
@@ -218,7 +224,7 @@ class Store:
 
     def set_pool(self, study_id: str, tasks: list[str]) -> None:
         """The spare tasks a group may swap in (a role, not a group: no merge, no analysis)."""
-        with self._transaction() as con:
+        with self.transaction() as con:
             con.execute("DELETE FROM task_groups WHERE study_id=? AND role='pool'", (study_id,))
             if tasks:
                 con.execute("INSERT INTO task_groups(study_id, name, tasks, role) VALUES (?, 'pool', ?, 'pool')",
@@ -228,13 +234,13 @@ class Store:
         """Task groups of a study with ``role`` (one, or a tuple of them): 'group' — drawn or
         declared, the evidence — by default; 'swap', 'pair' (see :mod:`.roles`)."""
         roles = (role,) if isinstance(role, str) else tuple(role)
-        df = self._query(f"SELECT name, tasks FROM task_groups WHERE study_id=? AND role IN "
+        df = self.query(f"SELECT name, tasks FROM task_groups WHERE study_id=? AND role IN "
                          f"({', '.join('?' * len(roles))}) ORDER BY rowid", (study_id, *roles))
         return {r.name: json.loads(r.tasks) for r in df.itertuples()}
 
     def swaps(self, study_id: str) -> dict[str, Swap]:
         """The study's swap groups: name → its parent group, removed and added task."""
-        df = self._query("SELECT name, meta FROM task_groups WHERE study_id=? AND role='swap' ORDER BY rowid",
+        df = self.query("SELECT name, meta FROM task_groups WHERE study_id=? AND role='swap' ORDER BY rowid",
                          (study_id,))
         out = {}
         for r in df.itertuples():
@@ -243,35 +249,19 @@ class Store:
         return out
 
     def pool(self, study_id: str) -> list[str]:
-        df = self._query("SELECT tasks FROM task_groups WHERE study_id=? AND role='pool'", (study_id,))
+        df = self.query("SELECT tasks FROM task_groups WHERE study_id=? AND role='pool'", (study_id,))
         return json.loads(df["tasks"].iloc[0]) if len(df) else []
 
     # --- results --------------------------------------------------------------------------
     def add_results(self, study_id: str, rows: pd.DataFrame | list[dict]) -> int:
         """Insert or replace result rows atomically. Missing optional columns get defaults."""
-        df = pd.DataFrame(rows)
-        defaults = {"params_hash": "", "seed": 0, "metric": "score", "expert_score": None,
-                    "loss": None, "score": None, "source": "computed", "group_name": ""}
-        for col, val in defaults.items():
-            if col not in df.columns:
-                df[col] = val
-        for col in ("group_name", "params_hash"):  # key columns: '' rather than NULL (CSV round trip)
-            df[col] = df[col].fillna("").astype(str)
-        now = time.time()
-        records = [
-            (study_id, *[None if pd.isna(v) else v for v in rec], now)
-            for rec in df[RESULT_COLUMNS].itertuples(index=False, name=None)
-        ]
-        with self._transaction() as con:
-            con.executemany(
-                f"INSERT OR REPLACE INTO results(study_id, {', '.join(RESULT_COLUMNS)}, created_at) "
-                f"VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 2))})",
-                records,
-            )
+        records = result_tuples(study_id, rows)
+        with self.transaction() as con:
+            con.executemany(INSERT_RESULTS, records)
         return len(records)
 
     def results(self, study_id: str) -> pd.DataFrame:
-        return self._query(
+        return self.query(
             f"SELECT {', '.join(RESULT_COLUMNS)} FROM results WHERE study_id=? ORDER BY rowid",
             (study_id,),
         )
@@ -279,7 +269,7 @@ class Store:
     def add_row_records(self, study_id: str, rows: pd.DataFrame | list[dict]) -> int:
         """Insert or replace per-row records (see :data:`RECORD_COLUMNS`) atomically."""
         records = record_tuples(study_id, rows)
-        with self._transaction() as con:
+        with self.transaction() as con:
             con.executemany(INSERT_RECORDS, records)
         return len(records)
 
@@ -289,14 +279,14 @@ class Store:
         if tasks is not None:
             where += f" AND task IN ({', '.join('?' * len(tasks))})"
             args += list(tasks)
-        return self._query(f"SELECT {', '.join(RECORD_COLUMNS)} FROM row_records WHERE {where} "
+        return self.query(f"SELECT {', '.join(RECORD_COLUMNS)} FROM row_records WHERE {where} "
                            "ORDER BY rowid", tuple(args))
 
     def add_task_metrics(self, study_id: str, rows: list[dict] | pd.DataFrame) -> None:
         df = pd.DataFrame(rows)
         if "source" not in df.columns:
             df["source"] = "computed"
-        with self._transaction() as con:
+        with self.transaction() as con:
             con.executemany(
                 "INSERT OR REPLACE INTO task_metrics(study_id, group_name, task, name, value, source) "
                 "VALUES (?,?,?,?,?,?)",
@@ -305,13 +295,13 @@ class Store:
             )
 
     def task_metrics(self, study_id: str) -> pd.DataFrame:
-        return self._query(
+        return self.query(
             "SELECT group_name, task, name, value, source FROM task_metrics WHERE study_id=? "
             "ORDER BY rowid", (study_id,))
 
     def add_pair_metrics(self, study_id: str, rows: list[dict] | pd.DataFrame) -> None:
         df = pd.DataFrame(rows)
-        with self._transaction() as con:
+        with self.transaction() as con:
             con.executemany(
                 "INSERT OR REPLACE INTO pair_metrics(study_id, task_a, task_b, name, value) "
                 "VALUES (?,?,?,?,?)",
@@ -319,16 +309,16 @@ class Store:
             )
 
     def pair_metrics(self, study_id: str) -> pd.DataFrame:
-        return self._query("SELECT task_a, task_b, name, value FROM pair_metrics WHERE study_id=?",
+        return self.query("SELECT task_a, task_b, name, value FROM pair_metrics WHERE study_id=?",
                            (study_id,))
 
     def add_published_stats(self, study_id: str, rows: list[dict]) -> None:
-        with self._transaction() as con:
+        with self.transaction() as con:
             con.executemany(
                 "INSERT OR REPLACE INTO published_stats(study_id, ref, key, value) VALUES (?,?,?,?)",
                 [(study_id, r["ref"], r["key"], float(r["value"])) for r in rows],
             )
 
     def published_stats(self, study_id: str) -> pd.DataFrame:
-        return self._query("SELECT ref, key, value FROM published_stats WHERE study_id=?",
+        return self.query("SELECT ref, key, value FROM published_stats WHERE study_id=?",
                            (study_id,))

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..io.content import content_id, is_local
-from .executors import Executor, Outcome, rss_mb
+from .executor_base import Executor, InProcess, Outcome, rss_mb
 from .spec import NO_GRANTS, Grants, StudySpec, parse_spec
 
 
@@ -86,8 +86,6 @@ class _Actor:
     """One Ray actor: loaded bases by study, units run in place (the local worker's code)."""
 
     def __init__(self, device: str | None, grants: Grants, name: str):
-        from .executors import InProcess
-
         self.name = name
         self.local = InProcess(device, grants)
         self.root = Path(os.environ.get("MERGELAB_CACHE") or Path.home() / ".cache" / "mergelab") / "ray"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from mergelab.config import default_db_path
-from mergelab.storage.store import Store, StoreError
+from mergelab.storage.errors import StoreError
+from mergelab.storage.store import Store
 from mergelab.study.bundled import open_store
 
 
