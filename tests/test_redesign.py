@@ -116,7 +116,7 @@ def test_a_store_made_by_the_previous_release_migrates(tmp_path):
     con.close()
     assert dead == {"models", "tasks", "runs", "hidden_distances"}
     store = Store(db)
-    assert store.migrated_from == 1 and store.schema_version() == 2
+    assert store.migrated_from == 1 and store.schema_version() == 3  # through v2 to v3
     con = sqlite3.connect(db)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     after = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in before}
@@ -125,7 +125,9 @@ def test_a_store_made_by_the_previous_release_migrates(tmp_path):
     assert not tables & dead and after == before
     assert {"traceback", "started_at", "finished_at"} <= columns
     assert store.pool("demo") == ["wn_noun_topic", "wn_antonym", "wn_hypernym", "vader_intensity"]
-    assert set(store.groups("demo")) == {"default", "swap:default:wn_pos->vader_intensity"}
+    assert set(store.groups("demo")) == {"default"}  # v3: the swap has the swap role, with what it swapped
+    swap = store.swaps("demo")["swap:default:wn_pos->vader_intensity"]
+    assert (swap.parent, swap.removed, swap.added) == ("default", "wn_pos", "vader_intensity")
     losses = views.loss_table(store, "tiny-causal")
     assert len(losses) == 6 and losses["loss"].notna().all()
     assert views.similarity(store, "tiny-causal", ["c0", "c1", "c2"], pooling="last").shape == (3, 3)
@@ -134,18 +136,18 @@ def test_a_store_made_by_the_previous_release_migrates(tmp_path):
 
 # --- units that fail, and units that kill their worker -------------------------------------------
 def test_a_failed_unit_keeps_its_whole_traceback(tmp_path, monkeypatch):
-    from mergelab.study import worker
+    from mergelab.study import units
 
     store = Store(tmp_path / "f.db")
     planner.prepare(store, make_tiny_causal_study(tmp_path))
-    real = worker._run
+    real = units._run
 
     def broken(ctx, kind, p, key, progress):
         if kind == "conflicts":
             raise ValueError("boom in the conflicts unit")
         return real(ctx, kind, p, key, progress)
 
-    monkeypatch.setattr(worker, "_run", broken)
+    monkeypatch.setattr(units, "_run", broken)
     out = executors.run_worker(store, "tiny-causal")
     assert out["failed"] == 1
     frame = jobs.jobs_frame(store, "tiny-causal").set_index("kind")

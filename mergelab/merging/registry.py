@@ -105,6 +105,9 @@ class Method:
     lora: Callable[[list, dict, ModuleContext], torch.Tensor] | None = None
     #: bumped when a default changes what the method computes, so studies' unit keys change with it
     revision: int = 1
+    #: ``check(n, values, given)`` raises MethodError for values that cannot go together, or that mean
+    #: nothing with n adapters (``values`` resolved, ``given`` as the user gave them)
+    check: Callable[[int, dict, dict], None] | None = None
 
     def resolve(self, n: int, given: dict | None = None) -> dict:
         """Fill defaults, check ranges and per-adapter lengths; return concrete values."""
@@ -130,6 +133,8 @@ class Method:
             out["seed"] = check_seed(given.get("seed", 0))
         except MethodError as exc:
             raise MethodError(f"{self.label}: {exc}") from None
+        if self.check is not None:
+            self.check(n, out, given)
         return out
 
 
@@ -316,13 +321,13 @@ def _density(default: float) -> Param:
 
 
 def _gta(name: str, label: str, description: str, params: tuple[Param, ...], *, consensus, sparsify,
-         normalize, rescale, random=False, coefficients=None, revision=1) -> Method:
+         normalize, rescale, random=False, coefficients=None, revision=1, check=None) -> Method:
     """Register one generalised-task-arithmetic variant (its mergekit name is its own)."""
     return register(Method(name, label, description, params,
                            merge=generalized_task_arithmetic(name, consensus=consensus, sparsify=sparsify,
                                                              normalize=normalize, rescale=rescale),
                            mergekit=export_task_arithmetic(name, params), coefficients=coefficients, random=random,
-                           revision=revision))
+                           revision=revision, check=check))
 
 
 register(Method("linear", "Linear averaging (LA)", "θ₀ + Σ wᵢ τᵢ / Σ wᵢ (Wortsman et al. 2022)", (WEIGHTS,),
@@ -344,20 +349,32 @@ _gta("dare_linear", "DARE (linear)",
 _gta("dare_ties", "DARE-TIES", "DARE's random drop and rescale, then TIES' sign election",
      (WEIGHTS, _density(0.1), LAMBDA, Param("rescale", bool, True, "rescale survivors (L1 norm)")),
      consensus="sum", sparsify="random", normalize=False, rescale=True, random=True)
+def _slerp_check(n: int, values: dict, given: dict) -> None:
+    if n != 2 and "t" in given:
+        raise MethodError(f"SLERP: t applies to 2 adapters (slerp between them); with {n} it merges by "
+                          "multislerp, which has no t — weight them with weight instead")
+
+
 register(Method("slerp", "SLERP", "2 adapters: mergekit slerp of the two full weights at t; more: mergekit "
                 "multislerp of the task vectors around the base",
                 (Param("t", float, 0.5, "interpolation point (2 adapters only)", minimum=0.0, maximum=1.0), WEIGHTS),
-                merge=_slerp, mergekit=_export_slerp))
+                merge=_slerp, mergekit=_export_slerp, check=_slerp_check))
 _gta("breadcrumbs", "Model Breadcrumbs", "drop the largest gamma and smallest entries, keep density "
      "(Davari & Belilovsky 2023)",
      (WEIGHTS, _density(0.9), Param("gamma", float, 0.01, "fraction of largest entries dropped", per_adapter=True,
                                     minimum=0.0, maximum=1.0), LAMBDA),
      consensus=None, sparsify="magnitude_outliers", normalize=False, rescale=False)
+def _della_check(n: int, values: dict, given: dict) -> None:
+    for d, e in zip(values["density"], values["epsilon"]):
+        if not (0 < d - e and d + e < 1):
+            raise MethodError(f"DELLA: density ± epsilon must lie inside (0, 1), got density {d} and epsilon {e}")
+
+
 _gta("della", "DELLA", "magnitude-ranked stochastic drop (MagPrune), rescale, TIES election (Deep et al. 2024)",
      (WEIGHTS, _density(0.5), Param("epsilon", float, 0.15, "spread of keep probabilities", per_adapter=True,
                                     minimum=0.0, maximum=1.0),
       Param("lambda", float, 1.0, "scale of the merged task vector", minimum=0.0)),
-     consensus="sum", sparsify="della_magprune", normalize=True, rescale=True, random=True)
+     consensus="sum", sparsify="della_magprune", normalize=True, rescale=True, random=True, check=_della_check)
 
 # --- LoRA-native methods (adapter space; mergekit has none of them) ----------------------------------
 def _native(name: str, label: str, description: str, params: tuple[Param, ...], fn: str, **fixed) -> Method:

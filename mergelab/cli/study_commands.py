@@ -1,0 +1,165 @@
+"""Commands on studies: run, worker, report, train, and the bundled studies' builders (demo)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .common import finish_line, grants, open_store
+from .progress import event_printer
+
+
+def cmd_run(args) -> int:
+    from ..storage import jobs
+    from ..study import executors, planner
+
+    store = open_store(args.db)
+    spec, counts = planner.prepare(store, args.spec, grants=grants(args), replace=args.replace)
+    if args.recompute:
+        n = jobs.requeue(store, spec.name, [u["unit_key"] for u in planner.plan_units(spec)])
+        print(f"--recompute: {n} units queued again; their stored results are replaced one by one "
+              "as each finishes", file=sys.stderr)
+    if args.retry_failed:
+        n = jobs.retry_failed(store, spec.name) + jobs.requeue_cancelled(store, spec.name)
+        print(f"--retry-failed: {n} failed or cancelled units queued again", file=sys.stderr)
+    status = jobs.status_counts(store, spec.name)
+    print(f"study {spec.name!r}: {counts['new']} new units, {counts['existing']} already planned "
+          f"({status.get('done', 0)} done); store {store.path}", file=sys.stderr)
+    on_event, state = event_printer()
+    state["total"] = int(status.get("queued", 0) + status.get("running", 0))
+    started = time.time()
+    executor = args.executor or spec.executor
+    out = executors.run_worker(store, spec.name, device=args.device, grants=grants(args), on_event=on_event,
+                               executor=executor, address=args.address or spec.ray_address, actors=args.actors)
+    if "bar" in state:
+        state["bar"].close()
+    if state.get("actors"):
+        print("units per Ray actor: " + ", ".join(f"{a} {n}" for a, n in sorted(state["actors"].items())),
+              file=sys.stderr)
+    if state.get("timing"):
+        print("time by unit kind (count, seconds in all, mean, largest resident memory at a unit's end):",
+              file=sys.stderr)
+        for kind, (n, secs, rss) in state["timing"].items():
+            print(f"  {kind:14s} {n:5d} {secs:9.1f} s {secs / n:7.2f} s  {rss:7.0f} MB", file=sys.stderr)
+    return finish_line(store, spec.name, out, time.time() - started)
+
+
+def cmd_worker(args) -> int:
+    from ..storage import jobs
+    from ..study import executors
+
+    store = open_store(args.db)
+    lock = None
+    if args.dashboard:  # the one worker the dashboard starts per store: a second one stops here
+        lock = jobs.dashboard_lock(store)
+        if lock is None:
+            print("the dashboard's worker for this store is already running", file=sys.stderr)
+            return 0
+    on_event, state = event_printer()
+    started = time.time()
+    out = executors.run_worker(store, args.study, device=args.device, grants=grants(args),
+                               stop_when_empty=not args.forever, on_event=on_event,
+                               executor=args.executor or "local", address=args.address, actors=args.actors)
+    if "bar" in state:
+        state["bar"].close()
+    for reason in state.get("refused", []):
+        print(f"not run: {reason}", file=sys.stderr)
+    if args.study:
+        return finish_line(store, args.study, out, time.time() - started)
+    print(f"worker finished: {out['done']} done, {out['failed']} failed", file=sys.stderr)
+    return 1 if out["failed"] or state.get("refused") else 0
+
+
+def cmd_report(args) -> int:
+    from ..analysis import protocol
+    from ..study.spec import parse_spec
+
+    if args.spec:
+        study = parse_spec(Path(args.spec)).name
+    elif args.study:
+        study = args.study
+    else:
+        raise ValueError("name the study: mergelab report STUDY.yaml, or mergelab report --study NAME")
+    store = open_store(args.db)
+    if not store.has_study(study):
+        raise ValueError(f"study {study!r} is not in the store {store.path}; run it first")
+    summary = protocol.summary(store, study)
+    if args.format == "json":
+        clean = {k: v.astype(object).where(v.notna(), None).to_dict(orient="records") for k, v in summary.items()}
+        print(json.dumps(clean, indent=2, default=float))
+    else:
+        for name, frame in summary.items():
+            print(f"# {name}")
+            print(frame.to_csv(index=False, na_rep="undefined"))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from ..study.spec import parse_spec
+    from ..study.train import TrainConfig, train_study
+
+    spec = parse_spec(Path(args.spec), adapters_exist=False)
+    config = TrainConfig(rank=args.rank, alpha=args.alpha or 2 * args.rank, targets=args.targets, steps=args.steps,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    bars = {}
+
+    def progress_for(task):
+        bars[task] = tqdm(total=config.steps, desc=f"train {task}", unit="step", file=sys.stderr)
+
+        def update(step, total, loss):
+            bars[task].set_postfix_str(f"loss {loss:.3f}", refresh=False)
+            bars[task].update(step - bars[task].n)
+        return update
+
+    def on_task(task, res):
+        if task in bars:
+            bars[task].close()
+        if res is None:
+            print(f"{task}: adapter exists, skipped (--force retrains)", file=sys.stderr)
+        else:
+            print(f"{task}: {res['steps']} steps in {res['seconds']} s, loss {res['loss_first_10']:.3f} → "
+                  f"{res['loss_last_10']:.3f}", file=sys.stderr)
+
+    train_study(spec, args.tasks, config, force=args.force, on_task=on_task, progress_for=progress_for)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ..config import DATA_DIR
+
+    demo = DATA_DIR / "demo"
+    if args.demo_command == "build-data":
+        from ..study.bundled.demo_tasks import build
+
+        made = build(demo / "tasks", seed=args.seed)
+        for name, m in made.items():
+            print(f"{name}: {m['rows']} labels {m['labels']}")
+        return 0
+    if args.demo_command == "snapshot":
+        from ..storage.snapshot import export
+
+        store = open_store(args.db)
+        if not store.has_study(args.study):
+            raise ValueError(f"study {args.study!r} is not in the store {store.path}")
+        out = Path(args.out) if args.out else DATA_DIR / args.study / "results"
+        export(store, args.study, out)
+        print(f"wrote {out} (results.csv, pair_metrics.csv, jobs.csv, states/)")
+        return 0
+    if args.demo_command == "build-llm-data":
+        from ..study.bundled.llm_pool import LEGACY_DIR_NAME
+        from ..study.bundled.llm_pool import build as build_llm
+
+        for name, m in build_llm(DATA_DIR / "llm" / "tasks", seed=args.seed,
+                                 legacy_dir=DATA_DIR / LEGACY_DIR_NAME / "tasks").items():
+            print(f"{name}: {m['kind']}, rows {m['rows']}")
+        return 0
+    if args.demo_command == "train":
+        from ..study.bundled.demo_train import train_all
+
+        train_all(demo / "tasks", demo / "adapters", seed=args.seed, only=args.tasks)
+        return 0
+    raise ValueError(f"unknown demo command {args.demo_command!r}")
