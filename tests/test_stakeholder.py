@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from markdown_it import MarkdownIt
@@ -87,18 +85,6 @@ def test_a_swap_within_noise_is_told_as_such_and_not_coloured(app, db_path):
     assert "moved within noise" in text and "rose (better)" not in text and "lifts" not in text
     badge = next(m for m in at.metric if "after swapping in" in m.label)
     assert "within noise" in badge.delta and badge.proto.color == 2  # MetricColor.GRAY: no green for noise
-
-
-def test_the_swap_chart_has_the_collapse_line():
-    effect = pd.Series({"parent": "g", "swap": "s", "removed": "a", "added": "b", "worst_before": -50.0,
-                        "worst_after": -20.0, "worst_mds_before": 4.0, "worst_mds_after": 3.0,
-                        "worst_before_ci_low": -60.0, "worst_before_ci_high": -40.0, "worst_after_ci_low": -25.0,
-                        "worst_after_ci_high": -15.0})
-    from mergelab.viz import figures
-
-    fig = figures.swap_comparison(protocol.swap_frame(effect))
-    assert any(getattr(s, "y0", None) == -30 for s in fig.layout.shapes)
-    assert list(fig.data[0].error_y.array) == pytest.approx([10.0, 5.0])
 
 
 # --- 3. a swap advisor worth following --------------------------------------------------------------------
@@ -244,15 +230,3 @@ def test_a_registered_study_without_results_shows_no_none(app, db_path):
 
 
 # --- 13. the Run page ---------------------------------------------------------------------------------------------
-def test_run_batches_leave_model_loading_out_of_the_eta_and_speak_words():
-    now = 1000.0
-    frame = pd.DataFrame({
-        "id": range(6), "kind": ["expert", "expert", "mstates", "conflicts", "merge", "merge"],
-        "status": ["done", "done", "done", "done", "queued", "queued"], "worker": ["w"] * 4 + [None, None],
-        "started_at": [now, now + 80, now + 90, now + 100, np.nan, np.nan],
-        "finished_at": [now + 80, now + 90, now + 100, now + 110, np.nan, np.nan],
-        "created_at": [0.0] * 6})
-    batch = views.run_batches(frame).iloc[0]
-    assert batch["seconds_per_unit"] == pytest.approx(10.0)  # the first unit's 80 s loaded the model
-    assert batch["eta_s"] == pytest.approx(20.0)
-    assert "merged-model hidden states" in batch["what"] and "mstates" not in batch["what"]

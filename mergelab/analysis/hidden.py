@@ -15,9 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..choices import DISTANCES
 from . import equations
-
-DISTANCES = ("l2", "cosine", "cka")
 
 
 def select_probes(probe_tasks: list[str], k: int) -> np.ndarray:

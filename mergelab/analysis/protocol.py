@@ -29,14 +29,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..choices import DISTANCES
 from ..merging.conflicts import METRICS as CONFLICTS
 from ..storage import states as states_io
 from ..storage.roles import Swap
 from ..storage.store import Store
-from . import equations, hidden, stats, uncertainty, views
+from . import equations, stats, uncertainty, views
 from . import paper as paper_tables
 
-DISTANCES = hidden.DISTANCES
+#: the poolings compared in the predictor comparison (first-token states of a causal LM see only the prompt's
+#: first word)
 POOLINGS = ("mean", "last")
 
 

@@ -17,6 +17,7 @@ from ..io.errors import LoadError
 from . import registry
 from .device import pick_device
 from .fastpaths import linear_combination
+from .method import ModuleContext, merge_module
 
 Progress = Callable[[int, int, str], None]
 COPY_PATTERNS = ("config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json",
@@ -48,14 +49,14 @@ def merge(adapter_set: AdapterSet, method: str, params: dict | None = None, *,
                             a.lora_a[module].to(dev, torch.float32)) for a in adapter_set.adapters]
                 if fan_in_fan_out:  # ΔW = (B·A)ᵀ = Aᵀ·Bᵀ
                     factors = [(a.T, b.T) for b, a in factors]
-                merged = spec.lora(factors, values, registry.ModuleContext(key))
+                merged = spec.lora(factors, values, ModuleContext(key))
             elif coeffs is not None:  # LA / TA: one GEMM of concatenated factors (fastpaths)
                 factors = [(a.lora_a[module].to(dev, torch.float32), a.lora_b[module].to(dev, torch.float32),
                             a.scale(module)) for a in adapter_set.adapters]
                 merged = linear_combination(factors, coeffs, fan_in_fan_out)
             else:
                 deltas = [a.delta(module, device=dev) for a in adapter_set.adapters]
-                merged = registry.merge_module(
+                merged = merge_module(
                     spec, deltas, values, key=key,
                     base_weight=lambda k=key: adapter_set.base.get(k).to(dev, torch.float32))
             if not torch.isfinite(merged).all():

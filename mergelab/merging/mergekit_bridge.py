@@ -36,10 +36,6 @@ def mergekit_yaml(*args, **kwargs) -> str:
 
 
 # --- the other direction: a mergekit YAML users already have -------------------------------------------
-#: mergekit merge_method → the registry name that computes the same maths
-FROM_MERGEKIT = {"linear": "linear", "task_arithmetic": "task_arithmetic", "ties": "ties",
-                 "dare_linear": "dare_linear", "dare_ties": "dare_ties", "slerp": "slerp", "multislerp": "slerp",
-                 "breadcrumbs": "breadcrumbs", "della": "della"}
 #: mergekit parameters MergeLab computes the same way but does not take (their mergekit default is kept)
 IGNORED = {"int8_mask", "normalize_weights"}
 
@@ -75,10 +71,11 @@ def from_mergekit(config: dict | str) -> dict:
         raise MergekitImportError("mergekit 'slices' (layer ranges per model) have no MergeLab equivalent; use "
                                   "'models' with whole models")
     method = config["merge_method"]
-    if method not in FROM_MERGEKIT:
+    name = registry.from_mergekit_name(str(method))
+    if name is None:
+        known = sorted(n for m in registry.METHODS.values() for n in m.mergekit_names)
         raise MergekitImportError(f"mergekit method {method!r} has no MergeLab equivalent (MergeLab computes "
-                                  f"{', '.join(sorted(FROM_MERGEKIT))})")
-    name = FROM_MERGEKIT[method]
+                                  f"{', '.join(known)})")
     base = config.get("base_model")
     if base is not None and "+" in str(base):  # two-model slerp: the base is one of the models
         base = str(base).partition("+")[0]

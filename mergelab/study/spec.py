@@ -13,6 +13,18 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..choices import (
+    ARCHITECTURES,
+    BATCH_SIZE_MAX,
+    DISTANCES,
+    DTYPES,
+    EVAL_LIMIT_MAX,
+    EXECUTORS,
+    METRICS,
+    POOLINGS,
+    PROBES_MAX,
+    SEED_MAX,
+)
 from ..io.content import content_id, is_local, looks_like_hub_id, resolve_reference
 from ..merging import registry
 from ..storage.roles import Swap, parse_swap_name, swap_name
@@ -23,7 +35,6 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: Group names may also hold ':', '+', '>', '(', ')' and spaces (swap groups are named
 #: ``swap:<group>:<out>-><in>``), never '/' or '\\'.
 GROUP_PATTERN = r"^[A-Za-z0-9(][A-Za-z0-9_.:+>() -]{0,127}$"
-SEED_MAX = registry.SEED_MAX
 NO_GROUP = "give at least one group of tasks to merge (or random_groups)"
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -197,7 +208,7 @@ class TaskSpec(BaseModel):
     label_field: str = "label"
     labels: list[str] | None = Field(None, description="label set for classification")
     target_field: str | None = Field(None, description="reference text for generation tasks")
-    metric: Literal["accuracy", "f1", "rougeL"] = "accuracy"
+    metric: Literal[METRICS] = "accuracy"
     max_new_tokens: int = Field(32, ge=1, le=4096, description="generation length for rougeL tasks")
     note: str = ""
 
@@ -223,11 +234,11 @@ class TaskSpec(BaseModel):
 
 class HiddenSpec(BaseModel):
     model_config = STRICT
-    k: int = Field(5, ge=1, le=1000, description="probes per task (the paper uses 5)")
+    k: int = Field(5, ge=1, le=PROBES_MAX, description="probes per task (the paper uses 5)")
     layer: int = Field(-1, ge=-1000, le=1000, description="hidden layer for HiddenSim: 0 = embeddings, "
                                                           "-1 = last; checked against the base model")
-    pooling: Literal["last", "mean", "first"] = "mean"
-    distance: Literal["l2", "cosine", "cka"] = "l2"
+    pooling: Literal[POOLINGS] = "mean"
+    distance: Literal[DISTANCES] = "l2"
     seed: int = Field(0, ge=0, le=SEED_MAX)
     layers: list[int] | None = Field(None, description="store hidden states of only these layers (0 = embeddings; "
                                                       "default: every layer); must include the analysed layer")
@@ -273,7 +284,7 @@ class StudySpec(BaseModel):
     model_config = STRICT
     name: str = Field(description=f"the study's id: {NAME_PATTERN}")
     base: str
-    architecture: Literal["encoder", "causal", "seq2seq"] = "encoder"
+    architecture: Literal[ARCHITECTURES] = "encoder"
     adapters: dict[str, str]
     tasks: dict[str, TaskSpec]
     groups: dict[str, list[str]] = Field(default_factory=dict)
@@ -289,14 +300,15 @@ class StudySpec(BaseModel):
                                                                  "over (Table 5, collapse; names from `methods`); "
                                                                  "none: all")
     base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
-    executor: Literal["local", "ray"] = Field("local", description="where `mergelab run` runs units: this machine, "
+    executor: Literal[EXECUTORS] = Field("local", description="where `mergelab run` runs units: this machine, "
                                                                     "or a Ray cluster (results are the same)")
     ray_address: str | None = Field(None, description="the Ray cluster (auto, ray://host:10001); none: a local one")
     methods: dict[str, dict] = Field(default_factory=lambda: {m: {} for m in registry.PAPER_METHODS})
     hidden: HiddenSpec = HiddenSpec()
-    eval_limit: int | None = Field(200, ge=1, le=1_000_000)
-    batch_size: int = Field(32, ge=1, le=1024, description="sequences per forward pass (memory grows with it)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    eval_limit: int | None = Field(200, ge=1, le=EVAL_LIMIT_MAX)
+    batch_size: int = Field(32, ge=1, le=BATCH_SIZE_MAX,
+                            description="sequences per forward pass (memory grows with it)")
+    dtype: Literal[DTYPES] = Field(
         "auto", description="weights' dtype for evaluation and hidden states; auto = the checkpoint's own "
                             "(bfloat16 for most 7B releases). Merges are computed in float32 either way.")
     seed: int = Field(0, ge=0, le=SEED_MAX)

@@ -4,7 +4,6 @@ computation (scipy or plain numpy written here) on fixtures with known rows."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -14,7 +13,6 @@ import yaml
 from scipy import stats as sps
 
 from mergelab.analysis import protocol, stats, story, uncertainty, views
-from mergelab.storage import snapshot
 from mergelab.storage.store import Store
 
 import degenerate
@@ -34,44 +32,6 @@ def _plain_bootstrap(fn, n_rows: int, n_boot: int = 20000, seed: int = 123) -> n
     """An independent bootstrap: its own generator, its own resampling, ``fn(idx)`` per resample."""
     rng = np.random.default_rng(seed)
     return np.array([fn(rng.integers(0, n_rows, n_rows)) for _ in range(n_boot)])
-
-
-# --- 1. per-row records ------------------------------------------------------------------------------
-def test_a_run_keeps_a_record_per_eval_row(tmp_path):
-    """Experts, base and merges each store one record per eval row: the row's score (its mean is the
-    unit's score), the prediction, each label's log-likelihood (the prediction is their argmax) — and
-    a snapshot carries them into another store."""
-    from tinymodels import make_tiny_causal_study, run_study
-
-    path = make_tiny_causal_study(tmp_path)
-    spec = yaml.safe_load(path.read_text())
-    spec["base_scores"] = True
-    path.write_text(yaml.safe_dump(spec))
-    store = Store(tmp_path / "r.db")
-    run_study(store, path, "tiny-causal")
-    res = store.results("tiny-causal")
-    rec = store.row_records("tiny-causal")
-    assert set(res["method"]) == {"expert", "base", "TIES", "SLERP"}
-    for r in res.itertuples():
-        sub = rec[(rec.group_name == r.group_name) & (rec.model == r.model) & (rec.task == r.task)]
-        assert len(sub) == 7 and list(sub["row"]) == list(range(7))  # eval_limit 7
-        assert sub["score"].mean() == pytest.approx(r.score)
-        if r.metric == "accuracy":
-            lp = np.array([json.loads(x) for x in sub["label_logprobs"]])
-            assert lp.shape == (7, 2)
-            assert list(np.array(["no", "yes"])[lp.argmax(1)]) == list(sub["prediction"])
-            assert ((sub["prediction"] == sub["reference"]) == (sub["score"] == 100)).all()
-        else:
-            assert sub["label_logprobs"].isna().all() and sub["prediction"].notna().all()
-    # rows pair up across models by prompt
-    by_task = rec.groupby(["task", "row"])["row_id"].nunique()
-    assert (by_task == 1).all()
-    snapshot.export(store, "tiny-causal", tmp_path / "snap")
-    assert (tmp_path / "snap" / snapshot.RECORDS_FILE).exists()
-    other = Store(tmp_path / "other.db")
-    other.upsert_study("tiny-causal", "tiny-causal", "live", "", store.spec_text("tiny-causal"))
-    snapshot.load_rows(other, "tiny-causal", tmp_path / "snap")
-    pd.testing.assert_frame_equal(other.row_records("tiny-causal"), rec)
 
 
 # --- 2. an interval on every loss ----------------------------------------------------------------------
