@@ -3,4 +3,4 @@
 The engine (this package) never imports Streamlit; only ``mergelab.ui`` does.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # bumped with a CHANGELOG.md entry whenever behaviour changes

@@ -1,20 +1,30 @@
 """The closed sets and bounds every layer shares — one place each, imported by the spec, the pages, the
-CLI and the analyses, never typed again."""
+CLI and the analyses, never typed again. Each set is a ``Literal`` type (what the spec validates
+against) and the tuple of its values (what pages and loops use)."""
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 #: how a base is scored: encoder heads per task, causal label log-likelihood and generation, seq2seq
-ARCHITECTURES = ("encoder", "causal", "seq2seq")
+Architecture = Literal["encoder", "causal", "seq2seq"]
 #: a task's metric (accuracy and F1 for labels, rougeL for generation)
-METRICS = ("accuracy", "f1", "rougeL")
+Metric = Literal["accuracy", "f1", "rougeL"]
 #: how a prompt's hidden states become one vector
-POOLINGS = ("mean", "last", "first")
+Pooling = Literal["mean", "last", "first"]
 #: the distance between two experts' states in HiddenSim (Eq. 2)
-DISTANCES = ("l2", "cosine", "cka")
+Distance = Literal["l2", "cosine", "cka"]
 #: the weights' dtype for evaluation ("auto": the checkpoint's own)
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 #: where a study's units run
-EXECUTORS = ("local", "ray")
+ExecutorKind = Literal["local", "ray"]
+
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+METRICS: tuple[str, ...] = get_args(Metric)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+DISTANCES: tuple[str, ...] = get_args(Distance)
+DTYPES: tuple[str, ...] = get_args(Dtype)
+EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
 
 #: seeds are unsigned 32-bit integers (numpy's and torch's generators take them)
 SEED_MAX = 2**32 - 1

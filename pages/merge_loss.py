@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from mergelab.analysis import protocol, story, uncertainty, views
+from mergelab.analysis import grouping, protocol, story, uncertainty, views
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, group_picker
@@ -35,7 +35,7 @@ collapsed = summary.loc[summary["collapsed_under_all"], "task"].tolist()
 chart(figures.loss_bars(sub, collapse=collapse, title=f"Merging loss — {group}",
                         highlight=collapsed[0] if collapsed else None), "loss_bars")
 st.caption(story.chart_note("loss_bars", losses=sub, collapse=collapse))
-same = sorted({v for v in protocol.identical_methods(sub).values() if " = " in v})
+same = sorted({v for v in grouping.identical_methods(sub).values() if " = " in v})
 if same:
     st.caption(f"{'; '.join(same)} give identical scores on every task here: one merge, counted once by the "
                "statistics. (Task arithmetic with λ = 1/n is linear averaging; MergeLab's TA default is 0.3.)")

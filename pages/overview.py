@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mergelab.analysis import protocol, story, uncertainty, views
+from mergelab.analysis import predictors, protocol, story, uncertainty, views
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
@@ -56,7 +56,7 @@ for sentence in story.sentences(h):
     st.markdown(sentence)
 if h.task is not None:
     with st.spinner("Checking which signal tracked collapse here…"):
-        comparison = cached(protocol.predictor_comparison, store, study)
+        comparison = cached(predictors.predictor_comparison, store, study)
     if len(comparison):
         st.markdown(story.predictor_sentence(comparison))
 

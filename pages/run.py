@@ -6,10 +6,11 @@ import time
 
 import streamlit as st
 
-from mergelab.analysis import views
+from mergelab.analysis import progress
 from mergelab.storage import jobs
 from mergelab.study import executors, planner
-from mergelab.study.spec import Grants, SpecError
+from mergelab.study.errors import SpecError
+from mergelab.study.grants import Grants
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
 from mergelab.ui.widgets import need_study, show_table
@@ -93,18 +94,18 @@ def live():
         st.info("No units planned yet: press 'Queue all units'.")
         return
     st.caption(f"{jobs.live_workers(store)} live worker(s) on this store.")
-    batches = views.run_batches(frame)
+    batches = progress.run_batches(frame)
     for b in reversed(list(batches.itertuples())):  # newest batch first
         finished = b.done + b.failed + b.cancelled
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(b.queued_at)) if b.queued_at else "shipped"
         eta = "" if not (b.queued or b.running) else f" · about {_duration(b.eta_s)} left"
         st.progress(finished / b.units, text=f"batch queued {when} ({b.what}): {b.done} / {b.units} units done · "
                     f"{b.running} running · {b.queued} queued · {b.failed} failed{eta}")
-    actors = views.actor_progress(frame)
+    actors = progress.actor_progress(frame)
     if not actors.empty:
         st.caption("Per Ray actor: " + " · ".join(f"{a.actor}: {a.done} done, {a.running} running"
                                                   for a in actors.itertuples()))
-    for f in views.failures(frame):
+    for f in progress.failures(frame):
         with st.expander(f"✗ {f['count']} unit(s) failed ({', '.join(f['kinds'])}): {f['error'][:160]}"):
             st.caption(f"units {', '.join(map(str, f['units'][:20]))}" + (" …" if len(f["units"]) > 20 else ""))
             st.code(f["traceback"] or f["error"], language="text")

@@ -4,7 +4,7 @@ beside the paper's printed numbers."""
 
 import streamlit as st
 
-from mergelab.analysis import paper, protocol, story
+from mergelab.analysis import grouping, paper, predictors, protocol, story
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, group_picker
@@ -15,7 +15,7 @@ page_start()  # through app.py's router, also when opened by a deep link
 st.title("Statistics")
 store = get_store()
 study = need_study(current_study())
-groups = protocol.evidence_groups(store, study)
+groups = grouping.evidence_groups(store, study)
 printed = paper.load_tables()
 FMT = {"r": "{:+.2f}", "ci_low": "{:+.2f}", "ci_high": "{:+.2f}", "p_expected": "{:.3g}", "p_two_sided": "{:.3g}",
        "reliability": "{:.2f}", "detectable_r": "{:.2f}", "rows_needed": "{:.0f}", "F": "{:.2f}", "p_value": "{:.3g}"}
@@ -76,7 +76,7 @@ for sentence in story.anova_sentences(anova, printed["table3"]):
 
 st.subheader("Which signal predicts collapse?")
 with st.spinner("Comparing every predictor (1,000 task resamples and 1,000 permutations each)…"):
-    comparison = cached(protocol.predictor_comparison, store, study)
+    comparison = cached(predictors.predictor_comparison, store, study)
 if comparison.empty:
     st.info("Needs merged results with hidden states or conflict metrics.")
 else:

@@ -11,7 +11,9 @@ from mergelab.io.errors import LoadError
 from mergelab.merging import mergekit_bridge, registry
 from mergelab.study import form, planner
 from mergelab.study.bundled import BUNDLED
-from mergelab.study.spec import SpecError, dump_spec, load_yaml, parse_spec
+from mergelab.study.errors import SpecError
+from mergelab.study.spec import dump_spec, parse_spec
+from mergelab.study.yaml_files import load_yaml
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, switch_study
 from mergelab.ui.widgets import md_escape

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mergelab.study.data import load_task
-from mergelab.study.spec import SpecError, TaskSpec
+from mergelab.study.errors import SpecError
+from mergelab.study.spec import TaskSpec
 
 
 def write_sni_dataset(folder: Path, n: int = 12) -> Path:

@@ -831,7 +831,8 @@ def test_study_page_shows_what_an_imported_yaml_asks_for(db_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from mergelab.study import executors
-    from mergelab.study.spec import Grants, load_yaml
+    from mergelab.study.grants import Grants
+    from mergelab.study.yaml_files import load_yaml
 
     monkeypatch.setenv("MERGELAB_NO_AUTOSTART", "1")
     root = Path(__file__).resolve().parent.parent

@@ -19,13 +19,14 @@ import yaml
 from scipy import stats as sps
 
 from mergelab import cli
-from mergelab.analysis import protocol, stats, views
+from mergelab.analysis import predictors, protocol, stats, views
 from mergelab.io import gguf
 from mergelab.io.adapters import BaseWeights, load_adapter, resolve_dir
 from mergelab.io.errors import LoadError
 from mergelab.storage.store import Store
 from mergelab.study import executors, planner
-from mergelab.study.spec import SpecError, dump_spec, parse_spec
+from mergelab.study.errors import SpecError
+from mergelab.study.spec import dump_spec, parse_spec
 
 from tinymodels import make_tiny_causal_study
 
@@ -187,7 +188,7 @@ def test_a_protocol_study_runs_end_to_end(tmp_path):
 
     with pytest.raises(AnalysisError, match=r"layer 0 was not stored .*\[1, 2\]"):
         views.similarity(store, "tiny-causal", ["c0", "c1"], layer=0)
-    losses = protocol.pair_losses(store, "tiny-causal")
+    losses = predictors.pair_losses(store, "tiny-causal")
     assert len(losses) == 3 * 2
     row = losses.iloc[0]
     assert row["pair_loss"] == pytest.approx((row["loss_a"] + row["loss_b"]) / 2)
@@ -251,8 +252,8 @@ def proto_store(db_path):
 def test_table4_is_pearson_on_the_pairs_losses(proto_store):
     t4 = protocol.table4(proto_store, "proto")
     assert len(t4) == 5 * 2 and (t4["n"] == 6).all()
-    losses = protocol.pair_losses(proto_store, "proto")
-    preds = protocol.pair_predictors(proto_store, "proto")
+    losses = predictors.pair_losses(proto_store, "proto")
+    preds = predictors.pair_predictors(proto_store, "proto")
     frame = losses[losses.method == "TIES"].merge(preds, on=["pair", "task_a", "task_b"])
     want = sps.pearsonr(frame["sign_change_ratio"], frame["pair_loss"])
     got = t4[(t4.metric == "sign_change_ratio") & (t4.method == "TIES")].iloc[0]
@@ -288,7 +289,7 @@ def test_table5_over_groups_and_pooled(proto_store):
 
 
 def test_predictor_comparison_same_rows_cis_and_replication(proto_store):
-    comp = protocol.predictor_comparison(proto_store, "proto", n_boot=500, n_perm=300)
+    comp = predictors.predictor_comparison(proto_store, "proto", n_boot=500, n_perm=300)
     tasks = comp[comp.level == "task in group"]
     pairs = comp[comp.level == "pair"]
     assert (tasks["n"] == 12).all() and (pairs["n"] == 6).all()  # every predictor on the same rows
@@ -297,7 +298,7 @@ def test_predictor_comparison_same_rows_cis_and_replication(proto_store):
     assert "merge distortion" in set(tasks["predictor"])  # the post-merge signal
     ok = comp.dropna(subset=["ci_low"])
     assert ((ok["ci_low"] <= ok["r"] + 1e-9) & (ok["r"] <= ok["ci_high"] + 1e-9)).all()
-    frame, _ = protocol.task_level_rows(proto_store, "proto")
+    frame, _ = predictors.task_level_rows(proto_store, "proto")
     mds = tasks.set_index("predictor").loc["MDS l2 L2 mean"]
     assert mds["r"] == pytest.approx(sps.pearsonr(frame["MDS l2 L2 mean"], frame["best_loss"]).statistic)
     rho = sps.spearmanr(frame["MDS l2 L2 mean"], frame["best_loss"]).statistic
@@ -313,7 +314,7 @@ def test_predictor_comparison_on_one_group_has_nothing_to_combine(db_path):
     from mergelab.study.bundled import open_store
 
     store = open_store(db_path)
-    comp = protocol.predictor_comparison(store, "demo", n_boot=200, n_perm=200)
+    comp = predictors.predictor_comparison(store, "demo", n_boot=200, n_perm=200)
     assert set(comp["level"]) == {"task in group"}
     mds = comp[comp.predictor.str.startswith("MDS")]
     assert (mds["groups_tested"] == 1).all() and mds["combined_r"].isna().all()

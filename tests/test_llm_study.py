@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mergelab.analysis import protocol, views
+from mergelab.analysis import predictors, protocol, views
 from mergelab.storage import jobs
 from mergelab.study import planner
 from mergelab.study.bundled import open_store
@@ -42,7 +42,7 @@ def test_shipped_rows_are_exactly_the_planned_units(store):
 
 def test_groups_are_the_fixed_seeds_draw(store):
     spec = parse_spec(LLM / "study.yaml")
-    from mergelab.study.spec import draw_groups
+    from mergelab.study.draw import draw_groups
 
     assert {g: spec.groups[g] for g in ("r1", "r2", "r3")} == draw_groups(spec.random_groups, list(spec.tasks))
 
@@ -67,7 +67,7 @@ def test_the_protocols_tables_come_from_the_rows(store):
     assert "share tasks" in t5.attrs["overlap"] and t5["reliability"].iloc[:3].notna().all()
     anova = protocol.anova(store, "llm13").set_index("factor")
     assert anova.loc["task", "p_value"] < anova.loc["method", "p_value"]
-    comparison = protocol.predictor_comparison(store, "llm13", n_boot=200, n_perm=200)
+    comparison = predictors.predictor_comparison(store, "llm13", n_boot=200, n_perm=200)
     assert set(comparison["level"]) == {"task in group", "pair"}
     mds = comparison[comparison.predictor.str.startswith("MDS")]
     assert (mds["groups_tested"] == 1).all()  # r1, r2, r3 overlap: one group read alone

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from mergelab.analysis import progress
 from mergelab.storage import jobs
 from mergelab.storage.store import Store
 from mergelab.study import executors, planner
@@ -60,7 +61,7 @@ def test_ray_stores_the_same_scores_as_the_local_executor(cluster, study, tmp_pa
     assert frame["message"].str.match(r"done on actor-\d").all()
     from mergelab.analysis import views
 
-    per_actor = views.actor_progress(frame)  # what the Run page shows
+    per_actor = progress.actor_progress(frame)  # what the Run page shows
     assert per_actor["done"].sum() == 15 and list(per_actor["actor"]) == sorted(executor.describe())
     local = _local(study, tmp_path)
     ours = _scores(store)

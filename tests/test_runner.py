@@ -16,7 +16,8 @@ import yaml
 from mergelab.storage import jobs
 from mergelab.storage.store import Store
 from mergelab.study import executors, planner
-from mergelab.study.spec import SpecError, parse_spec
+from mergelab.study.errors import SpecError
+from mergelab.study.spec import parse_spec
 from mergelab.study.units import StudyContext
 
 from tinymodels import make_tiny_study

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mergelab.analysis import grouping, predictors
+
 from ..storage.store import Store
 from . import protocol, stats, uncertainty, views
 
@@ -85,7 +87,7 @@ def story_group(store: Store, study_id: str, losses: pd.DataFrame | None = None)
     """The group the story is about — every page opens on it: the evidence group whose worst task has
     the lowest best-loss (among groups with MDS when some have it)."""
     losses = views.loss_table(store, study_id) if losses is None else losses
-    candidates = list(protocol.evidence_groups(store, study_id))
+    candidates = list(grouping.evidence_groups(store, study_id))
     with_mds = [g for g in candidates if views.mds_table(store, study_id, g)["mds"].notna().any()]
     candidates = with_mds or candidates
     methods = views.best_of(store, study_id)
@@ -172,7 +174,7 @@ def headline(store: Store, study_id: str, collapse: float = COLLAPSE) -> Headlin
         h.mds_rank = int(ranked.index[ranked["task"] == h.task][0]) + 1
         h.top_mds_task = ranked.loc[0, "task"]
         try:
-            h.correlation = stats.correlation(frame["mds"], frame["best_loss"], protocol.PREDICTORS["MDS"].expect)
+            h.correlation = stats.correlation(frame["mds"], frame["best_loss"], predictors.PREDICTORS["MDS"].expect)
             h.detectable_r = stats.detectable_r(h.correlation.n)
         except stats.StatsError as exc:
             h.warnings.append(f"MDS vs best loss cannot be tested on {h.group}: {exc}.")
@@ -329,7 +331,7 @@ def chart_note(kind: str, **data) -> str:
         ok = frame.dropna(subset=["mds", "best_loss"])
         if len(ok) < 3:
             return f"Only {len(ok)} tasks with both an MDS and a merged score: too few to test."
-        c = stats.correlation(ok["mds"], ok["best_loss"], protocol.PREDICTORS["MDS"].expect)
+        c = stats.correlation(ok["mds"], ok["best_loss"], predictors.PREDICTORS["MDS"].expect)
         return (f"Each dot is a task; the paper expects higher MDS → lower (worse) best loss, r < 0. Here r = "
                 f"{_r(c.r)} (95 % interval {_r(c.ci_low)} to {_r(c.ci_high)}), "
                 f"{significance(c.p_expected, c.n, c.r, c.expect)}.")
@@ -439,7 +441,7 @@ def anova_sentences(anova: pd.DataFrame, printed: pd.DataFrame) -> list[str]:
 def predictor_sentence(comparison: pd.DataFrame) -> str:
     """Which signal tracked collapse here: the strongest one above the family-wise permutation bar,
     with its direction and interval — or that none beats its null."""
-    best = protocol.best_predictor(comparison)
+    best = predictors.best_predictor(comparison)
     bars = comparison.groupby("level")["familywise_q95"].first()
     bar_text = ", ".join(f"{lvl} |r| > {q:.2f}" for lvl, q in bars.items() if np.isfinite(q))
     if best is None:

@@ -38,14 +38,24 @@ def _method_params(parser, args, rest: list[str]) -> None:
     args.method_params["seed"] = args.seed
 
 
+def _logging(level: str) -> None:
+    """The library logs through `logging` (units started, done, failed; store migrations); the command
+    line says how much of it to show, with timestamps (the dashboard's worker.log keeps them)."""
+    import logging
+
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+
+
 def main(argv: list[str] | None = None) -> int:
-    if not os.environ.get("MERGELAB_DEBUG"):  # library warnings are not the user's business here
+    if not os.environ.get("MERGELAB_DEBUG"):  # other libraries' warnings are not the user's business here
         import warnings
 
         warnings.simplefilter("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     args, rest = _parse(parser, argv)
+    _logging("debug" if os.environ.get("MERGELAB_DEBUG") else args.log_level)
     try:
         if hasattr(args, "method_given"):
             _method_params(parser, args, rest)

@@ -53,7 +53,7 @@ def open_store(db):
 
 
 def grants(args):
-    from ..study.spec import Grants
+    from ..study.grants import Grants
 
     return Grants(trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
 

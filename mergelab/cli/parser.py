@@ -30,7 +30,13 @@ DESCRIPTION = "`mergelab` command line. Bad input prints one clear line and exit
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = Parser(prog="mergelab", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"mergelab {__version__}")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning",
+                        help="how much of the library's log to show on stderr (workers started by the dashboard "
+                             "log at info into worker.log)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def base_args(p, from_mergekit: bool = False):

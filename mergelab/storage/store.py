@@ -9,6 +9,7 @@ package writes SQL: everything else calls the named methods here (and in :mod:`.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sqlite3
 import threading
@@ -22,6 +23,8 @@ from . import schema
 from . import states as states_files
 from .errors import explain
 from .roles import Swap
+
+log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = [
     "group_name", "model", "task", "method", "params_hash", "seed", "metric",
@@ -92,6 +95,9 @@ class Store:
             if current != schema.SCHEMA_VERSION:
                 with self.transaction() as con:
                     self.migrated_from = schema.upgrade(con)
+                if self.migrated_from:
+                    log.warning("store %s migrated from schema %s to %s", self.path, self.migrated_from,
+                                schema.SCHEMA_VERSION)
         except (sqlite3.Error, OSError) as exc:
             raise explain(self.path, exc) from None
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..io.content import content_id
 from ..models.evaluation import field_text, references
-from .spec import SpecError, StudySpec, TaskSpec
+from .errors import SpecError
+from .spec import StudySpec, TaskSpec
 
 __all__ = ["TaskData", "field_text", "load_all", "load_task", "references"]
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..storage.jobs import UnitOutput
-from .spec import NO_GRANTS, Grants, StudySpec
+from .grants import NO_GRANTS, Grants
+from .spec import StudySpec
 
 
 @dataclass

@@ -10,6 +10,7 @@ same seam, so no executor ever opens the store itself.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -21,11 +22,13 @@ from pathlib import Path
 from ..storage import jobs
 from ..storage.errors import StoreError
 from ..storage.store import Store
+from .errors import GrantError, SpecError
 from .executor_base import Executor, InProcess
+from .grants import NO_GRANTS, Grants, check_grants
 from .planner import load_study_spec
-from .spec import NO_GRANTS, GrantError, Grants, SpecError, check_grants
 
 Event = Callable[[dict], None]
+log = logging.getLogger(__name__)
 
 
 def _refused_studies(store: Store, grants: Grants) -> dict[str, str]:
@@ -88,6 +91,7 @@ def drive(store: Store, study_id: str | None, executor: Executor, *, grants: Gra
                         emit({"event": "failed", "error": str(exc), **job})
                         continue
                     in_flight[job["id"]] = job
+                    log.info("unit %s (%s) started: %s", job["id"], job["kind"], job["payload"])
                     emit({"event": "start", **job})
                     executor.submit(job, spec, lambda f, m, j=job["id"]: jobs.report_progress(store, j, me, f, m))
                     budget_left = max_units is None or done + failed + len(in_flight) < max_units
@@ -104,12 +108,14 @@ def drive(store: Store, study_id: str | None, executor: Executor, *, grants: Gra
                 for out in executor.collect(timeout=idle_sleep):
                     job = in_flight.pop(out.job["id"])
                     if out.lost is not None:  # its attempt counts; the next claim runs it again
+                        log.warning("unit %s lost (%s): queued again", job["id"], out.lost)
                         jobs.requeue_lost(store, job, me, out.lost)
                         emit({"event": "lost", "reason": out.lost, **job})
                         continue
                     if out.load_seconds is not None:
                         emit({"event": "loaded", "seconds": out.load_seconds, "rss_mb": out.rss_mb})
                     if out.error is not None:
+                        log.error("unit %s (%s) failed: %s", job["id"], job["kind"], out.error)
                         jobs.fail(store, job, me, out.error, out.traceback)
                         failed += 1
                         emit({"event": "failed", "error": out.error, "trace": out.traceback, **job})
@@ -121,6 +127,7 @@ def drive(store: Store, study_id: str | None, executor: Executor, *, grants: Gra
                         jobs.release(store, job, me, f"the store could not be written: {exc}")
                         raise
                     if finished:
+                        log.info("unit %s (%s) done in %.1f s", job["id"], job["kind"], out.seconds)
                         done += 1
                         emit({"event": "done", "seconds": out.seconds, "rss_mb": out.rss_mb, "actor": out.actor,
                               **job})
@@ -151,7 +158,7 @@ def run_worker(store: Store, study_id: str | None = None, *, device: str | None 
 def worker_command(db_path: str | Path, study_id: str | None = None, grants: Grants = NO_GRANTS,
                    dashboard: bool = False, executor: str = "local", address: str | None = None) -> list[str]:
     """The `mergelab worker` command line; the grants the user ticked become its flags."""
-    cmd = [sys.executable, "-m", "mergelab", "worker", "--db", str(db_path)]
+    cmd = [sys.executable, "-m", "mergelab", "--log-level", "info", "worker", "--db", str(db_path)]
     if dashboard:
         cmd.append("--dashboard")
     if study_id:

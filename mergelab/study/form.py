@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from .spec import SpecError
+from .errors import SpecError
 
 #: spec field (first part of a problem's path) → the form section that shows it
 SECTIONS = {"name": "base", "base": "base", "architecture": "base", "adapters": "adapters", "tasks": "tasks",

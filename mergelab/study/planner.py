@@ -17,7 +17,9 @@ from ..merging import registry
 from ..storage import jobs, roles
 from ..storage.store import Store
 from .data import load_all
-from .spec import NO_GRANTS, Grants, SpecError, StudySpec, check_grants, dump_spec, parse_spec
+from .errors import SpecError
+from .grants import NO_GRANTS, Grants, check_grants
+from .spec import StudySpec, dump_spec, parse_spec
 
 
 def _revision(method: str) -> list[dict]:

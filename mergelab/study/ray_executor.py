@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ..io.content import content_id, is_local
 from .executor_base import Executor, InProcess, Outcome, rss_mb
-from .spec import NO_GRANTS, Grants, StudySpec, parse_spec
+from .grants import NO_GRANTS, Grants
+from .spec import StudySpec, parse_spec
 
 
 def _read_tree(path: Path) -> dict[str, bytes]:

@@ -6,28 +6,30 @@ import hashlib
 import json
 import re
 import string
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..choices import (
-    ARCHITECTURES,
     BATCH_SIZE_MAX,
-    DISTANCES,
-    DTYPES,
     EVAL_LIMIT_MAX,
-    EXECUTORS,
-    METRICS,
-    POOLINGS,
     PROBES_MAX,
     SEED_MAX,
+    Architecture,
+    Distance,
+    Dtype,
+    ExecutorKind,
+    Metric,
+    Pooling,
 )
 from ..io.content import content_id, is_local, looks_like_hub_id, resolve_reference
 from ..merging import registry
 from ..storage.roles import Swap, parse_swap_name, swap_name
+from .draw import draw_groups
+from .errors import SpecError
+from .key_fields import STUDY_FIELDS_ADDED_LATER, TASK_FIELDS_ADDED_LATER, TASK_FIELDS_REMOVED, set_later
+from .yaml_files import load_yaml, read_yaml_file
 
 #: Study and task names: they name files and folders, so letters, digits, '_', '.', '-' only,
 #: starting with a letter or digit, at most 64 characters.
@@ -62,137 +64,9 @@ def check_template(template: str) -> list[str]:
     return fields
 
 
-class SpecError(ValueError):
-    """A study spec that cannot run; lists every problem found, each with the field it concerns
-    (a dotted path such as ``tasks.c0.template``, or "" for the spec as a whole). Its text is one line
-    (the CLI prints it as is); ``issues`` keeps them apart, as (field, message), for the UI."""
-
-    def __init__(self, problems: list[str | tuple[str, str]], source: str | None = None):
-        self.issues = [p if isinstance(p, tuple) else ("", p) for p in problems]
-        self.source = source
-        where = f"invalid study spec {source}" if source else "invalid study spec"
-        super().__init__(f"{where}: " + "; ".join(self.problems))
-
-    @property
-    def problems(self) -> list[str]:
-        return [f"{field}: {message}" if field else message for field, message in self.issues]
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key given twice in one mapping is an error, not 'last wins'."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1}); each key may "
-                    "appear once", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def load_yaml(text: str, source: str | None = None):
-    """Parse YAML text as :func:`parse_spec` does (duplicate keys refused); SpecError on failure."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc)
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError([f"not valid YAML{at}: {' '.join(str(problem).split())}"], source) from None
-
-
 def read_spec_file(path: str | Path) -> str:
-    """The text of a spec file, or one SpecError saying why it cannot be read."""
-    path = Path(path)
-    if path.is_dir():
-        raise SpecError([f"{path} is a folder; give the study's YAML file"])
-    if not path.exists():
-        raise SpecError([f"spec file {path} does not exist"])
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError([f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); "
-                         "save it as UTF-8"]) from None
-    except OSError as exc:
-        raise SpecError([f"cannot read {path}: {exc.strerror or exc}"]) from None
-
-
-@dataclass(frozen=True)
-class Grants:
-    """What the person running a study allows *at run time* (CLI flags, a checkbox on the Run
-    page). A spec may ask for these; it never grants them to itself."""
-
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-
-
-NO_GRANTS = Grants()
-
-
-def draw_groups(rule: RandomGroups, tasks: list[str]) -> dict[str, list[str]]:
-    """Groups drawn by ``rule`` from ``tasks`` (in the spec's task order), reproducibly."""
-    import random
-
-    pool = rule.draw_from or tasks
-    unknown = [t for t in pool if t not in tasks]
-    if unknown:
-        raise ValueError(f"random_groups.draw_from: unknown tasks {unknown}")
-    if rule.size > len(pool):
-        raise ValueError(f"random_groups: groups of {rule.size} from {len(pool)} tasks")
-    rng = random.Random(rule.seed)
-    order = {t: i for i, t in enumerate(pool)}
-    if rule.disjoint:  # a random partition: no task in two groups, so groups are independent evidence
-        if rule.count * rule.size > len(pool):
-            raise ValueError(f"random_groups: {rule.count} disjoint groups of {rule.size} need "
-                             f"{rule.count * rule.size} tasks, draw_from has {len(pool)}")
-        shuffled = rng.sample(pool, len(pool))
-        return {f"{rule.prefix}{i + 1}": sorted(shuffled[i * rule.size:(i + 1) * rule.size], key=order.get)
-                for i in range(rule.count)}
-    out, seen = {}, set()
-    for i in range(rule.count):
-        for _ in range(1000):
-            members = sorted(rng.sample(pool, rule.size), key=order.get)
-            if tuple(members) not in seen:
-                break
-        else:
-            raise ValueError(f"random_groups: cannot draw {rule.count} different groups of {rule.size} "
-                             f"from {len(pool)} tasks")
-        seen.add(tuple(members))
-        out[f"{rule.prefix}{i + 1}"] = members
-    return out
-
-
-class GrantError(ValueError):
-    """A study asks for something (running code, loading pickles) the run was not given."""
-
-
-def check_grants(spec: StudySpec, grants: Grants) -> None:
-    """One line naming the flag, if the spec asks for what ``grants`` does not allow."""
-    if spec.trust_remote_code and not grants.trust_remote_code:
-        raise GrantError(f"study {spec.name!r} sets trust_remote_code: true, which runs Python files from "
-                         f"the base model folder {spec.base}; pass --trust-remote-code to allow it for this "
-                         "run (Run page: 'Allow code from the model folder')")
-    if spec.allow_pickle and not grants.allow_pickle:
-        raise GrantError(f"study {spec.name!r} sets allow_pickle: true, and pickle weight files can run code "
-                         "when loaded; pass --allow-pickle to allow it for this run (Run page: 'Allow pickle "
-                         "weights')")
-
-
-# Fields added after studies were shipped: they enter unit keys only when set to something
-# other than their default, so the keys (and finished results) of older studies stay valid.
-TASK_FIELDS_ADDED_LATER = {"max_new_tokens"}
-STUDY_FIELDS_ADDED_LATER = {"dtype"}
-# Fields removed since studies were shipped, with the value they always had: unit keys keep them,
-# so shipped results stay recognised.
-TASK_FIELDS_REMOVED = {"constructed": False}
-
-
-def _set_later(model: BaseModel, names: set[str]) -> dict:
-    """The fields of ``names`` that are not at their default (see *_FIELDS_ADDED_LATER)."""
-    return model.model_dump(include=names, exclude_defaults=True)
+    """The text of a study spec file (see :func:`~.yaml_files.read_yaml_file`)."""
+    return read_yaml_file(path, "spec file")
 
 
 class TaskSpec(BaseModel):
@@ -208,14 +82,14 @@ class TaskSpec(BaseModel):
     label_field: str = "label"
     labels: list[str] | None = Field(None, description="label set for classification")
     target_field: str | None = Field(None, description="reference text for generation tasks")
-    metric: Literal[METRICS] = "accuracy"
+    metric: Metric = "accuracy"
     max_new_tokens: int = Field(32, ge=1, le=4096, description="generation length for rougeL tasks")
     note: str = ""
 
     def key_fields(self) -> dict:
         """What of this task determines a result, for unit keys."""
         return {**self.model_dump(exclude=TASK_FIELDS_ADDED_LATER), **TASK_FIELDS_REMOVED,
-                **_set_later(self, TASK_FIELDS_ADDED_LATER)}
+                **set_later(self, TASK_FIELDS_ADDED_LATER)}
 
     @field_validator("template")
     @classmethod
@@ -237,8 +111,8 @@ class HiddenSpec(BaseModel):
     k: int = Field(5, ge=1, le=PROBES_MAX, description="probes per task (the paper uses 5)")
     layer: int = Field(-1, ge=-1000, le=1000, description="hidden layer for HiddenSim: 0 = embeddings, "
                                                           "-1 = last; checked against the base model")
-    pooling: Literal[POOLINGS] = "mean"
-    distance: Literal[DISTANCES] = "l2"
+    pooling: Pooling = "mean"
+    distance: Distance = "l2"
     seed: int = Field(0, ge=0, le=SEED_MAX)
     layers: list[int] | None = Field(None, description="store hidden states of only these layers (0 = embeddings; "
                                                       "default: every layer); must include the analysed layer")
@@ -284,7 +158,7 @@ class StudySpec(BaseModel):
     model_config = STRICT
     name: str = Field(description=f"the study's id: {NAME_PATTERN}")
     base: str
-    architecture: Literal[ARCHITECTURES] = "encoder"
+    architecture: Architecture = "encoder"
     adapters: dict[str, str]
     tasks: dict[str, TaskSpec]
     groups: dict[str, list[str]] = Field(default_factory=dict)
@@ -300,7 +174,7 @@ class StudySpec(BaseModel):
                                                                  "over (Table 5, collapse; names from `methods`); "
                                                                  "none: all")
     base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
-    executor: Literal[EXECUTORS] = Field("local", description="where `mergelab run` runs units: this machine, "
+    executor: ExecutorKind = Field("local", description="where `mergelab run` runs units: this machine, "
                                                                     "or a Ray cluster (results are the same)")
     ray_address: str | None = Field(None, description="the Ray cluster (auto, ray://host:10001); none: a local one")
     methods: dict[str, dict] = Field(default_factory=lambda: {m: {} for m in registry.PAPER_METHODS})
@@ -308,7 +182,7 @@ class StudySpec(BaseModel):
     eval_limit: int | None = Field(200, ge=1, le=EVAL_LIMIT_MAX)
     batch_size: int = Field(32, ge=1, le=BATCH_SIZE_MAX,
                             description="sequences per forward pass (memory grows with it)")
-    dtype: Literal[DTYPES] = Field(
+    dtype: Dtype = Field(
         "auto", description="weights' dtype for evaluation and hidden states; auto = the checkpoint's own "
                             "(bfloat16 for most 7B releases). Merges are computed in float32 either way.")
     seed: int = Field(0, ge=0, le=SEED_MAX)
@@ -448,7 +322,7 @@ class StudySpec(BaseModel):
         """Hash of what determines a unit: the base, eval settings and ``parts``. Local files and
         folders enter by content (see :func:`content_id`), so the same study in another checkout
         or folder gets the same keys and its finished units are recognised."""
-        later = _set_later(self, STUDY_FIELDS_ADDED_LATER)
+        later = set_later(self, STUDY_FIELDS_ADDED_LATER)
         blob = json.dumps([content_id(self.base), self.architecture, self.eval_limit, self.seed,
                            *([later] if later else []), *parts], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -26,7 +26,8 @@ from ..storage.jobs import UnitOutput
 from ..storage.states import expert_name, merged_name
 from ..storage.store import RECORD_KEY
 from .data import TaskData, load_all
-from .spec import NO_GRANTS, Grants, StudySpec, check_grants
+from .grants import NO_GRANTS, Grants, check_grants
+from .spec import StudySpec
 
 Progress = Callable[[float, str], None]
 

@@ -199,7 +199,7 @@ def expert_vs_merged(df: pd.DataFrame, title: str = "Expert vs merged score") ->
 def predictor_forest(df: pd.DataFrame, title: str = "Which signal predicts merging loss?") -> go.Figure:
     """Pearson r of each predictor with the best merging loss and its 95 % interval (whole tasks
     resampled), one row per predictor, grouped by level (``df`` from
-    ``protocol.predictor_comparison``). Filled markers: |r| above the family-wise permutation bar;
+    ``predictors.predictor_comparison``). Filled markers: |r| above the family-wise permutation bar;
     blue: r points the way the predictor claims, orange: the other way."""
     _require(df, ["level", "predictor", "r", "ci_low", "ci_high", "direction", "beats_familywise"],
              "predictor_forest")

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 
-from ..analysis import paper, protocol, story, views
+from ..analysis import paper, predictors, protocol, story, views
 from ..storage.store import Store
 from . import figures
 
@@ -98,7 +98,7 @@ def build_report(store: Store, study_id: str) -> str:
     anova = protocol.anova(store, study_id)
     parts += ["<h3>Method vs task (Table 3)</h3>", _table(anova),
               _paragraphs(story.anova_sentences(anova, paper.load_tables()["table3"]))]
-    comparison = protocol.predictor_comparison(store, study_id)
+    comparison = predictors.predictor_comparison(store, study_id)
     if len(comparison):
         parts += ["<h3>Which signal predicts collapse?</h3>", fig_html(figures.predictor_forest(comparison)),
                   _paragraphs([story.predictor_sentence(comparison)]), _table(comparison.drop(columns=["expected"]))]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from mergelab.analysis import protocol, stats, story, uncertainty, views
+from mergelab.analysis import grouping, predictors, protocol, stats, story, uncertainty, views
 from mergelab.storage.store import Store
 
 import degenerate
@@ -207,10 +207,10 @@ def test_a_version_2_store_gets_its_swaps_a_role(tmp_path):
 
 def test_overlapping_groups_are_counted_and_never_combined(tmp_path):
     groups = {"r1": list("abcd"), "r2": list("cdef"), "r3": list("ghij"), "r4": list("klmn")}
-    ov = protocol.overlaps(groups)
+    ov = grouping.overlaps(groups)
     assert ov.to_dict("records") == [{"group_a": "r1", "group_b": "r2", "shared": 2}]
-    assert protocol.disjoint_groups(groups) == ["r1", "r3", "r4"]
-    assert "r1/r2 2" in protocol.overlap_warning(groups)
+    assert grouping.disjoint_groups(groups) == ["r1", "r3", "r4"]
+    assert "r1/r2 2" in grouping.overlap_warning(groups)
 
 
 def test_fisher_combination_equals_the_formula():
@@ -298,13 +298,13 @@ def test_comparison_names_a_predictor_only_above_the_familywise_bar(tmp_path):
     q = {t: 0.3 + 0.05 * i for i, t in enumerate(tasks)}
     records_study(store, "pc", {"g": tasks}, merged_p=lambda g, m, t: q[t], n_rows=400,
                   mds={"g": {t: 9.0 - i for i, t in enumerate(tasks)}})  # higher MDS, worse loss
-    comp = protocol.predictor_comparison(store, "pc", n_boot=300, n_perm=300)
+    comp = predictors.predictor_comparison(store, "pc", n_boot=300, n_perm=300)
     row = comp.set_index("predictor").loc["MDS (published)"]
     assert row["r"] < -0.9 and row["direction"] == "in the expected direction"
-    assert row["beats_familywise"] and protocol.best_predictor(comp)["predictor"] == "MDS (published)"
+    assert row["beats_familywise"] and predictors.best_predictor(comp)["predictor"] == "MDS (published)"
     assert "MDS (published)" in story.predictor_sentence(comp)
     noise = comp.assign(beats_familywise=False)
-    assert protocol.best_predictor(noise) is None and "No predictor beats" in story.predictor_sentence(noise)
+    assert predictors.best_predictor(noise) is None and "No predictor beats" in story.predictor_sentence(noise)
 
 
 # --- 7. one implementation, one schema --------------------------------------------------------------------
@@ -332,7 +332,7 @@ def test_identical_methods_are_one_level(tmp_path):
     res = store.results("same")
     ta = res[res.method == "LA"].assign(method="TA", model=lambda d: d["model"].str.replace("LA", "TA"))
     store.add_results("same", ta)
-    labels = protocol.identical_methods(views.loss_table(store, "same"))
+    labels = grouping.identical_methods(views.loss_table(store, "same"))
     assert labels == {"LA": "LA = TA", "TIES": "TIES", "TA": "LA = TA"}
     anova = protocol.anova(store, "same").set_index("factor")
     assert anova.loc["method", "levels"] == 2 and "LA = TA" in anova.loc["method", "note"]

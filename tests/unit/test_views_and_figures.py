@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mergelab.analysis import protocol, story, views
+from mergelab.analysis import progress, protocol, story
 
 
 def test_chart_notes_warn_when_not_significant():
@@ -82,7 +82,7 @@ def test_run_batches_leave_model_loading_out_of_the_eta_and_speak_words():
         "started_at": [now, now + 80, now + 90, now + 100, np.nan, np.nan],
         "finished_at": [now + 80, now + 90, now + 100, now + 110, np.nan, np.nan],
         "created_at": [0.0] * 6})
-    batch = views.run_batches(frame).iloc[0]
+    batch = progress.run_batches(frame).iloc[0]
     assert batch["seconds_per_unit"] == pytest.approx(10.0)  # the first unit's 80 s loaded the model
     assert batch["eta_s"] == pytest.approx(20.0)
     assert "merged-model hidden states" in batch["what"] and "mstates" not in batch["what"]
