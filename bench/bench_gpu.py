@@ -37,8 +37,11 @@ def sync(device):
 def make_adapters(n, layers, hidden_size, kv, rank, device, seed=0):
     g = torch.Generator(device="cpu").manual_seed(seed)
     shapes = {"q_proj": (hidden_size, hidden_size), "k_proj": (kv, hidden_size), "v_proj": (kv, hidden_size)}
-    modules = {f"model.layers.{i}.self_attn.{m}": f"model.layers.{i}.self_attn.{m}.weight"
-               for i in range(layers) for m in shapes}
+    modules = {
+        f"model.layers.{i}.self_attn.{m}": f"model.layers.{i}.self_attn.{m}.weight"
+        for i in range(layers)
+        for m in shapes
+    }
     adapters = []
     for a in range(n):
         la, lb = {}, {}
@@ -68,8 +71,7 @@ def bench_ties(aset, device, repeat):
         for module, key in aset.module_keys.items():
             deltas = [a.delta(module, device=device) for a in aset.adapters]
             zero = torch.zeros_like(deltas[0])
-            refs[key] = merge_tensors([zero, *deltas], "ties", parameters={"weight": 1.0, "density": 0.2},
-                                      base_index=0)
+            refs[key] = merge_tensors([zero, *deltas], "ties", parameters={"weight": 1.0, "density": 0.2}, base_index=0)
         sync(device)
         ref_best = min(ref_best, time.perf_counter() - t)
         if r == 0:
@@ -80,9 +82,14 @@ def bench_ties(aset, device, repeat):
 def bench_hiddensim(aset, layers, hidden_size, kv, device, probes, tokens, dtype):
     from transformers import AutoModelForCausalLM, MistralConfig
 
-    cfg = MistralConfig(hidden_size=hidden_size, intermediate_size=int(hidden_size * 3.5),
-                        num_hidden_layers=layers, num_attention_heads=hidden_size // 128,
-                        num_key_value_heads=kv // 128, vocab_size=32000)
+    cfg = MistralConfig(
+        hidden_size=hidden_size,
+        intermediate_size=int(hidden_size * 3.5),
+        num_hidden_layers=layers,
+        num_attention_heads=hidden_size // 128,
+        num_key_value_heads=kv // 128,
+        vocab_size=32000,
+    )
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
     params = dict(model.named_parameters())
@@ -114,13 +121,17 @@ def main():
     device = torch.device(args.device)
     layers, hidden_size, kv = (2, 256, 128) if args.tiny else (32, 4096, 1024)
     probes, tokens = (8, 16) if args.tiny else (40, 128)
-    print(f"# GPU bench — {time.strftime('%Y-%m-%d')} — device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
-          + f" — {layers} layers, hidden {hidden_size}, kv {kv}, 8 adapters r=16 on q,k,v")
+    print(
+        f"# GPU bench — {time.strftime('%Y-%m-%d')} — device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+        + f" — {layers} layers, hidden {hidden_size}, kv {kv}, 8 adapters r=16 on q,k,v"
+    )
     aset = make_adapters(8, layers, hidden_size, kv, 16, device)
     ours, ref, diff = bench_ties(aset, device, args.repeat)
-    print(f"TIES whole model: mergelab {ours:.3f} s, mergekit ties (argsort) {ref:.3f} s, "
-          f"ratio {ref / ours:.1f}x, max |diff| {diff:.1e}")
+    print(
+        f"TIES whole model: mergelab {ours:.3f} s, mergekit ties (argsort) {ref:.3f} s, "
+        f"ratio {ref / ours:.1f}x, max |diff| {diff:.1e}"
+    )
     if not args.skip_forward:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         took, n = bench_hiddensim(aset, layers, hidden_size, kv, device, probes, tokens, dtype)

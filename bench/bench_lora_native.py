@@ -51,8 +51,10 @@ def module_inputs(aset, device):
     """Per module: the dense ΔWᵢ and the (B·scale, A) factors, float64, on ``device``."""
     out = {}
     for module, key in aset.module_keys.items():
-        factors = [(a.lora_b[module].to(device, torch.float64) * a.scale(module),
-                    a.lora_a[module].to(device, torch.float64)) for a in aset.adapters]
+        factors = [
+            (a.lora_b[module].to(device, torch.float64) * a.scale(module), a.lora_a[module].to(device, torch.float64))
+            for a in aset.adapters
+        ]
         out[key] = ([b @ a for b, a in factors], factors)
     return out
 
@@ -68,9 +70,11 @@ def main():
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mergelab-bench-native-"))
-    print(f"# LoRA-native merge benchmark — {time.strftime('%Y-%m-%d')} — "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, device {args.device}")
+    print(
+        f"# LoRA-native merge benchmark — {time.strftime('%Y-%m-%d')} — "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, device {args.device}"
+    )
     print("case,method,ours_s,x_vs_TIES,reference_s,x_vs_reference,max_abs_diff_vs_reference")
     for case, (base, adapters) in [("minilm-demo", minilm_demo()), ("tiny-llama", tiny_llama(work))]:
         aset = load_adapter_set(base, adapters)
@@ -89,8 +93,11 @@ def main():
 
             t_ref, theirs = best_of(reference, args.repeat)
             diff = max((ours.deltas[k] - theirs[k].float().cpu()).abs().max().item() for k in theirs)
-            print(f"{case},{method},{t_ours:.4f},{times['TIES'] / t_ours:.2f},{t_ref:.4f},{t_ref / t_ours:.2f},"
-                  f"{diff:.2e}", flush=True)
+            print(
+                f"{case},{method},{t_ours:.4f},{times['TIES'] / t_ours:.2f},{t_ref:.4f},{t_ref / t_ours:.2f},"
+                f"{diff:.2e}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,12 @@ from mergelab.io.adapters import load_adapter_set  # noqa: E402
 from mergelab.merging import merge  # noqa: E402
 from mergelab.merging.mergekit_bridge import mergekit_config  # noqa: E402
 
-METHODS = {"TIES": ("ties", {"density": 0.2}), "TA": ("task_arithmetic", {}),
-           "DARE": ("dare_linear", {"density": 0.1}), "SLERP": ("slerp", {})}
+METHODS = {
+    "TIES": ("ties", {"density": 0.2}),
+    "TA": ("task_arithmetic", {}),
+    "DARE": ("dare_linear", {"density": 0.1}),
+    "SLERP": ("slerp", {}),
+}
 PEFT_COMBO = {"TA": "cat", "TIES": "ties_svd", "DARE": "dare_linear_svd"}
 
 
@@ -60,12 +64,22 @@ def tiny_llama(root: Path) -> tuple[str, dict]:
 
     base = root / "llama"
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(LlamaConfig(
-        vocab_size=1024, hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
-        num_attention_heads=8, num_key_value_heads=8)).save_pretrained(base)
-    adapters = {f"t{i}": str(make_lora(base, root / f"llama_a{i}", i, r=16, alpha=32,
-                                       targets=["q_proj", "k_proj", "v_proj"], scale=0.02))
-                for i in range(8)}
+    AutoModelForCausalLM.from_config(
+        LlamaConfig(
+            vocab_size=1024,
+            hidden_size=512,
+            intermediate_size=1376,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+        )
+    ).save_pretrained(base)
+    adapters = {
+        f"t{i}": str(
+            make_lora(base, root / f"llama_a{i}", i, r=16, alpha=32, targets=["q_proj", "k_proj", "v_proj"], scale=0.02)
+        )
+        for i in range(8)
+    }
     return str(base), adapters
 
 
@@ -88,8 +102,20 @@ def run_mergekit_yaml(base_dir: str, adapters: dict, method: str, params: dict, 
     shutil.rmtree(cache, ignore_errors=True)
     exe = Path(sys.executable).parent / "mergekit-yaml"
     t = time.perf_counter()
-    res = subprocess.run([str(exe), str(cfg_file), str(out), "--lora-merge-cache", str(cache),
-                          "--no-copy-tokenizer", "--random-seed", "0"], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            str(exe),
+            str(cfg_file),
+            str(out),
+            "--lora-merge-cache",
+            str(cache),
+            "--no-copy-tokenizer",
+            "--random-seed",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     took = time.perf_counter() - t
     if res.returncode != 0:
         last = [ln for ln in res.stderr.strip().splitlines() if ln.strip()][-1:]
@@ -102,12 +128,16 @@ def mergekit_dense(aset, method: str, params: dict, repeat: int) -> float:
     tensors are identical and would only add copying)."""
     from mergekit.merge_methods.api import merge_tensors
 
-    name = {"ties": "ties", "task_arithmetic": "task_arithmetic", "dare_linear": "dare_linear",
-            "slerp": "multislerp"}[method]
+    name = {"ties": "ties", "task_arithmetic": "task_arithmetic", "dare_linear": "dare_linear", "slerp": "multislerp"}[
+        method
+    ]
     n = len(aset.adapters)
-    shared = {"ties": {"density": 0.2, "weight": 1.0}, "task_arithmetic": {"weight": 1.0, "lambda": 1 / n},
-              "dare_linear": {"density": 0.1, "weight": 1.0, "lambda": 1 / n},
-              "multislerp": {"weight": 1.0}}[name]
+    shared = {
+        "ties": {"density": 0.2, "weight": 1.0},
+        "task_arithmetic": {"weight": 1.0, "lambda": 1 / n},
+        "dare_linear": {"density": 0.1, "weight": 1.0, "lambda": 1 / n},
+        "multislerp": {"weight": 1.0},
+    }[name]
 
     def go():
         for module, key in aset.module_keys.items():
@@ -158,15 +188,20 @@ def main():
     if not args.quick:
         cases.insert(0, ("minilm-demo", "encoder", *minilm_demo()))
     rows = []
-    print(f"# MergeLab merge benchmark — {time.strftime('%Y-%m-%d')} — {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, device cpu")
-    print("case,method,mergelab_merge_s,mergelab_merge_save_s,mergekit_yaml_s,mergekit_dense_api_s,peft_s,"
-          "x_vs_mergekit_yaml,x_vs_mergekit_api,x_vs_peft,max_abs_diff_vs_mergekit_yaml")
+    print(
+        f"# MergeLab merge benchmark — {time.strftime('%Y-%m-%d')} — {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, device cpu"
+    )
+    print(
+        "case,method,mergelab_merge_s,mergelab_merge_save_s,mergekit_yaml_s,mergekit_dense_api_s,peft_s,"
+        "x_vs_mergekit_yaml,x_vs_mergekit_api,x_vs_peft,max_abs_diff_vs_mergekit_yaml"
+    )
     for case, kind, base, adapters in cases:
         aset = load_adapter_set(base, adapters)
         base_dir = str(aset.base.folder)
         methods = METHODS if not args.quick else {k: METHODS[k] for k in ("TIES", "TA")}
         for label, (method, params) in methods.items():
+
             def run_merge(m=method, p=params, a=aset):
                 return merge.merge(a, m, p, device="cpu")
 
@@ -181,16 +216,28 @@ def main():
             t_yaml = run_mergekit_yaml(base_dir, adapters, method, params, work)
             diff = "n/a"
             if isinstance(t_yaml, float):
-                diff = f"{compare_outputs(out, work / 'mk_out'):.2e}" if method != "dare_linear" else \
-                    "random (seeds differ)"
+                diff = (
+                    f"{compare_outputs(out, work / 'mk_out'):.2e}"
+                    if method != "dare_linear"
+                    else "random (seeds differ)"
+                )
             t_api = mergekit_dense(aset, method, params, args.repeat)
             t_peft = peft_time(base_dir, adapters, label, kind)
             total = t_merge + t_save
             ratio = lambda other, ours: f"{other / ours:.1f}" if isinstance(other, float) else "—"
-            row = {"case": case, "method": label, "mergelab_merge_s": t_merge, "mergelab_merge_save_s": total,
-                   "mergekit_yaml_s": t_yaml, "mergekit_dense_api_s": t_api, "peft_s": t_peft,
-                   "x_vs_mergekit_yaml": ratio(t_yaml, total), "x_vs_mergekit_api": ratio(t_api, t_merge),
-                   "x_vs_peft": ratio(t_peft, t_merge), "max_abs_diff_vs_mergekit_yaml": diff}
+            row = {
+                "case": case,
+                "method": label,
+                "mergelab_merge_s": t_merge,
+                "mergelab_merge_save_s": total,
+                "mergekit_yaml_s": t_yaml,
+                "mergekit_dense_api_s": t_api,
+                "peft_s": t_peft,
+                "x_vs_mergekit_yaml": ratio(t_yaml, total),
+                "x_vs_mergekit_api": ratio(t_api, t_merge),
+                "x_vs_peft": ratio(t_peft, t_merge),
+                "max_abs_diff_vs_mergekit_yaml": diff,
+            }
             rows.append(row)
             fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
             print(",".join(fmt(v) for v in row.values()), flush=True)

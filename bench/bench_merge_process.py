@@ -37,14 +37,52 @@ from bench_merge import compare_outputs  # noqa: E402
 
 # model configs of the real checkpoints (hub config.json values), random weights
 SHAPES = {
-    "tiny": ("llama", dict(vocab_size=1024, hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
-                           num_attention_heads=8, num_key_value_heads=8)),
-    "qwen2-0.5b": ("qwen2", dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                                 num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)),
-    "llama-1b": ("llama", dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                               num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=True)),
-    "mistral-7b": ("mistral", dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
-                                   num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)),
+    "tiny": (
+        "llama",
+        dict(
+            vocab_size=1024,
+            hidden_size=512,
+            intermediate_size=1376,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+        ),
+    ),
+    "qwen2-0.5b": (
+        "qwen2",
+        dict(
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "llama-1b": (
+        "llama",
+        dict(
+            vocab_size=128256,
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "mistral-7b": (
+        "mistral",
+        dict(
+            vocab_size=32000,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+        ),
+    ),
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 METHODS = {"TA": ("task_arithmetic", {}, "cat"), "TIES": ("ties", {"density": 0.2}, "ties")}
@@ -77,8 +115,11 @@ def build(shape: str, root: Path) -> tuple[Path, list[Path]]:
     config = AutoConfig.for_model(kind, **cfg)
     model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
     model.save_pretrained(base)
-    dims = {name: (mod.in_features, mod.out_features) for name, mod in model.named_modules()
-            if name.rsplit(".", 1)[-1] in TARGETS}
+    dims = {
+        name: (mod.in_features, mod.out_features)
+        for name, mod in model.named_modules()
+        if name.rsplit(".", 1)[-1] in TARGETS
+    }
     del model
     adapters = []
     for i in range(8):
@@ -86,15 +127,26 @@ def build(shape: str, root: Path) -> tuple[Path, list[Path]]:
         tensors = {}
         for name, (fan_in, fan_out) in dims.items():
             prefix = f"base_model.model.{name}"
-            tensors[f"{prefix}.lora_A.weight"] = torch.randn(16, fan_in, generator=g) / fan_in ** 0.5
+            tensors[f"{prefix}.lora_A.weight"] = torch.randn(16, fan_in, generator=g) / fan_in**0.5
             tensors[f"{prefix}.lora_B.weight"] = torch.randn(fan_out, 16, generator=g) * 0.01
         folder = root / f"adapter{i}"
         folder.mkdir()
         save_file(tensors, str(folder / "adapter_model.safetensors"))
-        (folder / "adapter_config.json").write_text(json.dumps({
-            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
-            "target_modules": TARGETS, "bias": "none", "fan_in_fan_out": False,
-            "base_model_name_or_path": str(base)}))
+        (folder / "adapter_config.json").write_text(
+            json.dumps(
+                {
+                    "peft_type": "LORA",
+                    "task_type": "CAUSAL_LM",
+                    "r": 16,
+                    "lora_alpha": 32,
+                    "lora_dropout": 0.0,
+                    "target_modules": TARGETS,
+                    "bias": "none",
+                    "fan_in_fan_out": False,
+                    "base_model_name_or_path": str(base),
+                }
+            )
+        )
         adapters.append(folder)
     return base, adapters
 
@@ -103,10 +155,11 @@ def timed(cmd: list[str], env=None) -> tuple[float, float, int]:
     """(wall s, peak RSS GB, exit code) of one whole process, measured by GNU time."""
     stats = Path(tempfile.mktemp(suffix=".time"))
     t = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(stats), *cmd], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", str(stats), *cmd], capture_output=True, text=True, env=env
+    )
     wall = time.perf_counter() - t
-    rss = int(stats.read_text().strip().splitlines()[-1]) / 1024 ** 2 if stats.exists() else float("nan")
+    rss = int(stats.read_text().strip().splitlines()[-1]) / 1024**2 if stats.exists() else float("nan")
     if proc.returncode:
         sys.stderr.write(f"{cmd[0]} failed: {proc.stderr[-400:]}\n")
     return wall, rss, proc.returncode
@@ -136,9 +189,11 @@ def main():
     t = time.perf_counter()
     base, adapters = build(args.shape, work)
     base_gb = folder_bytes(base) / 1e9
-    print(f"# whole-process merge benchmark — {time.strftime('%Y-%m-%d')} — shape {args.shape} "
-          f"(base {base_gb:.2f} GB float32, built in {time.perf_counter() - t:.0f} s), 8 adapters r=16 on "
-          f"{','.join(TARGETS)} — {os.cpu_count()} cores, torch {torch.__version__}, {args.pairs} interleaved pairs")
+    print(
+        f"# whole-process merge benchmark — {time.strftime('%Y-%m-%d')} — shape {args.shape} "
+        f"(base {base_gb:.2f} GB float32, built in {time.perf_counter() - t:.0f} s), 8 adapters r=16 on "
+        f"{','.join(TARGETS)} — {os.cpu_count()} cores, torch {torch.__version__}, {args.pairs} interleaved pairs"
+    )
     print("method,tool,wall_s,peak_rss_gb,written_gb,max_abs_diff_vs_mergelab,ok_runs")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     exe = Path(sys.executable).parent
@@ -151,13 +206,43 @@ def main():
         cfg = work / f"mk_{label}.yaml"
         cfg.write_text(yaml.safe_dump(mergekit_config(str(base), [str(a) for a in adapters], method, params)))
         commands = {
-            "mergelab": [sys.executable, "-m", "mergelab", "merge", "--base", str(base), "--adapters",
-                         *map(str, adapters), "--method", method, *flags, "--device", "cpu",
-                         "--out", str(outs.get("mergelab", work / "x"))],
-            "mergekit-yaml": [str(exe / "mergekit-yaml"), str(cfg), str(outs.get("mergekit-yaml", work / "x")),
-                              "--lora-merge-cache", str(cache), "--no-copy-tokenizer", "--random-seed", "0"],
-            "peft": [sys.executable, "-c", PEFT_SCRIPT, str(base), str(outs.get("peft", work / "x")), combo,
-                     str(params.get("density", 1.0)), *map(str, adapters)],
+            "mergelab": [
+                sys.executable,
+                "-m",
+                "mergelab",
+                "merge",
+                "--base",
+                str(base),
+                "--adapters",
+                *map(str, adapters),
+                "--method",
+                method,
+                *flags,
+                "--device",
+                "cpu",
+                "--out",
+                str(outs.get("mergelab", work / "x")),
+            ],
+            "mergekit-yaml": [
+                str(exe / "mergekit-yaml"),
+                str(cfg),
+                str(outs.get("mergekit-yaml", work / "x")),
+                "--lora-merge-cache",
+                str(cache),
+                "--no-copy-tokenizer",
+                "--random-seed",
+                "0",
+            ],
+            "peft": [
+                sys.executable,
+                "-c",
+                PEFT_SCRIPT,
+                str(base),
+                str(outs.get("peft", work / "x")),
+                combo,
+                str(params.get("density", 1.0)),
+                *map(str, adapters),
+            ],
         }
         for _ in range(args.pairs):
             for tool in args.tools:
@@ -174,8 +259,11 @@ def main():
             if not ok:
                 print(f"{label},{tool},failed,—,—,—,0/{len(runs[tool])}", flush=True)
                 continue
-            print(f"{label},{tool},{summary([r[0] for r in ok], '.1f')},{summary([r[1] for r in ok], '.2f')},"
-                  f"{summary([r[2] for r in ok], '.2f')},{diff},{len(ok)}/{len(runs[tool])}", flush=True)
+            print(
+                f"{label},{tool},{summary([r[0] for r in ok], '.1f')},{summary([r[1] for r in ok], '.2f')},"
+                f"{summary([r[2] for r in ok], '.2f')},{diff},{len(ok)}/{len(runs[tool])}",
+                flush=True,
+            )
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -28,8 +28,12 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 STEPS = {
     "overview": [],
     "merge_loss": [("slider", "loss_collapse", -40)],
-    "similarity": [("selectbox", "sim_distance", "cka"), ("selectbox", "sim_pooling", "first"),
-                   ("select_slider", "sim_boot", 500), ("slider", "sim_k", 3)],
+    "similarity": [
+        ("selectbox", "sim_distance", "cka"),
+        ("selectbox", "sim_pooling", "first"),
+        ("select_slider", "sim_boot", 500),
+        ("slider", "sim_k", 3),
+    ],
     "statistics": [],
     "task_swap": [("slider", "swap_m", 6)],
     "theory": [],
@@ -87,8 +91,10 @@ def main() -> None:
         db = Path(tempfile.mkdtemp(prefix="mergelab-pages-")) / "m.db"
         open_store(db)  # the bundled studies loaded before timing starts
         runs.append(run_once(args.study, db))
-    print(f"# page timings — {time.strftime('%Y-%m-%d')} — study {args.study}, median of {args.repeat} "
-          f"(each a fresh store and AppTest); {os.cpu_count()} CPUs")
+    print(
+        f"# page timings — {time.strftime('%Y-%m-%d')} — study {args.study}, median of {args.repeat} "
+        f"(each a fresh store and AppTest); {os.cpu_count()} CPUs"
+    )
     print("| page | step | seconds (median) | min | max |")
     print("|---|---|---|---|---|")
     for i, (page, step, _) in enumerate(runs[0]):

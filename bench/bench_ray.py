@@ -64,8 +64,10 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="mergelab-bench-ray-"))
     cores = os.cpu_count()
-    print(f"# Ray vs local executor — {time.strftime('%Y-%m-%d')} — {cores} cores, torch {torch.__version__}, "
-          f"ray {ray.__version__}, device cpu")
+    print(
+        f"# Ray vs local executor — {time.strftime('%Y-%m-%d')} — {cores} cores, torch {torch.__version__}, "
+        f"ray {ray.__version__}, device cpu"
+    )
     t = time.perf_counter()
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     print(f"ray.init (local cluster, {cores} CPUs): {time.perf_counter() - t:.1f} s")
@@ -88,12 +90,17 @@ def main():
             ex.close()
             ref = local[cores][1]
             diff = max(abs(got[k] - ref[k]) for k in ref) if got.keys() == ref.keys() else float("nan")
-            print(f"{case},ray ({n} actor{'s' if n > 1 else ''}; actors started in {start:.1f} s),{units},{wall:.1f},"
-                  f"{wall / units:.3f},{diff:.1e}", flush=True)
+            print(
+                f"{case},ray ({n} actor{'s' if n > 1 else ''}; actors started in {start:.1f} s),{units},{wall:.1f},"
+                f"{wall / units:.3f},{diff:.1e}",
+                flush=True,
+            )
             if n == 1:
                 over = (wall - local[1][0]) / units
-                print(f"{case},scheduling overhead per unit (1 actor vs local 1 thread),{units},—,{over:.3f},—",
-                      flush=True)
+                print(
+                    f"{case},scheduling overhead per unit (1 actor vs local 1 thread),{units},—,{over:.3f},—",
+                    flush=True,
+                )
     ray.shutdown()
 
 

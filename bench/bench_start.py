@@ -27,9 +27,19 @@ def commands(work: Path) -> dict[str, list[str]]:
         "mergelab --help": [*MERGELAB, "--help"],
         "mergelab methods": [*MERGELAB, "methods"],
         "mergelab report demo": [*MERGELAB, "report", "--study", "demo", "--db", str(work / "m.db")],
-        "mergelab export-mergekit": [*MERGELAB, "export-mergekit", "--base", "org/base", "--adapters",
-                                                "org/a", "org/b", "--method", "ties", "--out",
-                                                str(work / "merge.yaml")],
+        "mergelab export-mergekit": [
+            *MERGELAB,
+            "export-mergekit",
+            "--base",
+            "org/base",
+            "--adapters",
+            "org/a",
+            "org/b",
+            "--method",
+            "ties",
+            "--out",
+            str(work / "merge.yaml"),
+        ],
         "mergelab run --help": [*MERGELAB, "run", "--help"],
         "python -c 'import torch'": [sys.executable, "-c", "import torch"],
         "mergekit-yaml --help": [str(Path(sys.executable).parent / "mergekit-yaml"), "--help"],
@@ -59,8 +69,10 @@ def main():
             t = time.perf_counter()
             code = subprocess.run(cmd, capture_output=True).returncode
             times.append(time.perf_counter() - t)
-        print(f"{name},{statistics.median(times):.2f},{min(times):.2f},{max(times):.2f},{code},"
-              f"{heavy_imports(cmd)}", flush=True)
+        print(
+            f"{name},{statistics.median(times):.2f},{min(times):.2f},{max(times):.2f},{code},{heavy_imports(cmd)}",
+            flush=True,
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -44,10 +44,22 @@ from mergelab.study import (  # noqa: E402
 )
 
 SIZES = {
-    "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=4096),
-    "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=32000),
+    "small": dict(
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=4096,
+    ),
+    "mistral-7b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=32000,
+    ),
 }
 TARGETS = ("q_proj", "k_proj", "v_proj")
 
@@ -68,8 +80,9 @@ def build_base(folder: Path, size: str, device: torch.device) -> dict:
     vocab.update({f"w{i}": i + 3 for i in range(shape["vocab_size"] - 3)})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                            eos_token="</s>").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>"
+    ).save_pretrained(folder)
     return shape
 
 
@@ -86,10 +99,22 @@ def build_adapter(folder: Path, base: Path, shape: dict, seed: int, rank: int = 
             state[f"{prefix}.lora_B.weight"] = torch.randn(out_dim[m], rank, generator=g) * 0.01
     folder.mkdir(parents=True)
     save_file(state, folder / "adapter_model.safetensors")
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank,
-        "target_modules": list(TARGETS), "base_model_name_or_path": str(base), "bias": "none",
-        "fan_in_fan_out": False, "use_rslora": False, "lora_dropout": 0.0}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "task_type": "CAUSAL_LM",
+                "r": rank,
+                "lora_alpha": 2 * rank,
+                "target_modules": list(TARGETS),
+                "base_model_name_or_path": str(base),
+                "bias": "none",
+                "fan_in_fan_out": False,
+                "use_rslora": False,
+                "lora_dropout": 0.0,
+            }
+        )
+    )
 
 
 def build_study(root: Path, size: str, device: torch.device, rows: int, n_tasks: int, words: int) -> Path:
@@ -106,17 +131,26 @@ def build_study(root: Path, size: str, device: torch.device, rows: int, n_tasks:
         for i in range(rows + 5):
             n_words = rng.randint(words // 2, words)
             text = " ".join(f"w{rng.randrange(100, shape['vocab_size'] - 3)}" for _ in range(n_words))
-            lines.append(json.dumps({"text": text, "label": labels[i % len(labels)],
-                                     "split": "probe" if i < 5 else "eval"}))
+            lines.append(
+                json.dumps({"text": text, "label": labels[i % len(labels)], "split": "probe" if i < 5 else "eval"})
+            )
         path = root / "data" / f"{name}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
         tasks[name] = {"data": f"data/{name}.jsonl", "labels": labels, "template": "{text} w3 w4"}
         build_adapter(root / "adapters" / name, base, shape, t)
         adapters[name] = f"adapters/{name}"
-    spec = {"name": f"bench-{size}", "base": str(base), "architecture": "causal", "adapters": adapters,
-            "tasks": tasks, "groups": {"g": list(tasks)}, "hidden": {"k": 5}, "eval_limit": rows,
-            "batch_size": 32}
+    spec = {
+        "name": f"bench-{size}",
+        "base": str(base),
+        "architecture": "causal",
+        "adapters": adapters,
+        "tasks": tasks,
+        "groups": {"g": list(tasks)},
+        "hidden": {"k": 5},
+        "eval_limit": rows,
+        "batch_size": 32,
+    }
     out = root / "study.yaml"
     out.write_text(yaml.safe_dump(spec, sort_keys=False))
     return out
@@ -130,8 +164,9 @@ def per_row_label_scoring(run, task) -> list[int]:
     for row in task.eval_rows:
         prompt = task.prompt(row)
         p_len = len(run.tokenizer(prompt)["input_ids"])
-        enc = run.tokenizer([prompt + " " + lab for lab in task.spec.labels], return_tensors="pt",
-                            padding=True, padding_side="right")
+        enc = run.tokenizer(
+            [prompt + " " + lab for lab in task.spec.labels], return_tensors="pt", padding=True, padding_side="right"
+        )
         enc = {k: v.to(run.device) for k, v in enc.items()}
         logp = torch.log_softmax(run.model(**enc).logits.float(), -1)
         tok_lp = logp[:, :-1].gather(-1, enc["input_ids"][:, 1:, None])[..., 0]
@@ -161,10 +196,12 @@ def main():
     root = Path(args.keep or tempfile.mkdtemp(prefix="mergelab-bench-study-"))
     t0 = time.perf_counter()
     spec_path = build_study(root, args.size, device, args.rows, args.tasks, args.words)
-    print(f"# study benchmark — {time.strftime('%Y-%m-%d')} — device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else f", {torch.get_num_threads()} threads")
-          + f" — {args.size} shape {SIZES[args.size]}, {args.tasks} tasks × {args.rows} rows, 8 LoRA r=16 "
-          f"on q,k,v; built in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"# study benchmark — {time.strftime('%Y-%m-%d')} — device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else f", {torch.get_num_threads()} threads")
+        + f" — {args.size} shape {SIZES[args.size]}, {args.tasks} tasks × {args.rows} rows, 8 LoRA r=16 "
+        f"on q,k,v; built in {time.perf_counter() - t0:.1f} s"
+    )
 
     store = Store(root / "bench.db")
     kinds: dict[str, float] = defaultdict(float)
@@ -183,9 +220,11 @@ def main():
     out = executors.run_worker(store, spec.name, device=args.device, on_event=on_event)
     sync(device)
     wall = time.perf_counter() - t
-    print(f"study: {out['done']} units done, {out['failed']} failed, {wall:.1f} s wall "
-          f"(model load and data included); per unit kind: "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(kinds.items())))
+    print(
+        f"study: {out['done']} units done, {out['failed']} failed, {wall:.1f} s wall "
+        f"(model load and data included); per unit kind: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(kinds.items()))
+    )
 
     # label scoring, batched vs per row, on the same loaded model and task
     from mergelab.study.data import load_all
@@ -204,18 +243,21 @@ def main():
         sync(device)
         times[name] = time.perf_counter() - t
     same = sum(a == b for a, b in zip(preds["mergelab"], preds["per-row"]))
-    print(f"label scoring, {len(task.eval_rows)} rows × {len(task.spec.labels)} labels: mergelab "
-          f"{times['mergelab']:.3f} s, per-row loop {times['per-row']:.3f} s, ratio "
-          f"{times['per-row'] / times['mergelab']:.1f}x; same choice on {same}/{len(task.eval_rows)} rows")
+    print(
+        f"label scoring, {len(task.eval_rows)} rows × {len(task.spec.labels)} labels: mergelab "
+        f"{times['mergelab']:.3f} s, per-row loop {times['per-row']:.3f} s, ratio "
+        f"{times['per-row'] / times['mergelab']:.1f}x; same choice on {same}/{len(task.eval_rows)} rows"
+    )
 
     # greedy generation (rougeL tasks), batched vs one row at a time, same rows
     import dataclasses
 
     from mergelab.study.spec import TaskSpec
 
-    gen_task = dataclasses.replace(task, spec=TaskSpec(data=task.spec.data, target_field="label", metric="rougeL",
-                                                       template=task.spec.template))
-    gen_task = dataclasses.replace(gen_task, eval_rows=gen_task.eval_rows[:args.gen_rows])
+    gen_task = dataclasses.replace(
+        task, spec=TaskSpec(data=task.spec.data, target_field="label", metric="rougeL", template=task.spec.template)
+    )
+    gen_task = dataclasses.replace(gen_task, eval_rows=gen_task.eval_rows[: args.gen_rows])
     outs = {}
     for name, size in (("mergelab", spec.batch_size), ("per-row", 1)):
         run.batch_size = size
@@ -226,9 +268,11 @@ def main():
         times[name] = time.perf_counter() - t
     run.batch_size = spec.batch_size
     same = sum(a == b for a, b in zip(outs["mergelab"], outs["per-row"]))
-    print(f"generation, {len(gen_task.eval_rows)} rows × {args.new_tokens} new tokens: mergelab (batch "
-          f"{spec.batch_size}) {times['mergelab']:.3f} s, one row at a time {times['per-row']:.3f} s, ratio "
-          f"{times['per-row'] / times['mergelab']:.1f}x; same text on {same}/{len(gen_task.eval_rows)} rows")
+    print(
+        f"generation, {len(gen_task.eval_rows)} rows × {args.new_tokens} new tokens: mergelab (batch "
+        f"{spec.batch_size}) {times['mergelab']:.3f} s, one row at a time {times['per-row']:.3f} s, ratio "
+        f"{times['per-row'] / times['mergelab']:.1f}x; same text on {same}/{len(gen_task.eval_rows)} rows"
+    )
 
 
 if __name__ == "__main__":

@@ -13,23 +13,41 @@ page_start()  # through app.py's router, also when opened by a deep link
 st.title("Export")
 store = get_store()
 study = need_study(current_study())
-st.markdown("Every chart has its own HTML / PNG download. Here: the whole study as one HTML file "
-            "(figures are interactive, no server needed) and the raw rows.")
+st.markdown(
+    "Every chart has its own HTML / PNG download. Here: the whole study as one HTML file "
+    "(figures are interactive, no server needed) and the raw rows."
+)
 report_key = f"report_html:{study}"  # one report per study: switching study never offers another's
 if st.button("Build HTML report", key="export_build"):
     with st.spinner("Building the report…"):
         st.session_state[report_key] = build_report(store, study)
 if st.session_state.get(report_key):
-    st.download_button("Download report.html", st.session_state[report_key],
-                       file_name=f"{study}-report.html", mime="text/html", key="export_dl")
-st.download_button("Merging losses with 95 % intervals (CSV)",
-                   cached(protocol.loss_intervals, store, study).to_csv(index=False),
-                   file_name=f"{study}-losses.csv", key="export_losses")
+    st.download_button(
+        "Download report.html",
+        st.session_state[report_key],
+        file_name=f"{study}-report.html",
+        mime="text/html",
+        key="export_dl",
+    )
+st.download_button(
+    "Merging losses with 95 % intervals (CSV)",
+    cached(protocol.loss_intervals, store, study).to_csv(index=False),
+    file_name=f"{study}-losses.csv",
+    key="export_losses",
+)
 records = cached(views.row_records, store, study)
 if len(records):
-    st.download_button(f"Per-row records: {len(records):,} rows, one per eval row of every result (CSV)",
-                       records.to_csv(index=False), file_name=f"{study}-records.csv", key="export_records")
+    st.download_button(
+        f"Per-row records: {len(records):,} rows, one per eval row of every result (CSV)",
+        records.to_csv(index=False),
+        file_name=f"{study}-records.csv",
+        key="export_records",
+    )
 else:
     st.caption("This study has no per-row records (computed before MergeLab kept them): recompute it to export them.")
-st.download_button("Pair metrics (CSV)", store.pair_metrics(study).to_csv(index=False),
-                   file_name=f"{study}-pairs.csv", key="export_pairs")
+st.download_button(
+    "Pair metrics (CSV)",
+    store.pair_metrics(study).to_csv(index=False),
+    file_name=f"{study}-pairs.csv",
+    key="export_pairs",
+)

@@ -11,9 +11,11 @@ from mergelab.viz import figures
 
 page_start()  # through app.py's router, also when opened by a deep link
 st.title("Merging loss")
-st.caption("L(T) = (P_merged / P_expert − 1) · 100 (Eq. 1): 0 = the merge keeps the expert's score, −100 = it "
-           "loses all of it. Error bars: 95 % intervals from resampling the eval rows (expert and merge on the "
-           "same rows).")
+st.caption(
+    "L(T) = (P_merged / P_expert − 1) · 100 (Eq. 1): 0 = the merge keeps the expert's score, −100 = it "
+    "loses all of it. Error bars: 95 % intervals from resampling the eval rows (expert and merge on the "
+    "same rows)."
+)
 store = get_store()
 study = need_study(current_study())
 losses = cached(views.loss_table, store, study)
@@ -32,13 +34,19 @@ if sub.duplicated(["task", "method"]).any():  # the paper's Table 2: several bas
 best_of = views.best_of(store, study)
 summary = views.loss_extremes(sub[sub["method"].isin(best_of)] if best_of else sub, collapse)
 collapsed = summary.loc[summary["collapsed_under_all"], "task"].tolist()
-chart(figures.loss_bars(sub, collapse=collapse, title=f"Merging loss — {group}",
-                        highlight=collapsed[0] if collapsed else None), "loss_bars")
+chart(
+    figures.loss_bars(
+        sub, collapse=collapse, title=f"Merging loss — {group}", highlight=collapsed[0] if collapsed else None
+    ),
+    "loss_bars",
+)
 st.caption(story.chart_note("loss_bars", losses=sub, collapse=collapse))
 same = sorted({v for v in grouping.identical_methods(sub).values() if " = " in v})
 if same:
-    st.caption(f"{'; '.join(same)} give identical scores on every task here: one merge, counted once by the "
-               "statistics. (Task arithmetic with λ = 1/n is linear averaging; MergeLab's TA default is 0.3.)")
+    st.caption(
+        f"{'; '.join(same)} give identical scores on every task here: one merge, counted once by the "
+        "statistics. (Task arithmetic with λ = 1/n is linear averaging; MergeLab's TA default is 0.3.)"
+    )
 if sub["ci_note"].eq(uncertainty.NO_RECORDS).any():
     st.info(f"Some losses have {uncertainty.NO_RECORDS}.")
 if sub["score"].notna().all() and sub["expert_score"].notna().all():
@@ -49,9 +57,13 @@ summary.insert(1, "what it is", [notes.get(t, "") for t in summary["task"]])
 best_ci = cached(protocol.best_loss_intervals, store, study, group).set_index("task")
 summary["best 95 % low"] = summary["task"].map(best_ci["ci_low"])
 summary["best 95 % high"] = summary["task"].map(best_ci["ci_high"])
-show_table(summary.style.format({"worst_loss": "{:.1f}", "best_loss": "{:.1f}", "best 95 % low": "{:.1f}",
-                                 "best 95 % high": "{:.1f}"}, na_rep="undefined"),
-           column_config={"worst_loss": "worst loss (%)", "best_loss": "best loss (%)"})  # shorter here
+show_table(
+    summary.style.format(
+        {"worst_loss": "{:.1f}", "best_loss": "{:.1f}", "best 95 % low": "{:.1f}", "best 95 % high": "{:.1f}"},
+        na_rep="undefined",
+    ),
+    column_config={"worst_loss": "worst loss (%)", "best_loss": "best loss (%)"},
+)  # shorter here
 for note in sorted({n for n in sub["note"] if n}):
     st.warning(f"Some merging losses are {note} — shown as gaps; every other number is as measured.")
 if collapsed:

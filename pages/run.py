@@ -33,32 +33,57 @@ except (SpecError, ValueError) as exc:
     st.error(f"This study's stored spec cannot be run: {exc}")
 grants, blocked = Grants(), False
 if spec is not None and (spec.trust_remote_code or spec.allow_pickle):
-    st.warning("This study asks for more trust than MergeLab gives by default. Only allow it for files "
-               "you trust: both can run arbitrary code on this machine.")
+    st.warning(
+        "This study asks for more trust than MergeLab gives by default. Only allow it for files "
+        "you trust: both can run arbitrary code on this machine."
+    )
     trust = spec.trust_remote_code and st.checkbox(
-        "Allow code from the model folder (trust_remote_code) for workers started here", key="run_trust")
+        "Allow code from the model folder (trust_remote_code) for workers started here", key="run_trust"
+    )
     pickle = spec.allow_pickle and st.checkbox(
-        "Allow pickle weight files (allow_pickle) for workers started here", key="run_pickle")
+        "Allow pickle weight files (allow_pickle) for workers started here", key="run_pickle"
+    )
     grants = Grants(trust_remote_code=bool(trust), allow_pickle=bool(pickle))
     blocked = (spec.trust_remote_code and not trust) or (spec.allow_pickle and not pickle)
 
 # Where the dashboard's worker runs units: here, or on a Ray cluster (the study's `executor:` by default)
-on_ray = st.radio("Run units", ["on this machine", "on a Ray cluster"], horizontal=True, key="run_executor",
-                  index=int(spec is not None and spec.executor == "ray")) == "on a Ray cluster"
+on_ray = (
+    st.radio(
+        "Run units",
+        ["on this machine", "on a Ray cluster"],
+        horizontal=True,
+        key="run_executor",
+        index=int(spec is not None and spec.executor == "ray"),
+    )
+    == "on a Ray cluster"
+)
 address = None
 if on_ray:
-    address = st.text_input("Ray cluster address", (spec.ray_address if spec is not None else None) or "",
-                            placeholder="auto, ray://host:10001 — empty: a local Ray on this machine",
-                            key="run_ray_address").strip() or None
-    st.caption("The dashboard keeps the store: its worker plans units, sends them to Ray actors and writes "
-               "what comes back. Units already running stay where they are.")
+    address = (
+        st.text_input(
+            "Ray cluster address",
+            (spec.ray_address if spec is not None else None) or "",
+            placeholder="auto, ray://host:10001 — empty: a local Ray on this machine",
+            key="run_ray_address",
+        ).strip()
+        or None
+    )
+    st.caption(
+        "The dashboard keeps the store: its worker plans units, sends them to Ray actors and writes "
+        "what comes back. Units already running stay where they are."
+    )
 executor = "ray" if on_ray else "local"
 
 go_key = f"run_go:{study}"
 c0, c1, c2, c3, c4 = st.columns(5)
-if c0.button("Start the worker", type="primary", key="run_start", disabled=blocked,
-             help="Runs the queued units in a worker process beside the dashboard; reloading the page or closing "
-                  "the tab does not stop it"):
+if c0.button(
+    "Start the worker",
+    type="primary",
+    key="run_start",
+    disabled=blocked,
+    help="Runs the queued units in a worker process beside the dashboard; reloading the page or closing "
+    "the tab does not stop it",
+):
     st.session_state[go_key] = True
 if c1.button("Queue all units", key="run_queue"):
     spec = planner.load_study_spec(store, study)
@@ -99,26 +124,31 @@ def live():
         finished = b.done + b.failed + b.cancelled
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(b.queued_at)) if b.queued_at else "shipped"
         eta = "" if not (b.queued or b.running) else f" · about {_duration(b.eta_s)} left"
-        st.progress(finished / b.units, text=f"batch queued {when} ({b.what}): {b.done} / {b.units} units done · "
-                    f"{b.running} running · {b.queued} queued · {b.failed} failed{eta}")
+        st.progress(
+            finished / b.units,
+            text=f"batch queued {when} ({b.what}): {b.done} / {b.units} units done · "
+            f"{b.running} running · {b.queued} queued · {b.failed} failed{eta}",
+        )
     actors = progress.actor_progress(frame)
     if not actors.empty:
-        st.caption("Per Ray actor: " + " · ".join(f"{a.actor}: {a.done} done, {a.running} running"
-                                                  for a in actors.itertuples()))
+        st.caption(
+            "Per Ray actor: "
+            + " · ".join(f"{a.actor}: {a.done} done, {a.running} running" for a in actors.itertuples())
+        )
     for f in progress.failures(frame):
         with st.expander(f"✗ {f['count']} unit(s) failed ({', '.join(f['kinds'])}): {f['error'][:160]}"):
             st.caption(f"units {', '.join(map(str, f['units'][:20]))}" + (" …" if len(f["units"]) > 20 else ""))
             st.code(f["traceback"] or f["error"], language="text")
-    frame["what"] = frame["payload"].map(lambda p: ", ".join(
-        f"{k}={v}" for k, v in json.loads(p).items() if k != "params" and not isinstance(v, list)))
+    frame["what"] = frame["payload"].map(
+        lambda p: ", ".join(f"{k}={v}" for k, v in json.loads(p).items() if k != "params" and not isinstance(v, list))
+    )
     frame["age_s"] = (time.time() - frame["updated_at"]).round(0)
     for status in ["running", "queued", "done", "cancelled"]:
         sub = frame[frame["status"] == status]
         if sub.empty:
             continue
         with st.expander(f"{status} ({len(sub)})", expanded=status == "running"):
-            show_table(sub[["id", "kind", "what", "progress", "message", "attempts", "age_s"]],
-                       width="stretch")
+            show_table(sub[["id", "kind", "what", "progress", "message", "attempts", "age_s"]], width="stretch")
 
 
 live()

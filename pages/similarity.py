@@ -13,8 +13,10 @@ from mergelab.viz import figures
 
 page_start()  # through app.py's router, also when opened by a deep link
 st.title("Hidden-state similarity")
-st.caption("HiddenSim (Eq. 2): how alike two experts' hidden states are on the same inputs, rescaled to [0, 1] "
-           "within the group. MDS (Eq. 3): 1 / a task's mean HiddenSim to the others — higher = harder to merge.")
+st.caption(
+    "HiddenSim (Eq. 2): how alike two experts' hidden states are on the same inputs, rescaled to [0, 1] "
+    "within the group. MDS (Eq. 3): 1 / a task's mean HiddenSim to the others — higher = harder to merge."
+)
 store = get_store()
 study = need_study(current_study())
 groups = store.groups(study, role=("group", "swap"))
@@ -43,21 +45,34 @@ def _layer_name(i: int) -> str:
     return "embeddings" if i == 0 else f"layer {i}" + (" (last)" if i == info["n_layers"] - 1 else "")
 
 
-layer = c1.selectbox("Layer", layers, index=layers.index(wanted) if wanted in layers else len(layers) - 1,
-                     key="sim_layer", format_func=_layer_name)
+layer = c1.selectbox(
+    "Layer",
+    layers,
+    index=layers.index(wanted) if wanted in layers else len(layers) - 1,
+    key="sim_layer",
+    format_func=_layer_name,
+)
 POOLINGS, DISTANCES = list(choices.POOLINGS), list(choices.DISTANCES)
 pooling = c2.selectbox("Pooling", POOLINGS, index=POOLINGS.index(settings.get("pooling", "mean")), key="sim_pooling")
-distance = c3.selectbox("Distance", DISTANCES, index=DISTANCES.index(settings.get("distance", "l2")),
-                        key="sim_distance", help="l2: mean Euclidean distance per probe; cosine: mean 1 − cos; "
-                                                 "cka: 1 − linear CKA of the probes × dim matrices")
+distance = c3.selectbox(
+    "Distance",
+    DISTANCES,
+    index=DISTANCES.index(settings.get("distance", "l2")),
+    key="sim_distance",
+    help="l2: mean Euclidean distance per probe; cosine: mean 1 − cos; "
+    "cka: 1 − linear CKA of the probes × dim matrices",
+)
 k_max = min(owners.count(t) for t in tasks)
 k = c4.slider("Probes per task (k)", 1, k_max, k_max, key="sim_k")
 ordered = st.checkbox("Cluster order (by mean similarity)", key="sim_cluster")
 kw = dict(layer=layer, pooling=pooling, distance=distance, k=k)
 sim = cached(views.similarity, store, study, tasks, **kw)
 if sim.attrs.get("undefined"):
-    why = (" At the embeddings every expert is the same: adapters on attention layers do not change them."
-           if layer == 0 else "")
+    why = (
+        " At the embeddings every expert is the same: adapters on attention layers do not change them."
+        if layer == 0
+        else ""
+    )
     st.warning(f"HiddenSim is {sim.attrs['undefined']}; the heatmap shows only the diagonal.{why}")
 order = list(sim.index[np.argsort(-np.nan_to_num(sim.to_numpy()).sum(1))]) if ordered else None
 title = f"HiddenSim — {group} ({distance}, {pooling}, {_layer_name(layer)}, k={k})"
@@ -74,8 +89,10 @@ mds.insert(1, "what it is", [notes.get(t, "") for t in mds["task"]])
 fmt = {c: "{:.2f}" for c in mds.columns if c in ("mds", "ci_low", "ci_high")}
 show_table(mds.style.highlight_max(subset=["mds"], color="#f8c4c4").format(fmt, na_rep="undefined"))
 if mds["mds"].notna().any():
-    st.caption(f"Hardest to merge by MDS: **{mds.iloc[0]['task']}** (MDS {mds.iloc[0]['mds']:.2f}). Distances are "
-               f"averaged per probe; Eq. 2 rescales them to [0, 1] by min–max over the group's pairs. With {k} "
-               "probes per task the CIs are wide: read ranks, not decimals.")
+    st.caption(
+        f"Hardest to merge by MDS: **{mds.iloc[0]['task']}** (MDS {mds.iloc[0]['mds']:.2f}). Distances are "
+        f"averaged per probe; Eq. 2 rescales them to [0, 1] by min–max over the group's pairs. With {k} "
+        "probes per task the CIs are wide: read ranks, not decimals."
+    )
 else:
     st.caption(f"MDS is {mds['note'].iloc[0] if 'note' in mds else 'undefined'}.")

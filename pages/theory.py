@@ -30,11 +30,14 @@ if not groups:
     st.stop()
 group = group_picker("Task group", store, study, groups, key="theory_group")
 settings = views.hidden_settings(store, study)
-table = cached(views.theory, store, study, group, layer=settings.get("layer", -1),
-               pooling=settings.get("pooling", "mean"))
+table = cached(
+    views.theory, store, study, group, layer=settings.get("layer", -1), pooling=settings.get("pooling", "mean")
+)
 if table.empty:
-    st.info("No merged hidden states are stored for this group: the paper publishes none, and a live study "
-            "stores them once its `mstates` units have run (Run page).")
+    st.info(
+        "No merged hidden states are stored for this group: the paper publishes none, and a live study "
+        "stores them once its `mstates` units have run (Run page)."
+    )
     st.stop()
 chart(figures.theory_chart(table, title=f"Theorem 1 on {group}: measured distortion of each merge"), "theory")
 st.caption(story.chart_note("theory", table=table))

@@ -43,9 +43,16 @@ def test_adapter_of_another_base_same_name_caught_by_shape(env, tmp_path):
     wide = tmp_path / "wide-base" / "base"
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    AutoModelForCausalLM.from_config(LlamaConfig(
-        vocab_size=96, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2)).save_pretrained(wide)
+    AutoModelForCausalLM.from_config(
+        LlamaConfig(
+            vocab_size=96,
+            hidden_size=48,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    ).save_pretrained(wide)
     odd = make_lora(wide, tmp_path / "odd", 1)
     with pytest.raises(LoadError, match=r"'odd', module .*q_proj: its ΔW would be \(48, 48\)"):
         load_adapter_set(base, {"good": good[0], "odd": odd})
@@ -122,24 +129,73 @@ def test_missing_folder_and_offline_hub_id(env):
 
 def test_cli_reports_errors_without_traceback(env, tmp_path):
     _root, base, _other, good = env
-    run = lambda *a: subprocess.run([sys.executable, "-m", "mergelab", *a], capture_output=True,
-                                    text=True)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "mergelab", *a], capture_output=True, text=True)
     res = run("merge", "--base", str(base), "--adapters", str(good[0]), "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and "at least 2 adapters" in res.stderr
     assert "Traceback" not in res.stderr
-    res = run("merge", "--base", str(base), "--adapters", *map(str, good), "--method", "ties",
-              "--t", "0.3", "--out", str(tmp_path / "o"))
+    res = run(
+        "merge",
+        "--base",
+        str(base),
+        "--adapters",
+        *map(str, good),
+        "--method",
+        "ties",
+        "--t",
+        "0.3",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert res.returncode == 2 and "does not take --t" in res.stderr
-    res = run("merge", "--base", str(base), "--adapters", *map(str, good), "--method", "ties",
-              "--density", "0.3", "--out", str(tmp_path / "o"), "--device", "cuda")
+    res = run(
+        "merge",
+        "--base",
+        str(base),
+        "--adapters",
+        *map(str, good),
+        "--method",
+        "ties",
+        "--density",
+        "0.3",
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "cuda",
+    )
     if not torch.cuda.is_available():
         assert res.returncode == 2 and "no CUDA GPU" in res.stderr
-    res = run("merge", "--base", str(base), "--adapters", *map(str, good), "--method", "TIES",
-              "--density", "0.3", "--out", str(tmp_path / "merged"), "--device", "cpu")
+    res = run(
+        "merge",
+        "--base",
+        str(base),
+        "--adapters",
+        *map(str, good),
+        "--method",
+        "TIES",
+        "--density",
+        "0.3",
+        "--out",
+        str(tmp_path / "merged"),
+        "--device",
+        "cpu",
+    )
     assert res.returncode == 0, res.stderr
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "merged").config.hidden_size == 32
-    res = run("merge", "--base", str(base), "--adapters", *map(str, good), "--method", "linear",
-              "--format", "adapter", "--rank", "8", "--out", str(tmp_path / "ad"))
+    res = run(
+        "merge",
+        "--base",
+        str(base),
+        "--adapters",
+        *map(str, good),
+        "--method",
+        "linear",
+        "--format",
+        "adapter",
+        "--rank",
+        "8",
+        "--out",
+        str(tmp_path / "ad"),
+    )
     assert res.returncode == 0 and "reconstruction error" in res.stdout

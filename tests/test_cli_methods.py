@@ -24,8 +24,20 @@ def models(tmp_path_factory):
 
 def _merge(models, tmp_path, *extra) -> int:
     base, adapters = models
-    return cli.main(["merge", "--base", str(base), "--adapters", *map(str, adapters), "--out",
-                     str(tmp_path / "out"), "--device", "cpu", *extra])
+    return cli.main(
+        [
+            "merge",
+            "--base",
+            str(base),
+            "--adapters",
+            *map(str, adapters),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
 
 
 def _non_default(p: registry.Param):
@@ -55,22 +67,30 @@ def test_every_method_merges_with_each_parameter_at_a_non_default_value(models, 
     assert _merge(models, tmp_path, "--method", method, "--param", f"{param.name}={','.join(words)}") == 0
 
 
-@pytest.mark.parametrize("args", [["--method", "knots", "--density", "0.5"],
-                                  ["--method", "core_ties", "--density", "0"],
-                                  ["--method", "ties", "--density", "0.5", "0.3"],
-                                  ["--method", "TA", "--lambda", "0.5"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--method", "knots", "--density", "0.5"],
+        ["--method", "core_ties", "--density", "0"],
+        ["--method", "ties", "--density", "0.5", "0.3"],
+        ["--method", "TA", "--lambda", "0.5"],
+    ],
+)
 def test_the_same_flag_means_each_methods_own_parameter(models, tmp_path, args):
     assert _merge(models, tmp_path, *args) == 0
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--method", "knots", "--density", "1.5"], "KnOTS: density = 1.5 is outside [0.0, 1.0]"),
-    (["--method", "knots", "--density", "nan"], "KnOTS: density must be a finite number"),
-    (["--method", "ties", "--t", "0.3"], "TIES does not take --t"),
-    (["--method", "tsv", "--param", "density=0.2"], "TSV-M: --param takes NAME=VALUE with NAME one of ['lambda']"),
-    (["--method", "ties", "--density"], "--density needs a value"),
-    (["--method", "della", "--epsilon", "0.6"], "DELLA: density ± epsilon must lie inside (0, 1)"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--method", "knots", "--density", "1.5"], "KnOTS: density = 1.5 is outside [0.0, 1.0]"),
+        (["--method", "knots", "--density", "nan"], "KnOTS: density must be a finite number"),
+        (["--method", "ties", "--t", "0.3"], "TIES does not take --t"),
+        (["--method", "tsv", "--param", "density=0.2"], "TSV-M: --param takes NAME=VALUE with NAME one of ['lambda']"),
+        (["--method", "ties", "--density"], "--density needs a value"),
+        (["--method", "della", "--epsilon", "0.6"], "DELLA: density ± epsilon must lie inside (0, 1)"),
+    ],
+)
 def test_a_wrong_parameter_is_one_line_naming_the_method(models, tmp_path, capsys, args, message):
     capsys.readouterr()
     assert _merge(models, tmp_path, *args) == 2
@@ -81,21 +101,47 @@ def test_a_wrong_parameter_is_one_line_naming_the_method(models, tmp_path, capsy
 def test_slerp_of_three_refuses_t(models, tmp_path, capsys):
     base, adapters = models
     capsys.readouterr()
-    code = cli.main(["merge", "--base", str(base), "--adapters", *map(str, adapters), str(adapters[0]),
-                     "--method", "slerp", "--t", "0.3", "--out", str(tmp_path / "o"), "--device", "cpu",
-                     "--ignore-base-name"])
+    code = cli.main(
+        [
+            "merge",
+            "--base",
+            str(base),
+            "--adapters",
+            *map(str, adapters),
+            str(adapters[0]),
+            "--method",
+            "slerp",
+            "--t",
+            "0.3",
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+            "--ignore-base-name",
+        ]
+    )
     assert code == 2 and "t applies to 2 adapters" in capsys.readouterr().err
 
 
 def test_a_method_may_name_a_parameter_like_a_command_flag(models, tmp_path, capsys):
     """A toy method with parameters named rank and out: every command still starts; they are
     reached by --param, and --rank / --out stay the command's."""
+
     def merge(deltas, values, ctx):
         return torch.stack(deltas).mean(0) * values["rank"] / 4
 
-    registry.register(registry.Method("toy_rank", "Toy rank", "mean × rank / 4", merge=merge,
-                                      params=(registry.Param("rank", float, 4.0, "a rank", minimum=0.0),
-                                              registry.Param("out", float, 1.0, "unused", minimum=0.0))))
+    registry.register(
+        registry.Method(
+            "toy_rank",
+            "Toy rank",
+            "mean × rank / 4",
+            merge=merge,
+            params=(
+                registry.Param("rank", float, 4.0, "a rank", minimum=0.0),
+                registry.Param("out", float, 1.0, "unused", minimum=0.0),
+            ),
+        )
+    )
     try:
         capsys.readouterr()
         assert cli.main(["methods"]) == 0 and "toy_rank" in capsys.readouterr().out

@@ -19,8 +19,7 @@ def aset(tmp_path_factory):
     neg = root / "neg"  # a's exact opposite: flip the sign of every B
     shutil.copytree(a, neg)
     state = load_file(neg / "adapter_model.safetensors")
-    save_file({k: (-v if "lora_B" in k else v) for k, v in state.items()},
-              neg / "adapter_model.safetensors")
+    save_file({k: (-v if "lora_B" in k else v) for k, v in state.items()}, neg / "adapter_model.safetensors")
     twin = root / "twin"
     shutil.copytree(a, twin)
     return load_adapter_set(base, {"a": a, "b": b, "neg": neg, "twin": twin})
@@ -44,14 +43,13 @@ def test_extremes(aset):
 
 def test_streamed_equals_whole_vector(aset):
     f = conflicts.conflict_metrics(aset)
-    by = {a.name: torch.cat([a.delta(m).reshape(-1).double() for m in aset.module_keys])
-          for a in aset.adapters}
+    by = {a.name: torch.cat([a.delta(m).reshape(-1).double() for m in aset.module_keys]) for a in aset.adapters}
     x, y = by["a"], by["b"]
     opp = x * y < 0
     mag = (x.abs() + y.abs()).sum()
     assert _get(f, "a", "b", "magnitude_change_ratio") == pytest.approx(float((x - y).abs().sum() / mag))
     assert _get(f, "a", "b", "sign_change_ratio") == pytest.approx(float(opp.double().mean()))
     assert _get(f, "a", "b", "conflicting_magnitude_change_ratio") == pytest.approx(
-        float((x - y).abs()[opp].sum() / mag))
-    assert _get(f, "a", "b", "task_vector_cosine") == pytest.approx(
-        float(x @ y / (x.norm() * y.norm())))
+        float((x - y).abs()[opp].sum() / mag)
+    )
+    assert _get(f, "a", "b", "task_vector_cosine") == pytest.approx(float(x @ y / (x.norm() * y.norm())))

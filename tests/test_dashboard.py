@@ -18,8 +18,7 @@ from mergelab.ui.widgets import PAGE_FAILED
 import degenerate
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["overview", "paper", "merge_loss", "similarity", "statistics", "task_swap", "theory", "study", "run",
-         "export"]
+PAGES = ["overview", "paper", "merge_loss", "similarity", "statistics", "task_swap", "theory", "study", "run", "export"]
 
 
 @pytest.fixture()
@@ -40,8 +39,10 @@ def app(db_path, monkeypatch):
 
 
 def _text(at) -> str:
-    return " ".join(str(e.value) for e in [*at.markdown, *at.caption, *at.info, *at.warning, *at.error,
-                                             *at.success, *at.title, *at.subheader])
+    return " ".join(
+        str(e.value)
+        for e in [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.success, *at.title, *at.subheader]
+    )
 
 
 def _no_failure(at):
@@ -51,13 +52,22 @@ def _no_failure(at):
 
 # --- degenerate studies: no traceback, ever --------------------------------------------------------
 def _degenerate(store) -> list[str]:
-    made = [degenerate.pair_study(store), degenerate.zero_expert_study(store), degenerate.no_merged_rows_study(store),
-            degenerate.make(store, "onepool", groups={"g": ["a", "b", "c"]}, pool=["d"]),
-            degenerate.make(store, "nostates", groups={"g": ["a", "b", "c"]}, states=False),
-            degenerate.make(store, "nomerges", groups={"g": ["a", "b", "c"]}, merged_tasks={"g": []}),
-            degenerate.make(store, "failing2", groups={"g": ["a", "b"]}, failed_units=2)]  # a group of 2, failed units
-    store.upsert_study("empty", "empty", "live", "registered, nothing run", yaml.safe_dump(
-        {"name": "empty", "base": "org/base", "adapters": {}, "tasks": {}, "groups": {}}))
+    made = [
+        degenerate.pair_study(store),
+        degenerate.zero_expert_study(store),
+        degenerate.no_merged_rows_study(store),
+        degenerate.make(store, "onepool", groups={"g": ["a", "b", "c"]}, pool=["d"]),
+        degenerate.make(store, "nostates", groups={"g": ["a", "b", "c"]}, states=False),
+        degenerate.make(store, "nomerges", groups={"g": ["a", "b", "c"]}, merged_tasks={"g": []}),
+        degenerate.make(store, "failing2", groups={"g": ["a", "b"]}, failed_units=2),
+    ]  # a group of 2, failed units
+    store.upsert_study(
+        "empty",
+        "empty",
+        "live",
+        "registered, nothing run",
+        yaml.safe_dump({"name": "empty", "base": "org/base", "adapters": {}, "tasks": {}, "groups": {}}),
+    )
     return [*made, "empty"]
 
 
@@ -263,7 +273,8 @@ def test_run_page_starts_the_dashboards_worker_on_ray_when_asked(app, db_path, m
         con.executemany(  # units as the Ray executor leaves them: one done on actor-2, one running on actor-1
             "INSERT INTO jobs(study_id, kind, unit_key, payload, status, attempts, message, created_at, updated_at) "
             "VALUES ('raying', 'merge', ?, '{}', ?, 1, ?, 0, 0)",
-            [("raying:merge:1", "done", "done on actor-2"), ("raying:merge:2", "running", "on ray actor-1")])
+            [("raying:merge:1", "done", "done on actor-2"), ("raying:merge:2", "running", "on ray actor-1")],
+        )
     asked = []
     monkeypatch.setattr(executors, "ensure_worker", lambda *a, **k: asked.append((a, k)))
     at = app("run", "raying")

@@ -43,8 +43,19 @@ def test_default_group_has_a_collapse_under_every_method(store):
     """The paper's five and the six LoRA-native methods of issue 15: wn_pos collapses under all."""
     losses = views.loss_table(store, "demo")
     default = losses[losses["group_name"] == "default"]
-    assert set(default["method"]) == {"LA", "TA", "TIES", "DARE", "SLERP", "knots", "tsv", "iso_c", "iso_cts",
-                                      "core_ties", "core_tsv"}
+    assert set(default["method"]) == {
+        "LA",
+        "TA",
+        "TIES",
+        "DARE",
+        "SLERP",
+        "knots",
+        "tsv",
+        "iso_c",
+        "iso_cts",
+        "core_ties",
+        "core_tsv",
+    }
     best = default.groupby("task")["loss"].max()
     collapsed = best[best <= -30]
     assert list(collapsed.index) == ["wn_pos"]

@@ -108,6 +108,7 @@ def _edit_state(fn):
         state = _state(folder)
         fn(state)
         _put(folder, state)
+
     return edit
 
 
@@ -116,6 +117,7 @@ def _edit_config(**change):
         cfg = json.loads((folder / "adapter_config.json").read_text())
         cfg.update(change)
         (folder / "adapter_config.json").write_text(json.dumps(cfg))
+
     return edit
 
 
@@ -189,12 +191,14 @@ def _no_base_weights(folder):
 
 def _set(path: str, value):
     """A spec change: set a dotted path (``tasks.c0.template``) to ``value``."""
+
     def change(d):
         *parents, last = path.split(".")
         node = d
         for p in parents:
             node = node[p]
         node[last] = value
+
     return change
 
 
@@ -203,12 +207,12 @@ def _rename_task(old: str, new: str):
         d["tasks"][new] = d["tasks"].pop(old)
         d["adapters"][new] = d["adapters"].pop(old)
         d["groups"] = {g: [new if t == old else t for t in ts] for g, ts in d["groups"].items()}
+
     return change
 
 
 def _merge(w, *adapters, extra=()):
-    return ["merge", "--base", str(w.base), "--adapters", *map(str, adapters), "--out",
-            str(w.fresh("out")), *extra]
+    return ["merge", "--base", str(w.base), "--adapters", *map(str, adapters), "--out", str(w.fresh("out")), *extra]
 
 
 def _good_merge(w, *extra):
@@ -234,29 +238,77 @@ CASES = [
     # merge ------------------------------------------------------------------------------------
     ("merge-one-adapter", lambda w: _merge(w, w.good[0]), "at least 2 adapters"),
     ("merge-no-adapters", lambda w: ["merge", "--base", str(w.base), "--adapters", "--out", "x"], "--adapters"),
-    ("merge-missing-base", lambda w: ["merge", "--base", "./nope/base", "--adapters", *map(str, w.good[:2]),
-                                      "--out", str(w.fresh("o"))], "does not exist"),
-    ("merge-base-is-a-file", lambda w: ["merge", "--base", str(w.base / "config.json"), "--adapters",
-                                        *map(str, w.good[:2]), "--out", str(w.fresh("o"))], "is a file"),
-    ("merge-base-bad-config", lambda w: ["merge", "--base", w.base_copy("badcfg", lambda f: (f / "config.json")
-                                         .write_text("{")), "--adapters", *map(str, w.good[:2]), "--out",
-                                         str(w.fresh("o"))], "not valid JSON"),
-    ("merge-base-no-config", lambda w: ["merge", "--base", w.base_copy("nocfg", _no_base_config), "--adapters",
-                                        *map(str, w.good[:2]), "--out", str(w.fresh("o"))], "config missing"),
-    ("merge-base-no-weights", lambda w: ["merge", "--base", w.base_copy("now", _no_base_weights), "--adapters",
-                                         *map(str, w.good[:2]), "--out", str(w.fresh("o"))], "no *.safetensors"),
+    (
+        "merge-missing-base",
+        lambda w: ["merge", "--base", "./nope/base", "--adapters", *map(str, w.good[:2]), "--out", str(w.fresh("o"))],
+        "does not exist",
+    ),
+    (
+        "merge-base-is-a-file",
+        lambda w: [
+            "merge",
+            "--base",
+            str(w.base / "config.json"),
+            "--adapters",
+            *map(str, w.good[:2]),
+            "--out",
+            str(w.fresh("o")),
+        ],
+        "is a file",
+    ),
+    (
+        "merge-base-bad-config",
+        lambda w: [
+            "merge",
+            "--base",
+            w.base_copy("badcfg", lambda f: (f / "config.json").write_text("{")),
+            "--adapters",
+            *map(str, w.good[:2]),
+            "--out",
+            str(w.fresh("o")),
+        ],
+        "not valid JSON",
+    ),
+    (
+        "merge-base-no-config",
+        lambda w: [
+            "merge",
+            "--base",
+            w.base_copy("nocfg", _no_base_config),
+            "--adapters",
+            *map(str, w.good[:2]),
+            "--out",
+            str(w.fresh("o")),
+        ],
+        "config missing",
+    ),
+    (
+        "merge-base-no-weights",
+        lambda w: [
+            "merge",
+            "--base",
+            w.base_copy("now", _no_base_weights),
+            "--adapters",
+            *map(str, w.good[:2]),
+            "--out",
+            str(w.fresh("o")),
+        ],
+        "no *.safetensors",
+    ),
     ("merge-missing-adapter", lambda w: _merge(w, w.good[0], "./no/such/adapter"), "does not exist"),
     ("merge-truncated-adapter", lambda w: _merge(w, w.good[0], w.adapter("trunc", _truncate)), "corrupted"),
     ("merge-nan-adapter", lambda w: _merge(w, w.good[0], w.adapter("nan", _edit_state(_nan))), "NaN"),
     ("merge-int64-adapter", lambda w: _merge(w, w.good[0], w.adapter("int", _edit_state(_int64))), "int64"),
-    ("merge-rank-above-dims", lambda w: _merge(w, w.good[0], w.adapter("wide", _edit_state(_wide_rank))),
-     "rank 40"),
+    ("merge-rank-above-dims", lambda w: _merge(w, w.good[0], w.adapter("wide", _edit_state(_wide_rank))), "rank 40"),
     ("merge-a-without-b", lambda w: _merge(w, w.good[0], w.adapter("nob", _edit_state(_drop_b))), "without B"),
     ("merge-dora", lambda w: _merge(w, w.good[0], w.adapter("dora", _edit_config(use_dora=True))), "DoRA"),
     ("merge-ia3", lambda w: _merge(w, w.good[0], w.adapter("ia3", _edit_config(peft_type="IA3"))), "IA3"),
     ("merge-pickle-not-allowed", lambda w: _merge(w, w.good[0], w.adapter("pkl", _pickled)), "--allow-pickle"),
-    ("merge-malicious-pickle", lambda w: _merge(w, w.good[0], w.adapter("evil", _malicious_pickle),
-                                                extra=["--allow-pickle"]), "cannot be loaded safely"),
+    (
+        "merge-malicious-pickle",
+        lambda w: _merge(w, w.good[0], w.adapter("evil", _malicious_pickle), extra=["--allow-pickle"]),
+        "cannot be loaded safely",
+    ),
     ("merge-no-weights", lambda w: _merge(w, w.good[0], w.adapter("empty", _empty)), "no adapter_model"),
     ("merge-bad-adapter-json", lambda w: _merge(w, w.good[0], w.adapter("json", _bad_json)), "not valid JSON"),
     ("merge-latin1-adapter-json", lambda w: _merge(w, w.good[0], w.adapter("latin1", _latin1_json)), "UTF-8"),
@@ -281,19 +333,28 @@ CASES = [
     ("merge-density-text", lambda w: _good_merge(w, "--density", "lots"), "--density"),
     # conflicts --------------------------------------------------------------------------------
     ("conflicts-one-adapter", lambda w: _conflicts(w, w.good[0]), "at least 2 adapters"),
-    ("conflicts-missing-base", lambda w: ["conflicts", "--base", "/no/base", "--adapters",
-                                          *map(str, w.good[:2])], "does not exist"),
+    (
+        "conflicts-missing-base",
+        lambda w: ["conflicts", "--base", "/no/base", "--adapters", *map(str, w.good[:2])],
+        "does not exist",
+    ),
     ("conflicts-nan-adapter", lambda w: _conflicts(w, w.good[0], w.adapter("cnan", _edit_state(_nan))), "NaN"),
     ("conflicts-format-unknown", lambda w: _conflicts(w, *w.good[:2], extra=["--format", "xml"]), "--format"),
     ("conflicts-int64", lambda w: _conflicts(w, w.good[0], w.adapter("cint", _edit_state(_int64))), "int64"),
     # export-mergekit --------------------------------------------------------------------------
     ("export-missing-adapters", lambda w: _export(w, "./no/a", "./no/b"), "does not exist"),
-    ("export-missing-base", lambda w: ["export-mergekit", "--base", "./no/base", "--adapters",
-                                       *map(str, w.good[:2])], "does not exist"),
+    (
+        "export-missing-base",
+        lambda w: ["export-mergekit", "--base", "./no/base", "--adapters", *map(str, w.good[:2])],
+        "does not exist",
+    ),
     ("export-density-nan", lambda w: _export(w, *w.good[:2], extra=["--density", "nan"]), "density"),
     ("export-unknown-method", lambda w: _export(w, *w.good[:2], extra=["--method", "soup"]), "unknown merge method"),
-    ("export-out-missing-dir", lambda w: _export(w, *w.good[:2], extra=["--out", "/no/such/dir/m.yaml"]),
-     "/no/such/dir"),
+    (
+        "export-out-missing-dir",
+        lambda w: _export(w, *w.good[:2], extra=["--out", "/no/such/dir/m.yaml"]),
+        "/no/such/dir",
+    ),
     ("export-one-adapter", lambda w: _export(w, w.good[0]), "at least 2 adapters"),
     # run: the spec file itself ----------------------------------------------------------------
     ("run-missing-spec", lambda w: _run(w, str(w.study / "nope.yaml")), "nope.yaml"),
@@ -312,16 +373,21 @@ CASES = [
     ("run-group-slash", lambda w: _run(w, w.spec_file(_set("groups", {"a/b": ["c0", "c1"]}))), "a/b"),
     ("run-other-spec-same-name", lambda w: _run(w, w.spec_file(_set("methods", {"LA": {}}))), "--replace"),
     # run: permissions -------------------------------------------------------------------------
-    ("run-trust-remote-code", lambda w: _run(w, w.spec_file(_set("trust_remote_code", True))),
-     "--trust-remote-code"),
+    ("run-trust-remote-code", lambda w: _run(w, w.spec_file(_set("trust_remote_code", True))), "--trust-remote-code"),
     ("run-allow-pickle", lambda w: _run(w, w.spec_file(_set("allow_pickle", True))), "--allow-pickle"),
     # run: numbers -----------------------------------------------------------------------------
     ("run-lambda-nan", lambda w: _run(w, w.spec_file(_set("methods", {"TA": {"lambda": float("nan")}}))), "lambda"),
-    ("run-density-inf", lambda w: _run(w, w.spec_file(_set("methods", {"TIES": {"density": float("inf")}}))),
-     "density"),
+    (
+        "run-density-inf",
+        lambda w: _run(w, w.spec_file(_set("methods", {"TIES": {"density": float("inf")}}))),
+        "density",
+    ),
     ("run-method-seed-list", lambda w: _run(w, w.spec_file(_set("methods", {"DARE": {"seed": [1, 2]}}))), "seed"),
-    ("run-method-bool-text", lambda w: _run(w, w.spec_file(_set("methods", {"TIES": {"normalize": "nope"}}))),
-     "normalize"),
+    (
+        "run-method-bool-text",
+        lambda w: _run(w, w.spec_file(_set("methods", {"TIES": {"normalize": "nope"}}))),
+        "normalize",
+    ),
     ("run-unknown-method", lambda w: _run(w, w.spec_file(_set("methods", {"soup": {}}))), "soup"),
     ("run-hidden-layer", lambda w: _run(w, w.spec_file(_set("hidden", {"k": 2, "layer": 999}))), "layer"),
     ("run-hidden-k-zero", lambda w: _run(w, w.spec_file(_set("hidden", {"k": 0}))), "hidden.k"),
@@ -334,10 +400,21 @@ CASES = [
     ("run-unknown-field", lambda w: _run(w, w.spec_file(_set("gpus", 8))), "gpus"),
     # run: data --------------------------------------------------------------------------------
     ("run-data-empty", lambda w: _run(w, w.spec_file(_set("tasks.c0.data", w.data_file("empty", b"")))), "empty"),
-    ("run-data-not-utf8", lambda w: _run(w, w.spec_file(_set("tasks.c0.data", w.data_file(
-        "latin1", b'{"text": "caf\xe9", "label": "yes", "split": "eval"}\n')))), "latin1.jsonl"),
-    ("run-data-not-json", lambda w: _run(w, w.spec_file(_set("tasks.c0.data", w.data_file(
-        "broken", b'{"text": \n')))), "broken.jsonl"),
+    (
+        "run-data-not-utf8",
+        lambda w: _run(
+            w,
+            w.spec_file(
+                _set("tasks.c0.data", w.data_file("latin1", b'{"text": "caf\xe9", "label": "yes", "split": "eval"}\n'))
+            ),
+        ),
+        "latin1.jsonl",
+    ),
+    (
+        "run-data-not-json",
+        lambda w: _run(w, w.spec_file(_set("tasks.c0.data", w.data_file("broken", b'{"text": \n')))),
+        "broken.jsonl",
+    ),
     ("run-data-missing", lambda w: _run(w, w.spec_file(_set("tasks.c0.data", "data/none.jsonl"))), "does not exist"),
     ("run-template-positional", lambda w: _run(w, w.spec_file(_set("tasks.c0.template", "{0}"))), "template"),
     ("run-template-unclosed", lambda w: _run(w, w.spec_file(_set("tasks.c0.template", "{text"))), "tasks.c0.template"),
@@ -359,8 +436,11 @@ CASES = [
     ("report-missing-spec", lambda w: ["report", str(w.study / "nope.yaml"), DB, str(w.db)], "nope.yaml"),
     ("report-nothing-named", lambda w: ["report", DB, str(w.db)], "--study"),
     ("report-db-not-sqlite", lambda w: ["report", "--study", "x", DB, str(w.study / "study.yaml")], "store"),
-    ("report-format-unknown", lambda w: ["report", "--study", "tiny-causal", DB, str(w.db), "--format", "xls"],
-     "--format"),
+    (
+        "report-format-unknown",
+        lambda w: ["report", "--study", "tiny-causal", DB, str(w.db), "--format", "xls"],
+        "--format",
+    ),
 ]
 
 
@@ -371,8 +451,11 @@ def _snapshot(db: Path) -> tuple[str, dict]:
         rows = "\n".join(con.iterdump())
     finally:
         con.close()
-    files = {str(p.relative_to(db.parent)): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(db.parent.rglob("*")) if p.is_file() and not p.name.startswith(db.name)}
+    files = {
+        str(p.relative_to(db.parent)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(db.parent.rglob("*"))
+        if p.is_file() and not p.name.startswith(db.name)
+    }
     return rows, files
 
 
@@ -403,8 +486,10 @@ def test_bad_input_gives_one_line_and_changes_nothing(world, case, capsys, monke
     assert _snapshot(world.db) == before
 
 
-@pytest.mark.parametrize("case_id", ["merge-malicious-pickle", "run-not-utf8", "run-name-traversal",
-                                     "run-trust-remote-code", "merge-no-adapters"])
+@pytest.mark.parametrize(
+    "case_id",
+    ["merge-malicious-pickle", "run-not-utf8", "run-name-traversal", "run-trust-remote-code", "merge-no-adapters"],
+)
 def test_bad_input_in_a_real_process(world, case_id):
     """The same, through a real ``mergelab`` process: nothing else (a warning, a log line) is
     printed, and the malicious pickle's payload never runs."""
@@ -452,8 +537,7 @@ def test_the_same_spec_from_another_folder_is_the_same_study(world, tmp_path):
     shutil.copy(world.db, db)
     moved = tmp_path / "moved"
     shutil.copytree(world.study, moved)
-    res = subprocess.run([*MERGELAB, "run", str(moved / "study.yaml"), "--db", str(db)],
-                         capture_output=True, text=True)
+    res = subprocess.run([*MERGELAB, "run", str(moved / "study.yaml"), "--db", str(db)], capture_output=True, text=True)
     assert res.returncode == 0 and "ran 0 units" in res.stderr, res.stderr[-2000:]
 
 
@@ -462,27 +546,36 @@ def _remote_code_base(src: Path, dst: Path, marker: Path) -> Path:
     """A copy of a tiny Llama whose config points at a modeling file that leaves a marker."""
     shutil.copytree(src, dst)
     cfg = json.loads((dst / "config.json").read_text())
-    cfg["auto_map"] = {"AutoConfig": "configuration_marked.MarkedConfig",
-                       "AutoModelForCausalLM": "modeling_marked.MarkedForCausalLM"}
+    cfg["auto_map"] = {
+        "AutoConfig": "configuration_marked.MarkedConfig",
+        "AutoModelForCausalLM": "modeling_marked.MarkedForCausalLM",
+    }
     cfg["model_type"] = "marked"
     (dst / "config.json").write_text(json.dumps(cfg))
     (dst / "configuration_marked.py").write_text(
         "from pathlib import Path\n"
         f"Path({str(marker)!r}).write_text('code from the model folder ran')\n"
         "from transformers import LlamaConfig\n\n"
-        "class MarkedConfig(LlamaConfig):\n    model_type = 'marked'\n")
+        "class MarkedConfig(LlamaConfig):\n    model_type = 'marked'\n"
+    )
     (dst / "modeling_marked.py").write_text(
         "from transformers import LlamaForCausalLM\nfrom .configuration_marked import MarkedConfig\n\n"
-        "class MarkedForCausalLM(LlamaForCausalLM):\n    config_class = MarkedConfig\n")
+        "class MarkedForCausalLM(LlamaForCausalLM):\n    config_class = MarkedConfig\n"
+    )
     return dst
 
 
 def test_remote_code_runs_only_with_the_flag(world, tmp_path):
     marker = tmp_path / "marker.txt"
     base = _remote_code_base(world.base, tmp_path / "marked" / "base", marker)
-    spec = dict(world.spec, name="marked", base=str(base), trust_remote_code=True,
-                adapters={k: str(world.study / v) for k, v in world.spec["adapters"].items()},
-                tasks={k: {**v, "data": str(world.study / v["data"])} for k, v in world.spec["tasks"].items()})
+    spec = dict(
+        world.spec,
+        name="marked",
+        base=str(base),
+        trust_remote_code=True,
+        adapters={k: str(world.study / v) for k, v in world.spec["adapters"].items()},
+        tasks={k: {**v, "data": str(world.study / v["data"])} for k, v in world.spec["tasks"].items()},
+    )
     path = tmp_path / "marked.yaml"
     path.write_text(yaml.safe_dump(spec))
     db = tmp_path / "t.db"
@@ -506,8 +599,9 @@ def test_remote_code_runs_only_with_the_flag(world, tmp_path):
     assert res.returncode == 2 and "ships its own code" in res.stderr and not marker.exists(), res.stderr
     spec["trust_remote_code"] = True
     path.write_text(yaml.safe_dump(spec))
-    res = subprocess.run([*MERGELAB, "run", str(path), "--db", str(db), "--trust-remote-code"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [*MERGELAB, "run", str(path), "--db", str(db), "--trust-remote-code"], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert marker.exists()  # asked for, at run time: it ran
 
@@ -520,8 +614,7 @@ def test_adapter_rank_above_a_modules_dimensions_is_honest(world, tmp_path):
     from mergelab.io.adapters import load_adapter, load_adapter_set
     from mergelab.merging import merge
 
-    adapters = [make_lora(world.base, tmp_path / f"kv{i}", i, r=8, targets=["q_proj", "k_proj"])
-                for i in range(2)]
+    adapters = [make_lora(world.base, tmp_path / f"kv{i}", i, r=8, targets=["q_proj", "k_proj"]) for i in range(2)]
     aset = load_adapter_set(world.base, {"a": adapters[0], "b": adapters[1]})
     result = merge.merge(aset, "ties", {"density": 0.5})
     report = merge.save_adapter(result, tmp_path / "out", rank=24)
@@ -571,8 +664,9 @@ def _fresh_study(world, tmp_path):
 def test_a_dead_workers_claim_is_reclaimed_at_once(world, tmp_path):
     db, store = _fresh_study(world, tmp_path)
     env = {**os.environ, "MERGELAB_UNIT_DELAY_S": "30"}
-    proc = subprocess.Popen([*MERGELAB, "worker", "--db", str(db)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*MERGELAB, "worker", "--db", str(db)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and _counts(store).get("running", 0) == 0:
         time.sleep(0.05)
@@ -605,8 +699,12 @@ def test_sigkill_then_immediate_resume_finishes_every_unit(world, tmp_path, kill
     scores an uninterrupted run stores. It never reports success with a unit unfinished."""
     db, store = _fresh_study(world, tmp_path)
     env = {**os.environ, "MERGELAB_UNIT_DELAY_S": "0.5"}
-    proc = subprocess.Popen([*MERGELAB, "run", str(world.spec_path), "--db", str(db)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*MERGELAB, "run", str(world.spec_path), "--db", str(db)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 180
     if kill_after_done:
         while time.time() < deadline and _counts(store).get("done", 0) < kill_after_done:
@@ -619,8 +717,9 @@ def test_sigkill_then_immediate_resume_finishes_every_unit(world, tmp_path, kill
     proc.wait()
     before = jobs.jobs_frame(store, "tiny-causal")
     done_ids = list(before.loc[before.status == "done", "id"])
-    res = subprocess.run([*MERGELAB, "run", str(world.spec_path), "--db", str(db)], capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [*MERGELAB, "run", str(world.spec_path), "--db", str(db)], capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     after = jobs.jobs_frame(store, "tiny-causal").set_index("id")
     assert (after.status == "done").all(), after.status.value_counts()
@@ -633,13 +732,15 @@ def test_run_waits_for_units_running_elsewhere_and_never_exits_0_early(world, tm
     printing 'ran 0 units' and exiting 0."""
     db, store = _fresh_study(world, tmp_path)
     env = {**os.environ, "MERGELAB_UNIT_DELAY_S": "12"}  # outlasts all the other units together
-    other = subprocess.Popen([*MERGELAB, "worker", "--db", str(db)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    other = subprocess.Popen(
+        [*MERGELAB, "worker", "--db", str(db)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and _counts(store).get("running", 0) == 0:
         time.sleep(0.05)
-    res = subprocess.run([*MERGELAB, "run", str(world.spec_path), "--db", str(db)], capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [*MERGELAB, "run", str(world.spec_path), "--db", str(db)], capture_output=True, text=True, timeout=300
+    )
     other.wait(timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "waiting for" in res.stderr
@@ -649,8 +750,9 @@ def test_run_waits_for_units_running_elsewhere_and_never_exits_0_early(world, tm
 def test_run_exits_nonzero_while_units_are_cancelled_or_failed(world, tmp_path):
     db, store = _fresh_study(world, tmp_path)
     jobs.cancel_queued(store, "tiny-causal")
-    res = subprocess.run([*MERGELAB, "worker", "--db", str(db), "--study", "tiny-causal"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [*MERGELAB, "worker", "--db", str(db), "--study", "tiny-causal"], capture_output=True, text=True
+    )
     assert res.returncode == 1 and "cancelled" in res.stderr, res.stderr
 
 
@@ -757,8 +859,12 @@ def test_full_disk_gives_the_real_error_and_loses_nothing(world, tmp_path, monke
 
 def _mount_tmpfs(folder: Path, size: str) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_full_disk_on_a_real_small_filesystem(world, tmp_path):
@@ -768,8 +874,9 @@ def test_full_disk_on_a_real_small_filesystem(world, tmp_path):
     from mergelab.study.bundled import BUNDLED
 
     # room for the bundled studies (their rows and states, twice over for the database) and 32 MB more
-    shipped = sum(f.stat().st_size for folder in BUNDLED.values() for f in (folder / "results").rglob("*")
-                  if f.is_file())
+    shipped = sum(
+        f.stat().st_size for folder in BUNDLED.values() for f in (folder / "results").rglob("*") if f.is_file()
+    )
     if not _mount_tmpfs(mnt, f"{2 * shipped // 2**20 + 32}m"):
         pytest.skip("this machine does not let us mount a tmpfs (the patched-write test covers it)")
     try:
@@ -778,16 +885,14 @@ def test_full_disk_on_a_real_small_filesystem(world, tmp_path):
         planner.prepare(store, world.spec_path)
         filler = mnt / "filler"  # leave almost nothing
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
-        res = subprocess.run([*MERGELAB, "run", str(world.spec_path), "--db", str(db)],
-                             capture_output=True, text=True)
+        res = subprocess.run([*MERGELAB, "run", str(world.spec_path), "--db", str(db)], capture_output=True, text=True)
         lines = [line for line in res.stderr.splitlines() if line.strip() and "units" not in line]
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
         assert "full" in lines[-1] and "rollback" not in res.stderr, res.stderr[-2000:]
         filler.unlink()  # (SQLite in WAL mode cannot even read from a full disk)
         frame = jobs.jobs_frame(store, "tiny-causal")
         done_before = set(frame.loc[frame.status == "done", "id"])
-        res = subprocess.run([*MERGELAB, "run", str(world.spec_path), "--db", str(db)],
-                             capture_output=True, text=True)
+        res = subprocess.run([*MERGELAB, "run", str(world.spec_path), "--db", str(db)], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr[-2000:]
         after = jobs.jobs_frame(store, "tiny-causal").set_index("id")
         assert (after.status == "done").all()

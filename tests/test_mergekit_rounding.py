@@ -29,8 +29,10 @@ def _mergekit_ties(base: torch.Tensor, experts: list[torch.Tensor]) -> torch.Ten
 def test_ties_differs_from_mergekit_yaml_only_through_the_float32_rebuild_of_task_vectors():
     g = torch.Generator().manual_seed(0)
     w0 = torch.randn(DIM, DIM, generator=g) * 0.02
-    deltas = [(torch.randn(DIM, RANK, generator=g) * 0.01) @ (torch.randn(RANK, DIM, generator=g) / DIM ** 0.5) * 2
-              for _ in range(N)]
+    deltas = [
+        (torch.randn(DIM, RANK, generator=g) * 0.01) @ (torch.randn(RANK, DIM, generator=g) / DIM**0.5) * 2
+        for _ in range(N)
+    ]
     ties = registry.get("ties")
     ours = merge_module(ties, deltas, ties.resolve(N, {"density": DENSITY}), base_weight=w0, key="q_proj")
 

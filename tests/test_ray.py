@@ -103,8 +103,13 @@ def test_a_killed_driver_resumes_with_nothing_redone(cluster, study, tmp_path):
     store = Store(db)
     planner.prepare(store, study)
     env = {**os.environ, **ENV, "MERGELAB_UNIT_DELAY_S": "0.7"}
-    proc = subprocess.Popen([*MERGELAB, "run", str(study), "--db", str(db), "--executor", "ray", "--actors", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*MERGELAB, "run", str(study), "--db", str(db), "--executor", "ray", "--actors", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 180
     while time.time() < deadline and jobs.status_counts(store, "tiny-causal").get("done", 0) < 4:
         time.sleep(0.1)
@@ -112,8 +117,13 @@ def test_a_killed_driver_resumes_with_nothing_redone(cluster, study, tmp_path):
     proc.wait()
     done = set(jobs.jobs_frame(store, "tiny-causal").query("status == 'done'")["id"])
     assert len(done) >= 4
-    res = subprocess.run([*MERGELAB, "run", str(study), "--db", str(db), "--executor", "ray"],
-                         env={**os.environ, **ENV}, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [*MERGELAB, "run", str(study), "--db", str(db), "--executor", "ray"],
+        env={**os.environ, **ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     frame = jobs.jobs_frame(store, "tiny-causal").set_index("id")
     assert (frame.status == "done").all() and (frame.loc[sorted(done), "attempts"] == 1).all()

@@ -34,15 +34,20 @@ def _toy_mean(deltas, values, ctx):
 
 @pytest.fixture()
 def toy():
-    method = registry.register(registry.Method(
-        "toy_mean", "Toy mean", "the plain mean of the task vectors, scaled", merge=_toy_mean,
-        params=(registry.Param("scale", float, 1.0, "scale of the mean", minimum=0.0),)))
+    method = registry.register(
+        registry.Method(
+            "toy_mean",
+            "Toy mean",
+            "the plain mean of the task vectors, scaled",
+            merge=_toy_mean,
+            params=(registry.Param("scale", float, 1.0, "scale of the mean", minimum=0.0),),
+        )
+    )
     yield method
     registry.unregister("toy_mean")
 
 
-def test_a_registered_method_appears_in_the_cli_the_form_and_the_export(toy, tmp_path, capsys, db_path,
-                                                                        monkeypatch):
+def test_a_registered_method_appears_in_the_cli_the_form_and_the_export(toy, tmp_path, capsys, db_path, monkeypatch):
     base = make_causal_base(tmp_path / "base")
     adapters = [make_lora(base, tmp_path / f"a{i}", i) for i in range(2)]
     # the CLI: its flag, its listing, a merge with it
@@ -50,8 +55,26 @@ def test_a_registered_method_appears_in_the_cli_the_form_and_the_export(toy, tmp
     capsys.readouterr()
     assert cli.main(["methods"]) == 0 and "toy_mean" in capsys.readouterr().out
     out = tmp_path / "merged"
-    assert cli.main(["merge", "--base", str(base), "--adapters", *map(str, adapters), "--method", "toy_mean",
-                     "--scale", "0.5", "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "merge",
+                "--base",
+                str(base),
+                "--adapters",
+                *map(str, adapters),
+                "--method",
+                "toy_mean",
+                "--scale",
+                "0.5",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     from mergelab.io.adapters import BaseWeights, load_adapter_set
     from mergelab.merging.merge import read_folder
 
@@ -63,8 +86,10 @@ def test_a_registered_method_appears_in_the_cli_the_form_and_the_export(toy, tmp
     assert torch.allclose(merged[key], want, atol=1e-6)
     # the mergekit export: one clear line
     capsys.readouterr()
-    assert cli.main(["export-mergekit", "--base", str(base), "--adapters", *map(str, adapters),
-                     "--method", "toy_mean"]) == 2
+    assert (
+        cli.main(["export-mergekit", "--base", str(base), "--adapters", *map(str, adapters), "--method", "toy_mean"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mergekit has no Toy mean method" in err[0]
     # the Study page: offered with its own widget
@@ -109,10 +134,16 @@ def test_a_store_made_by_the_previous_release_migrates(tmp_path):
     shutil.copytree(ROOT / "tests" / "data" / "store-v1", tmp_path / "s")
     db = tmp_path / "s" / "mergelab.db"
     con = sqlite3.connect(db)
-    before = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-              for t in ("studies", "results", "task_groups", "pair_metrics", "published_stats", "jobs")}
+    before = {
+        t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+        for t in ("studies", "results", "task_groups", "pair_metrics", "published_stats", "jobs")
+    }
     dead = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")} & {
-        "models", "tasks", "runs", "hidden_distances"}
+        "models",
+        "tasks",
+        "runs",
+        "hidden_distances",
+    }
     con.close()
     assert dead == {"models", "tasks", "runs", "hidden_distances"}
     store = Store(db)

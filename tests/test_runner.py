@@ -41,8 +41,9 @@ def test_run_and_report_end_to_end(study, tmp_path):
     assert "ran 15 units (0 failed)" in res.stderr
     store = Store(db)
     assert _counts(store) == {"done": 15}
-    rep = subprocess.run([*MERGELAB, "report", str(study), "--db", str(db), "--format", "json"],
-                         capture_output=True, text=True)
+    rep = subprocess.run(
+        [*MERGELAB, "report", str(study), "--db", str(db), "--format", "json"], capture_output=True, text=True
+    )
     assert rep.returncode == 0, rep.stderr
     out = json.loads(rep.stdout)
     assert len(out["experts"]) == 3 and len(out["losses"]) == 6
@@ -61,8 +62,9 @@ def test_run_and_report_end_to_end(study, tmp_path):
     assert again.returncode == 0 and "0 new units" in again.stderr and "ran 0 units" in again.stderr
     # --recompute runs every unit again and replaces (never duplicates) the results
     n_results = len(store.results("tiny"))
-    redo = subprocess.run([*MERGELAB, "run", str(study), "--db", str(db), "--recompute"],
-                          capture_output=True, text=True)
+    redo = subprocess.run(
+        [*MERGELAB, "run", str(study), "--db", str(db), "--recompute"], capture_output=True, text=True
+    )
     assert redo.returncode == 0 and "15 units queued again" in redo.stderr and "ran 15 units" in redo.stderr
     assert _counts(store) == {"done": 15}
     assert len(store.results("tiny")) == n_results
@@ -73,8 +75,9 @@ def test_kill_mid_run_then_resume_redoes_nothing(study, tmp_path):
     store = Store(db)
     planner.prepare(store, study)
     env = {**os.environ, "MERGELAB_UNIT_DELAY_S": "0.6"}
-    proc = subprocess.Popen([*MERGELAB, "worker", "--db", str(db)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*MERGELAB, "worker", "--db", str(db)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and _counts(store).get("done", 0) < 4:
         time.sleep(0.05)
@@ -105,8 +108,12 @@ def test_two_workers_never_run_the_same_unit(study, tmp_path):
     store = Store(db)
     planner.prepare(store, study)
     env = {**os.environ, "MERGELAB_UNIT_DELAY_S": "0.2"}
-    procs = [subprocess.Popen([*MERGELAB, "worker", "--db", str(db)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [*MERGELAB, "worker", "--db", str(db)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(2)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0
     frame = jobs.jobs_frame(store, "tiny")
@@ -151,8 +158,9 @@ def test_bad_specs_fail_clearly_before_model_work(study, tmp_path):
     bad["adapters"]["task2"] = str(make_lora(llama, tmp_path / "llama-adapter", 0))
     yaml_path = study.parent / "bad.yaml"
     yaml_path.write_text(yaml.safe_dump(bad))
-    res = subprocess.run([*MERGELAB, "run", str(yaml_path), "--db", str(other)],
-                         capture_output=True, text=True, cwd=study.parent)
+    res = subprocess.run(
+        [*MERGELAB, "run", str(yaml_path), "--db", str(other)], capture_output=True, text=True, cwd=study.parent
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "adapter 'task2' was trained on base" in res.stderr
     assert jobs.status_counts(Store(other), "tiny") == {}
@@ -197,8 +205,9 @@ def _direct_label_scores(base, model_state, data, architecture="causal"):
                 if architecture == "seq2seq":
                     target = tok(label, return_tensors="pt")["input_ids"]
                     logits = model(**tok(prompt, return_tensors="pt"), labels=target).logits[0]
-                    scores.append(sum(torch.log_softmax(logits, -1)[i, target[0, i]].item()
-                                      for i in range(target.shape[1])))
+                    scores.append(
+                        sum(torch.log_softmax(logits, -1)[i, target[0, i]].item() for i in range(target.shape[1]))
+                    )
                     continue
                 ids = tok(prompt + " " + label, return_tensors="pt")["input_ids"]
                 logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
@@ -234,8 +243,11 @@ def test_label_scoring_equals_a_direct_computation(tmp_path, batch_size):
 
     spec = parse_spec(make_tiny_causal_study(tmp_path))
     data = load_all(spec)["c0"]
-    data = dataclasses.replace(data, spec=data.spec.model_copy(update={"labels": MULTI_TOKEN_LABELS}),
-                               eval_rows=_varied_lengths(data.eval_rows))
+    data = dataclasses.replace(
+        data,
+        spec=data.spec.model_copy(update={"labels": MULTI_TOKEN_LABELS}),
+        eval_rows=_varied_lengths(data.eval_rows),
+    )
     aset = load_adapter_set(spec.base, spec.adapters)
     run = ModelRunner(aset, "causal", torch.device("cpu"), batch_size=batch_size)
     run.use_expert("c0")
@@ -257,7 +269,7 @@ def test_label_scoring_with_absolute_positions(tmp_path):
 
     base = add_word_tokenizer(make_causal_base(tmp_path / "gpt2", "gpt2", seed=3))
     no_adapters = types.SimpleNamespace(base=types.SimpleNamespace(folder=base), module_keys={})
-    rows = [{"text": " ".join(WORDS[i % 7: i % 7 + 1 + i % 4]), "label": "no"} for i in range(12)]
+    rows = [{"text": " ".join(WORDS[i % 7 : i % 7 + 1 + i % 4]), "label": "no"} for i in range(12)]
     spec = TaskSpec(data="unused.jsonl", labels=MULTI_TOKEN_LABELS, template="{text} ? answer :")
     run = ModelRunner(no_adapters, "causal", torch.device("cpu"), batch_size=8)
     _check_label_scores(run, TaskData("t", spec, rows, []), base)
@@ -276,8 +288,11 @@ def test_seq2seq_label_scoring_equals_a_direct_computation(tmp_path):
 
     spec = parse_spec(make_tiny_causal_study(tmp_path, "seq2seq"))
     data = load_all(spec)["c1"]
-    data = dataclasses.replace(data, spec=data.spec.model_copy(update={"labels": MULTI_TOKEN_LABELS}),
-                               eval_rows=_varied_lengths(data.eval_rows))
+    data = dataclasses.replace(
+        data,
+        spec=data.spec.model_copy(update={"labels": MULTI_TOKEN_LABELS}),
+        eval_rows=_varied_lengths(data.eval_rows),
+    )
     aset = load_adapter_set(spec.base, spec.adapters)
     run = ModelRunner(aset, "seq2seq", torch.device("cpu"), batch_size=3)
     run.use_expert("c1")
@@ -299,8 +314,9 @@ def test_batched_generation_equals_one_row_at_a_time(tmp_path, architecture):
 
     spec = parse_spec(make_tiny_causal_study(tmp_path, architecture))
     data = load_all(spec)["c2"]
-    data = dataclasses.replace(data, eval_rows=_varied_lengths(data.eval_rows),
-                               spec=data.spec.model_copy(update={"max_new_tokens": 6}))
+    data = dataclasses.replace(
+        data, eval_rows=_varied_lengths(data.eval_rows), spec=data.spec.model_copy(update={"max_new_tokens": 6})
+    )
     aset = load_adapter_set(spec.base, spec.adapters)
     runners = []
     for size in (8, 1):
@@ -309,7 +325,8 @@ def test_batched_generation_equals_one_row_at_a_time(tmp_path, architecture):
         # compare token ids: the random tiny models emit ids the word-level vocabulary cannot spell
         special = set(run.tokenizer.all_special_ids)
         run.tokenizer.batch_decode = lambda ids, special=special, **_: [
-            " ".join(str(i) for i in row.tolist() if i not in special) for row in ids]
+            " ".join(str(i) for i in row.tolist() if i not in special) for row in ids
+        ]
         runners.append(run)
     batched, one = runners
     assert len({len(batched.tokenizer(data.prompt(r))["input_ids"]) for r in data.eval_rows}) == 3
@@ -330,8 +347,7 @@ def test_unit_keys_do_not_depend_on_where_the_study_lives(study, tmp_path):
     data = copy / "data" / "task0.jsonl"
     data.write_text(data.read_text().replace('"no"', '"yes"', 1))
     changed = set(keys(copy / "study.yaml")) - set(keys(study))
-    assert changed and all(":expert:" in k or ":states:" in k or ":merge:" in k or ":mstates:" in k
-                           for k in changed)
+    assert changed and all(":expert:" in k or ":states:" in k or ":merge:" in k or ":mstates:" in k for k in changed)
 
 
 def test_worker_picks_up_a_group_added_while_it_runs(study, tmp_path):

@@ -40,8 +40,10 @@ def app(db_path, monkeypatch):
 
 
 def _text(at) -> str:
-    return " ".join(str(e.value) for e in [*at.markdown, *at.caption, *at.info, *at.warning, *at.error,
-                                             *at.success, *at.title, *at.subheader])
+    return " ".join(
+        str(e.value)
+        for e in [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.success, *at.title, *at.subheader]
+    )
 
 
 def _rendered(markdown: str) -> str:
@@ -53,8 +55,14 @@ def test_the_overview_states_the_claim_and_this_studys_verdict(app, db_path):
     store = open_store(db_path)
     tasks = list("abcdefgh")
     quality = {t: 0.3 + 0.06 * i for i, t in enumerate(tasks)}  # higher MDS merged better: against the paper
-    degenerate.records_study(store, "against", {"g": tasks}, merged_p=lambda g, m, t: quality[t], n_rows=300,
-                             mds={"g": {t: 1.0 + i for i, t in enumerate(tasks)}})
+    degenerate.records_study(
+        store,
+        "against",
+        {"g": tasks},
+        merged_p=lambda g, m, t: quality[t],
+        n_rows=300,
+        mds={"g": {t: 1.0 + i for i, t in enumerate(tasks)}},
+    )
     text = _text(app("overview", "against"))
     assert "claims" in text and "The paper's claim on this study: contradicts" in text
     assert "predicts which task — before any merge is run — while" in text  # the paper's claim, said as a claim
@@ -128,8 +136,15 @@ def test_a_task_that_did_not_collapse_is_not_labelled_collapsing(app, db_path):
     assert ": collapses" not in chart.proto.spec and "no task collapses" in _text(at)
 
 
-@pytest.mark.parametrize("page,key", [("merge_loss", "loss_group"), ("similarity", "sim_group"),
-                                      ("statistics", "stats_group"), ("theory", "theory_group")])
+@pytest.mark.parametrize(
+    "page,key",
+    [
+        ("merge_loss", "loss_group"),
+        ("similarity", "sim_group"),
+        ("statistics", "stats_group"),
+        ("theory", "theory_group"),
+    ],
+)
 def test_every_page_opens_on_the_storys_group(app, db_path, page, key):
     store = open_store(db_path)
     group = story.story_group(store, "llm13")
@@ -162,9 +177,15 @@ def test_the_overview_shows_the_description_base_scores_and_noisy_tasks(app, db_
 def test_the_report_holds_the_statistics_and_the_story(db_path):
     store = open_store(db_path)
     html = build_report(store, "llm13")
-    for part in ("Does MDS predict the best merging loss? (Table 5)", "Pairwise merges (Table 4)",
-                 "Method vs task (Table 3)", "Which signal predicts collapse?", "Swaps, verified by merging",
-                 "Experts and the untrained base", "claim on this study"):
+    for part in (
+        "Does MDS predict the best merging loss? (Table 5)",
+        "Pairwise merges (Table 4)",
+        "Method vs task (Table 3)",
+        "Which signal predicts collapse?",
+        "Swaps, verified by merging",
+        "Experts and the untrained base",
+        "claim on this study",
+    ):
         assert part in html, part
     assert html.count("js-plotly-plot") + html.count("plotly-graph-div") >= 5
 
@@ -196,8 +217,10 @@ def test_a_validation_message_keeps_its_underscores(app):
     assert "'_x' is not allowed" in _rendered(message).replace("&#x27;", "'")
 
 
-@pytest.mark.parametrize("field,value,words", [("study_k", 100000, "hidden.k"), ("study_seed", 99999999999, "seed"),
-                                               ("study_batch", 100000, "batch_size")])
+@pytest.mark.parametrize(
+    "field,value,words",
+    [("study_k", 100000, "hidden.k"), ("study_seed", 99999999999, "seed"), ("study_batch", 100000, "batch_size")],
+)
 def test_out_of_range_numbers_are_errors_not_ignored(app, field, value, words):
     at = app("study", "demo")
     at.number_input(key=field).set_value(value).run()

@@ -18,8 +18,15 @@ CAUSAL_TARGETS = ["q_proj", "v_proj"]
 
 
 def make_causal_base(folder: Path, arch: str = "llama", seed: int = 0) -> Path:
-    common = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    common = dict(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     if arch == "gpt2":  # absolute position embeddings: padding mistakes show up, unlike RoPE's
         from transformers import GPT2Config
 
@@ -37,9 +44,18 @@ def make_t5_base(folder: Path, seed: int = 0) -> Path:
     from transformers import AutoModelForSeq2SeqLM, T5Config
 
     torch.manual_seed(seed)
-    cfg = T5Config(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                   feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0,
-                   eos_token_id=2)
+    cfg = T5Config(
+        vocab_size=96,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=2,
+    )
     AutoModelForSeq2SeqLM.from_config(cfg).save_pretrained(folder, safe_serialization=True)
     return add_word_tokenizer(folder)
 
@@ -50,9 +66,19 @@ def minilm_path() -> Path:
     return Path(get_model_path())
 
 
-def make_lora(base: Path, folder: Path, seed: int, *, kind: str = "causal", r: int = 4,
-              alpha: int = 8, targets=None, use_rslora: bool = False, scale: float = 0.05,
-              num_labels: int | None = None) -> Path:
+def make_lora(
+    base: Path,
+    folder: Path,
+    seed: int,
+    *,
+    kind: str = "causal",
+    r: int = 4,
+    alpha: int = 8,
+    targets=None,
+    use_rslora: bool = False,
+    scale: float = 0.05,
+    num_labels: int | None = None,
+) -> Path:
     """A LoRA adapter with random A *and* B (PEFT initialises B to zero), saved by PEFT."""
     torch.manual_seed(1000 + seed)
     if kind == "causal":
@@ -73,8 +99,7 @@ def make_lora(base: Path, folder: Path, seed: int, *, kind: str = "causal", r: i
         model = AutoModel.from_pretrained(base)
         targets = targets or ["query", "value"]
         extra = {}
-    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, use_rslora=use_rslora,
-                        lora_dropout=0.0, **extra)
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, use_rslora=use_rslora, lora_dropout=0.0, **extra)
     peft_model = get_peft_model(model, config)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
@@ -87,8 +112,9 @@ def make_lora(base: Path, folder: Path, seed: int, *, kind: str = "causal", r: i
 WORDS = ["apple", "river", "stone", "cloud", "music", "green", "table", "light", "ocean", "paper"]
 
 
-def make_tiny_study(root: Path, n_tasks: int = 3, methods=None, eval_rows: int = 8, k: int = 2,
-                    extra: dict | None = None) -> Path:
+def make_tiny_study(
+    root: Path, n_tasks: int = 3, methods=None, eval_rows: int = 8, k: int = 2, extra: dict | None = None
+) -> Path:
     """A MiniLM study with random classifier adapters and tiny jsonl tasks; returns the YAML."""
     import json
     import random
@@ -114,9 +140,16 @@ def make_tiny_study(root: Path, n_tasks: int = 3, methods=None, eval_rows: int =
         adapters[name] = f"adapters/{name}"
     names = list(tasks)
     spec = {
-        "name": "tiny", "base": str(base), "architecture": "encoder", "adapters": adapters,
-        "tasks": tasks, "groups": {"g": names}, "methods": methods or {"LA": {}, "TIES": {}},
-        "hidden": {"k": k}, "eval_limit": eval_rows, "batch_size": 8,
+        "name": "tiny",
+        "base": str(base),
+        "architecture": "encoder",
+        "adapters": adapters,
+        "tasks": tasks,
+        "groups": {"g": names},
+        "methods": methods or {"LA": {}, "TIES": {}},
+        "hidden": {"k": k},
+        "eval_limit": eval_rows,
+        "batch_size": 8,
     }
     spec.update(extra or {})
     out = root / "study.yaml"
@@ -134,8 +167,7 @@ def add_word_tokenizer(folder: Path) -> Path:
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   eos_token="</s>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>")
     fast.save_pretrained(folder)
     return folder
 
@@ -168,14 +200,30 @@ def make_tiny_causal_study(root: Path, architecture: str = "causal") -> Path:
         path = root / "data" / f"{name}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tasks[name] = ({"data": f"data/{name}.jsonl", "labels": ["no", "yes"], "template": "{text} ? answer :"}
-                       if t < 2 else {"data": f"data/{name}.jsonl", "target_field": "target",
-                                      "metric": "rougeL", "template": "{text} ? answer :"})
+        tasks[name] = (
+            {"data": f"data/{name}.jsonl", "labels": ["no", "yes"], "template": "{text} ? answer :"}
+            if t < 2
+            else {
+                "data": f"data/{name}.jsonl",
+                "target_field": "target",
+                "metric": "rougeL",
+                "template": "{text} ? answer :",
+            }
+        )
         make_lora(base, root / "adapters" / name, t, scale=0.3, kind=architecture)
         adapters[name] = f"adapters/{name}"
-    spec = {"name": f"tiny-{architecture}", "base": str(base), "architecture": architecture, "adapters": adapters,
-            "tasks": tasks, "groups": {"g": list(tasks)}, "methods": {"TIES": {}, "SLERP": {}},
-            "hidden": {"k": 2, "pooling": "last"}, "eval_limit": 7, "batch_size": 4}
+    spec = {
+        "name": f"tiny-{architecture}",
+        "base": str(base),
+        "architecture": architecture,
+        "adapters": adapters,
+        "tasks": tasks,
+        "groups": {"g": list(tasks)},
+        "methods": {"TIES": {}, "SLERP": {}},
+        "hidden": {"k": 2, "pooling": "last"},
+        "eval_limit": 7,
+        "batch_size": 4,
+    }
     out = root / "study.yaml"
     out.write_text(yaml.safe_dump(spec, sort_keys=False))
     return out

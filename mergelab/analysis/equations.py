@@ -201,13 +201,17 @@ def theorem1_report(states, merged_states=None) -> dict:
     d = h.shape[-1]
     lower, upper = theorem1_bounds(delta, d)
     factor = d / (2.0 * (d + 1))
-    report = {"delta": delta, "d": d, "lower": lower, "upper": upper,
-              "jung_distortion": jung_radius(h),
-              "upper_per_input": factor * per_input_diameter_sq(h)}
+    report = {
+        "delta": delta,
+        "d": d,
+        "lower": lower,
+        "upper": upper,
+        "jung_distortion": jung_radius(h),
+        "upper_per_input": factor * per_input_diameter_sq(h),
+    }
     if merged_states is not None:
         per_expert, worst = distortion(merged_states, h)
-        report.update({"delta_max": worst, "per_expert": per_expert,
-                       "inside_interval": bool(lower <= worst <= upper)})
+        report.update({"delta_max": worst, "per_expert": per_expert, "inside_interval": bool(lower <= worst <= upper)})
     return report
 
 
@@ -221,8 +225,6 @@ def distortion(merged_states, expert_states) -> tuple[np.ndarray, float]:
     m = np.asarray(merged_states, dtype=float)
     e = np.asarray(expert_states, dtype=float)
     if e.ndim != 3 or m.shape != e.shape[1:]:
-        raise AnalysisError(
-            f"merged states {m.shape} must match expert states (experts, inputs, dim) {e.shape}"
-        )
+        raise AnalysisError(f"merged states {m.shape} must match expert states (experts, inputs, dim) {e.shape}")
     per_expert = ((e - m[None]) ** 2).sum(axis=-1).mean(axis=-1)
     return per_expert, float(per_expert.max())

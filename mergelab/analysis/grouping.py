@@ -26,8 +26,11 @@ def swaps(store: Store, study_id: str) -> dict[str, Swap]:
 def overlaps(groups: dict[str, list[str]]) -> pd.DataFrame:
     """Tasks shared by each pair of groups (only pairs that share some): group_a, group_b, shared."""
     names = list(groups)
-    rows = [{"group_a": a, "group_b": b, "shared": len(set(groups[a]) & set(groups[b]))}
-            for i, a in enumerate(names) for b in names[i + 1:]]
+    rows = [
+        {"group_a": a, "group_b": b, "shared": len(set(groups[a]) & set(groups[b]))}
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+    ]
     frame = pd.DataFrame(rows, columns=["group_a", "group_b", "shared"])
     return frame[frame["shared"] > 0].reset_index(drop=True)
 
@@ -48,9 +51,11 @@ def overlap_warning(groups: dict[str, list[str]]) -> str:
     if ov.empty:
         return ""
     pairs = ", ".join(f"{r.group_a}/{r.group_b} {r.shared}" for r in ov.itertuples())
-    return (f"These groups share tasks ({pairs}): their rows are not independent, so pooled p-values would "
-            "overstate the evidence. The combined test uses only groups that share no task; pooled intervals "
-            "resample whole tasks.")
+    return (
+        f"These groups share tasks ({pairs}): their rows are not independent, so pooled p-values would "
+        "overstate the evidence. The combined test uses only groups that share no task; pooled intervals "
+        "resample whole tasks."
+    )
 
 
 # --- identical methods -----------------------------------------------------------------------------
@@ -64,7 +69,7 @@ def identical_methods(losses: pd.DataFrame) -> dict[str, str]:
         if label[a] != a:
             continue
         same = [a]
-        for b in methods[i + 1:]:
+        for b in methods[i + 1 :]:
             both = wide[[a, b]].dropna() if a in wide and b in wide else pd.DataFrame()
             if len(both) and label[b] == b and np.array_equal(both[a].to_numpy(), both[b].to_numpy()):
                 same.append(b)
@@ -78,5 +83,5 @@ def _one_level_per_merge(losses: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     labels = identical_methods(losses)
     merged = sorted({v for v in labels.values() if " = " in v})
     out = losses.assign(method=losses["method"].map(labels)).drop_duplicates(["group_name", "task", "method"])
-    note = (f"{'; '.join(merged)}: identical scores in every cell, counted as one level" if merged else "")
+    note = f"{'; '.join(merged)}: identical scores in every cell, counted as one level" if merged else ""
     return out, note

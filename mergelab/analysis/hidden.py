@@ -91,8 +91,9 @@ def similarity_frame(states: np.ndarray, tasks: list[str], distance: str = "l2")
     return pd.DataFrame(sim, index=tasks, columns=tasks)
 
 
-def mds_with_ci(states: np.ndarray, tasks: list[str], distance: str = "l2", n_boot: int = 200,
-                seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+def mds_with_ci(
+    states: np.ndarray, tasks: list[str], distance: str = "l2", n_boot: int = 200, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
     """MDS per task with a percentile bootstrap CI over probes (resampled with replacement)."""
     mds = mds_of(states, distance)
     rng = np.random.default_rng(seed)

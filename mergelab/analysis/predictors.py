@@ -21,6 +21,7 @@ from .grouping import disjoint_groups, evidence_groups, pair_groups
 #: the poolings compared (first-token states of a causal LM see only the prompt's first word)
 POOLINGS = ("mean", "last")
 
+
 # --- what each predictor claims ----------------------------------------------------------------
 @dataclass(frozen=True)
 class Predictor:
@@ -36,12 +37,14 @@ class Predictor:
 PREDICTORS = {
     "MDS": Predictor("MDS", -1, "higher MDS (less like the group's other experts) → worse loss"),
     "HiddenSim": Predictor("HiddenSim", +1, "more similar experts → better pair loss"),
-    "merge distortion": Predictor("merge distortion", -1, "the merge moves the task's hidden states "
-                                                          "further from its expert's → worse loss"),
+    "merge distortion": Predictor(
+        "merge distortion", -1, "the merge moves the task's hidden states further from its expert's → worse loss"
+    ),
     "magnitude_change_ratio": Predictor("magnitude_change_ratio", -1, "more parameter conflict → worse loss"),
     "sign_change_ratio": Predictor("sign_change_ratio", -1, "more parameter conflict → worse loss"),
-    "conflicting_magnitude_change_ratio": Predictor("conflicting_magnitude_change_ratio", -1,
-                                                    "more parameter conflict → worse loss"),
+    "conflicting_magnitude_change_ratio": Predictor(
+        "conflicting_magnitude_change_ratio", -1, "more parameter conflict → worse loss"
+    ),
     "task_vector_cosine": Predictor("task_vector_cosine", +1, "more aligned task vectors → better loss"),
 }
 
@@ -64,7 +67,6 @@ def direction_words(r: float, expect: int, what: str = "the expected direction")
     return f"in {what}" if np.sign(r) == expect else f"opposite to {what}"
 
 
-
 def _correlation(x, y, expect: int) -> tuple[stats.Correlation | None, str]:
     try:
         return stats.correlation(x, y, expect), ""
@@ -74,11 +76,26 @@ def _correlation(x, y, expect: int) -> tuple[stats.Correlation | None, str]:
 
 def _corr_columns(c: stats.Correlation | None, note: str, n: int) -> dict:
     if c is None:
-        return {"n": n, "r": np.nan, "ci_low": np.nan, "ci_high": np.nan, "direction": "undefined",
-                "p_expected": np.nan, "p_two_sided": np.nan, "note": note}
-    return {"n": c.n, "r": c.r, "ci_low": c.ci_low, "ci_high": c.ci_high,
-            "direction": direction_words(c.r, c.expect), "p_expected": c.p_expected,
-            "p_two_sided": c.p_two_sided, "note": note}
+        return {
+            "n": n,
+            "r": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "direction": "undefined",
+            "p_expected": np.nan,
+            "p_two_sided": np.nan,
+            "note": note,
+        }
+    return {
+        "n": c.n,
+        "r": c.r,
+        "ci_low": c.ci_low,
+        "ci_high": c.ci_high,
+        "direction": direction_words(c.r, c.expect),
+        "p_expected": c.p_expected,
+        "p_two_sided": c.p_two_sided,
+        "note": note,
+    }
 
 
 # --- the pairs' rows ----------------------------------------------------------------------------------
@@ -92,8 +109,17 @@ def pair_losses(store: Store, study_id: str) -> pd.DataFrame:
         a, b = pairs[pair]
         by_task = sub.set_index("task")["loss"]
         la, lb = by_task.get(a, np.nan), by_task.get(b, np.nan)
-        rows.append({"pair": pair, "task_a": a, "task_b": b, "method": method, "loss_a": la, "loss_b": lb,
-                     "pair_loss": np.nanmean([la, lb]) if np.isfinite([la, lb]).all() else np.nan})
+        rows.append(
+            {
+                "pair": pair,
+                "task_a": a,
+                "task_b": b,
+                "method": method,
+                "loss_a": la,
+                "loss_b": lb,
+                "pair_loss": np.nanmean([la, lb]) if np.isfinite([la, lb]).all() else np.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=["pair", "task_a", "task_b", "method", "loss_a", "loss_b", "pair_loss"])
 
 
@@ -104,8 +130,9 @@ def _parent(spec: dict, groups: dict[str, list[str]], a: str, b: str) -> str | N
     return None
 
 
-def pair_predictors(store: Store, study_id: str, *, layer: int = -1, pooling: str = "mean",
-                    distances=("l2",), layers=None) -> pd.DataFrame:
+def pair_predictors(
+    store: Store, study_id: str, *, layer: int = -1, pooling: str = "mean", distances=("l2",), layers=None
+) -> pd.DataFrame:
     """Per pair: the four conflict metrics and HiddenSim(i, j) in the parent group, for each
     distance (and each layer of ``layers``; column ``hiddensim`` is l2 at ``layer``)."""
     pairs = pair_groups(store, study_id)
@@ -126,15 +153,16 @@ def pair_predictors(store: Store, study_id: str, *, layer: int = -1, pooling: st
             row[metric] = value
         parent = _parent(spec, groups, a, b)
         for d in distances:
-            for lay in (layers or [layer]):
+            for lay in layers or [layer]:
                 col = "hiddensim" if (d, lay) == ("l2", layer) else f"hiddensim_{d}_L{lay}"
                 row[col] = np.nan
                 if parent and views.has_states(store, study_id, groups[parent]):
                     key = (parent, d, lay)
                     if key not in sims:
                         try:
-                            sims[key] = views.similarity(store, study_id, groups[parent], layer=lay,
-                                                           pooling=pooling, distance=d)
+                            sims[key] = views.similarity(
+                                store, study_id, groups[parent], layer=lay, pooling=pooling, distance=d
+                            )
                         except equations.AnalysisError:
                             sims[key] = None
                     if sims[key] is not None:
@@ -150,8 +178,9 @@ def _stored_layers(store: Store, study_id: str, tasks: list[str]) -> list[int]:
     return [lay for lay in info["layers"] if lay != 0] or info["layers"][-1:]
 
 
-def _merge_distortion(store: Store, study_id: str, group: str, tasks: list[str], layer: int, pooling: str,
-                      methods: list[str] | None) -> dict[str, float]:
+def _merge_distortion(
+    store: Store, study_id: str, group: str, tasks: list[str], layer: int, pooling: str, methods: list[str] | None
+) -> dict[str, float]:
     """Per task: the mean distance between the merged model's and the task's expert's hidden states on
     the task's own probes, averaged over the merges with stored states (Theorem 1's δ, per task)."""
     root = store.states_root
@@ -193,12 +222,14 @@ def task_level_rows(store: Store, study_id: str) -> tuple[pd.DataFrame, list[str
                 for pooling in POOLINGS:
                     for d in DISTANCES:
                         col = f"MDS {d} L{lay} {pooling}"
-                        m = views.mds_table(store, study_id, group, layer=lay, distance=d,
-                                              pooling=pooling).set_index("task")["mds"]
+                        m = views.mds_table(store, study_id, group, layer=lay, distance=d, pooling=pooling).set_index(
+                            "task"
+                        )["mds"]
                         f[col] = f["task"].map(m)
                         columns.append(col)
-            dist = _merge_distortion(store, study_id, group, tasks, settings.get("layer", -1),
-                                     settings.get("pooling", "mean"), methods)
+            dist = _merge_distortion(
+                store, study_id, group, tasks, settings.get("layer", -1), settings.get("pooling", "mean"), methods
+            )
             if dist:
                 f["merge distortion"] = f["task"].map(dist)
                 columns.append("merge distortion")
@@ -238,8 +269,13 @@ def pair_level_rows(store: Store, study_id: str) -> tuple[pd.DataFrame, list[str
     parents = [g for g in spec.get("pairwise") or [] if g in groups]
     if parents and views.has_states(store, study_id, groups[parents[0]]):
         layers = _stored_layers(store, study_id, groups[parents[0]])
-    preds = pair_predictors(store, study_id, distances=DISTANCES, layers=layers,
-                            pooling=views.hidden_settings(store, study_id).get("pooling", "mean"))
+    preds = pair_predictors(
+        store,
+        study_id,
+        distances=DISTANCES,
+        layers=layers,
+        pooling=views.hidden_settings(store, study_id).get("pooling", "mean"),
+    )
     preds = preds.rename(columns=lambda c: c.replace("hiddensim_", "HiddenSim ").replace("_L", " L"))
     frame = best.reset_index().merge(preds, on=["pair", "task_a", "task_b"])
     columns = [c for c in frame.columns if (c.startswith("HiddenSim ") or c in CONFLICTS) and frame[c].notna().any()]
@@ -256,8 +292,9 @@ def _pair_bootstrap_r(x, y, a, b, n_boot: int, seed: int) -> tuple[float, float]
     ia = np.array([tasks.index(t) for t in a])[ok]
     ib = np.array([tasks.index(t) for t in b])[ok]
     rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(rng.integers(0, len(tasks), len(tasks)), minlength=len(tasks))
-                       for _ in range(n_boot)])
+    counts = np.stack(
+        [np.bincount(rng.integers(0, len(tasks), len(tasks)), minlength=len(tasks)) for _ in range(n_boot)]
+    )
     rs = stats.weighted_r(x[ok], y[ok], (counts[:, ia] * counts[:, ib]).astype(float))
     rs = rs[np.isfinite(rs)]
     if len(rs) < n_boot / 2:
@@ -265,8 +302,16 @@ def _pair_bootstrap_r(x, y, a, b, n_boot: int, seed: int) -> tuple[float, float]
     return float(np.percentile(rs, 2.5)), float(np.percentile(rs, 97.5))
 
 
-def compare(frame: pd.DataFrame, columns: list[str], level: str, *, n_boot: int = 1000, n_perm: int = 1000,
-            seed: int = 0, groups: dict[str, list[str]] | None = None) -> pd.DataFrame:
+def compare(
+    frame: pd.DataFrame,
+    columns: list[str],
+    level: str,
+    *,
+    n_boot: int = 1000,
+    n_perm: int = 1000,
+    seed: int = 0,
+    groups: dict[str, list[str]] | None = None,
+) -> pd.DataFrame:
     """One row per predictor on the same rows: Pearson r with a 95 % interval from resampling whole
     tasks, its direction against the predictor's declaration, one-sided and two-sided p; a
     permutation null (best loss shuffled within groups: the 95th percentile of |r| for this
@@ -285,24 +330,33 @@ def compare(frame: pd.DataFrame, columns: list[str], level: str, *, n_boot: int 
     for j, col in enumerate(columns):
         decl = predictor_of(col)
         c, note = _correlation(ok_rows[col], y, decl.expect)
-        row = {"level": level, "predictor": col, "expected": decl.meaning,
-               **_corr_columns(c, note, int(np.isfinite(xs[j]).sum()))}
+        row = {
+            "level": level,
+            "predictor": col,
+            "expected": decl.meaning,
+            **_corr_columns(c, note, int(np.isfinite(xs[j]).sum())),
+        }
         row["ci_low"] = row["ci_high"] = row["spearman_rho"] = row["spearman_p"] = np.nan
         if c is not None:
             ok = np.isfinite(xs[j])
             sp = sps.spearmanr(xs[j][ok], y[ok])
             row["spearman_rho"], row["spearman_p"] = float(sp.statistic), float(sp.pvalue)
             if level == "pair":
-                row["ci_low"], row["ci_high"] = _pair_bootstrap_r(ok_rows[col], y, ok_rows["task_a"],
-                                                                  ok_rows["task_b"], n_boot, seed)
+                row["ci_low"], row["ci_high"] = _pair_bootstrap_r(
+                    ok_rows[col], y, ok_rows["task_a"], ok_rows["task_b"], n_boot, seed
+                )
             else:
-                row["ci_low"], row["ci_high"] = stats.cluster_bootstrap_r(ok_rows[col], y, ok_rows["task"],
-                                                                          n_boot, seed)
+                row["ci_low"], row["ci_high"] = stats.cluster_bootstrap_r(
+                    ok_rows[col], y, ok_rows["task"], n_boot, seed
+                )
         q95 = float(np.nanpercentile(null[:, j], 95)) if np.isfinite(null[:, j]).any() else np.nan
         r = row["r"]
-        row.update(null_q95=q95, familywise_q95=familywise,
-                   beats_null=bool(np.isfinite(r) and abs(r) > q95),
-                   beats_familywise=bool(np.isfinite(r) and abs(r) > familywise))
+        row.update(
+            null_q95=q95,
+            familywise_q95=familywise,
+            beats_null=bool(np.isfinite(r) and abs(r) > q95),
+            beats_familywise=bool(np.isfinite(r) and abs(r) > familywise),
+        )
         per_group = []
         for g in disjoint:
             sub = ok_rows[ok_rows["group"] == g]
@@ -320,15 +374,25 @@ def compare(frame: pd.DataFrame, columns: list[str], level: str, *, n_boot: int 
     return pd.DataFrame(out)
 
 
-def predictor_comparison(store: Store, study_id: str, *, n_boot: int = 1000, n_perm: int = 1000,
-                         seed: int = 0) -> pd.DataFrame:
+def predictor_comparison(
+    store: Store, study_id: str, *, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """Every candidate predictor of merging loss on the same rows, per task in its evidence group and
     per pair (see :func:`compare`)."""
     parts = []
     tasks, cols = task_level_rows(store, study_id)
     if len(tasks):
-        parts.append(compare(tasks, cols, "task in group", n_boot=n_boot, n_perm=n_perm, seed=seed,
-                             groups=evidence_groups(store, study_id)))
+        parts.append(
+            compare(
+                tasks,
+                cols,
+                "task in group",
+                n_boot=n_boot,
+                n_perm=n_perm,
+                seed=seed,
+                groups=evidence_groups(store, study_id),
+            )
+        )
     pairs, pcols = pair_level_rows(store, study_id)
     if len(pairs):
         parts.append(compare(pairs, pcols, "pair", n_boot=n_boot, n_perm=n_perm, seed=seed))
@@ -344,5 +408,3 @@ def best_predictor(comparison: pd.DataFrame) -> pd.Series | None:
     if ok.empty:
         return None
     return ok.loc[ok["r"].abs().idxmax()]
-
-

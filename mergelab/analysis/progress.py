@@ -7,9 +7,14 @@ import numpy as np
 import pandas as pd
 
 #: what each kind of unit does, in words (the Run page's labels)
-UNIT_WORDS = {"base": "base-model scores", "expert": "expert scores", "states": "expert hidden states",
-              "merge": "merged-model scores", "mstates": "merged-model hidden states",
-              "conflicts": "conflict metrics"}
+UNIT_WORDS = {
+    "base": "base-model scores",
+    "expert": "expert scores",
+    "states": "expert hidden states",
+    "merge": "merged-model scores",
+    "mstates": "merged-model hidden states",
+    "conflicts": "conflict metrics",
+}
 
 
 def _unit_seconds(jobs: pd.DataFrame) -> pd.Series:
@@ -30,8 +35,20 @@ def run_batches(jobs: pd.DataFrame) -> pd.DataFrame:
     batch's own finished units (median seconds from claim to finish, each worker's first unit — the
     one that loaded the model — left out; the study's, until one of the batch has finished)."""
     if jobs.empty:
-        return pd.DataFrame(columns=["queued_at", "units", "done", "running", "queued", "failed", "cancelled",
-                                     "what", "seconds_per_unit", "eta_s"])
+        return pd.DataFrame(
+            columns=[
+                "queued_at",
+                "units",
+                "done",
+                "running",
+                "queued",
+                "failed",
+                "cancelled",
+                "what",
+                "seconds_per_unit",
+                "eta_s",
+            ]
+        )
     took = _unit_seconds(jobs)
     overall = float(took.median()) if took.notna().any() else np.nan
     rows = []
@@ -41,11 +58,16 @@ def run_batches(jobs: pd.DataFrame) -> pd.DataFrame:
         per = took.reindex(batch.index).median()
         per = float(per) if np.isfinite(per) else overall
         left = int(counts.get("queued", 0) + counts.get("running", 0))
-        rows.append({"queued_at": created, "units": len(batch), **{s: int(counts.get(s, 0)) for s in
-                     ("done", "running", "queued", "failed", "cancelled")},
-                     "what": ", ".join(f"{n} {UNIT_WORDS.get(k, k)}" for k, n in kinds.items()),
-                     "seconds_per_unit": per,
-                     "eta_s": left * per if left else 0.0})
+        rows.append(
+            {
+                "queued_at": created,
+                "units": len(batch),
+                **{s: int(counts.get(s, 0)) for s in ("done", "running", "queued", "failed", "cancelled")},
+                "what": ", ".join(f"{n} {UNIT_WORDS.get(k, k)}" for k, n in kinds.items()),
+                "seconds_per_unit": per,
+                "eta_s": left * per if left else 0.0,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -67,6 +89,13 @@ def failures(jobs: pd.DataFrame) -> list[dict]:
     failed = jobs[jobs["status"] == "failed"]
     out = []
     for error, sub in failed.groupby("error", sort=False):
-        out.append({"error": error, "count": len(sub), "units": sub["id"].tolist(),
-                    "kinds": sorted(set(sub["kind"])), "traceback": next((t for t in sub["traceback"] if t), "")})
+        out.append(
+            {
+                "error": error,
+                "count": len(sub),
+                "units": sub["id"].tolist(),
+                "kinds": sorted(set(sub["kind"])),
+                "traceback": next((t for t in sub["traceback"] if t), ""),
+            }
+        )
     return sorted(out, key=lambda f: -f["count"])

@@ -82,8 +82,19 @@ def table4(store: Store, study_id: str, **kw) -> pd.DataFrame:
     """The paper's Table 4: Pearson r of each conflict metric and of HiddenSim(i, j) with the pair's
     merging loss, per method, over the study's pairwise merges — tested one-sided in the direction
     each metric would predict collapse. Empty without pairs."""
-    columns = ["metric", "method", "expected", "n", "r", "ci_low", "ci_high", "direction", "p_expected",
-               "p_two_sided", "note"]
+    columns = [
+        "metric",
+        "method",
+        "expected",
+        "n",
+        "r",
+        "ci_low",
+        "ci_high",
+        "direction",
+        "p_expected",
+        "p_two_sided",
+        "note",
+    ]
     losses = pair_losses(store, study_id)
     if losses.empty:
         return pd.DataFrame(columns=columns)
@@ -97,14 +108,19 @@ def table4(store: Store, study_id: str, **kw) -> pd.DataFrame:
         decl = predictor_of("HiddenSim" if metric == "hiddensim" else metric)
         for method, sub in frame.groupby("method", sort=False):
             c, note = _correlation(sub[metric], sub["pair_loss"], decl.expect)
-            rows.append({"metric": metric, "method": method, "expected": decl.meaning,
-                         **_corr_columns(c, note, int(sub[[metric, "pair_loss"]].notna().all(axis=1).sum()))})
+            rows.append(
+                {
+                    "metric": metric,
+                    "method": method,
+                    "expected": decl.meaning,
+                    **_corr_columns(c, note, int(sub[[metric, "pair_loss"]].notna().all(axis=1).sum())),
+                }
+            )
     return pd.DataFrame(rows, columns=columns)
 
 
 # --- Table 5 over groups -------------------------------------------------------------------------
-def mds_vs_loss(store: Store, study_id: str, group: str, draws: uncertainty.Draws | None = None,
-                **kw) -> pd.DataFrame:
+def mds_vs_loss(store: Store, study_id: str, group: str, draws: uncertainty.Draws | None = None, **kw) -> pd.DataFrame:
     """Per task of ``group``: its MDS (the study's HiddenSim settings unless given) and its best
     loss over the study's ``best_of`` methods with the 95 % interval (see :mod:`.uncertainty`)."""
     kw = {**views.hidden_settings(store, study_id), **kw}
@@ -114,8 +130,11 @@ def mds_vs_loss(store: Store, study_id: str, group: str, draws: uncertainty.Draw
     losses = views.loss_table(store, study_id)
     draws = draws if draws is not None else uncertainty.draws_for(store, study_id)
     best = uncertainty.best_losses(draws, losses, group, views.best_of(store, study_id))
-    out = (pd.DataFrame({"task": tasks}).merge(mds[["task", "mds", "mds_note"]], on="task", how="left")
-           .merge(best, on="task", how="left"))
+    out = (
+        pd.DataFrame({"task": tasks})
+        .merge(mds[["task", "mds", "mds_note"]], on="task", how="left")
+        .merge(best, on="task", how="left")
+    )
     notes = [[str(n) for n in (a, b) if isinstance(n, str) and n] for a, b in zip(out["mds_note"], out["note"])]
     out["note"] = ["; ".join(dict.fromkeys(n)) for n in notes]
     return out.drop(columns=["mds_note"])
@@ -136,8 +155,20 @@ def table5(store: Store, study_id: str, draws: uncertainty.Draws | None = None, 
     Rows after the groups: ``combined`` (Fisher's z over the disjoint groups, named in ``note``) and
     ``pooled`` (every group's rows together, interval from resampling whole tasks; p omitted when
     groups share tasks). ``attrs``: ``overlap`` (the warning), ``paper_r`` (the paper's effect)."""
-    columns = ["group", "n", "r", "ci_low", "ci_high", "direction", "p_expected", "p_two_sided", "reliability",
-               "detectable_r", "rows_needed", "note"]
+    columns = [
+        "group",
+        "n",
+        "r",
+        "ci_low",
+        "ci_high",
+        "direction",
+        "p_expected",
+        "p_two_sided",
+        "reliability",
+        "detectable_r",
+        "rows_needed",
+        "note",
+    ]
     groups = evidence_groups(store, study_id)
     draws = draws if draws is not None else uncertainty.draws_for(store, study_id)
     expect = PREDICTORS["MDS"].expect
@@ -149,8 +180,15 @@ def table5(store: Store, study_id: str, draws: uncertainty.Draws | None = None, 
         n = int(f[["mds", "best_loss"]].notna().all(axis=1).sum())
         rel = uncertainty.reliability(f, draws)
         tasks_scored = int(f["best_loss"].notna().sum())  # what the group can detect with its tasks
-        rows.append({"group": group, **_corr_columns(c, note or rel.note, n), "reliability": rel.reliability,
-                     "detectable_r": stats.detectable_r(tasks_scored), "rows_needed": rel.rows_for(0.8)})
+        rows.append(
+            {
+                "group": group,
+                **_corr_columns(c, note or rel.note, n),
+                "reliability": rel.reliability,
+                "detectable_r": stats.detectable_r(tasks_scored),
+                "rows_needed": rel.rows_for(0.8),
+            }
+        )
         rows[-1]["direction"] = direction_words(rows[-1]["r"], expect, "the paper's direction")
     out = pd.DataFrame(rows, columns=columns)
     tested = out.dropna(subset=["r"])
@@ -160,12 +198,20 @@ def table5(store: Store, study_id: str, draws: uncertainty.Draws | None = None, 
         sub = out.set_index("group").loc[disjoint]
         try:
             comb = stats.fisher_combine(sub["r"], sub["n"], expect)
-            out.loc[len(out)] = {"group": "combined", "n": comb.n, "r": comb.r, "ci_low": comb.ci_low,
-                                 "ci_high": comb.ci_high, "direction": direction_words(comb.r, expect,
-                                                                                        "the paper's direction"),
-                                 "p_expected": comb.p_expected, "p_two_sided": np.nan, "reliability": np.nan,
-                                 "detectable_r": np.nan, "rows_needed": np.nan,
-                                 "note": f"Fisher's z over {comb.groups} disjoint groups ({', '.join(disjoint)})"}
+            out.loc[len(out)] = {
+                "group": "combined",
+                "n": comb.n,
+                "r": comb.r,
+                "ci_low": comb.ci_low,
+                "ci_high": comb.ci_high,
+                "direction": direction_words(comb.r, expect, "the paper's direction"),
+                "p_expected": comb.p_expected,
+                "p_two_sided": np.nan,
+                "reliability": np.nan,
+                "detectable_r": np.nan,
+                "rows_needed": np.nan,
+                "note": f"Fisher's z over {comb.groups} disjoint groups ({', '.join(disjoint)})",
+            }
         except stats.StatsError as exc:
             out.loc[len(out)] = {"group": "combined", "note": f"undefined: {exc}"}
     if len(frames) > 1:
@@ -173,17 +219,29 @@ def table5(store: Store, study_id: str, draws: uncertainty.Draws | None = None, 
         ok = allrows.dropna(subset=["mds", "best_loss"])
         c, note = _correlation(ok["mds"], ok["best_loss"], expect)
         lo, hi = stats.cluster_bootstrap_r(ok["mds"], ok["best_loss"], ok["task"])
-        row = {"group": "pooled", **_corr_columns(c, note, len(ok)), "ci_low": lo, "ci_high": hi,
-               "reliability": np.nan, "detectable_r": np.nan, "rows_needed": np.nan}
+        row = {
+            "group": "pooled",
+            **_corr_columns(c, note, len(ok)),
+            "ci_low": lo,
+            "ci_high": hi,
+            "reliability": np.nan,
+            "detectable_r": np.nan,
+            "rows_needed": np.nan,
+        }
         shared = not overlaps(groups).empty
-        row["note"] = note or ("rows of all groups together; interval from resampling whole tasks; MDS is "
-                               "scaled within each group" + ("; p omitted: groups share tasks" if shared else ""))
+        row["note"] = note or (
+            "rows of all groups together; interval from resampling whole tasks; MDS is "
+            "scaled within each group" + ("; p omitted: groups share tasks" if shared else "")
+        )
         if shared:
             row["p_expected"] = row["p_two_sided"] = np.nan
         row["direction"] = direction_words(row["r"], expect, "the paper's direction")
         out.loc[len(out)] = row
-    out.attrs.update(overlap=overlap_warning(groups), paper_r=_with_paper_effect(),
-                     combined_groups=out.attrs.get("combined_groups", []))
+    out.attrs.update(
+        overlap=overlap_warning(groups),
+        paper_r=_with_paper_effect(),
+        combined_groups=out.attrs.get("combined_groups", []),
+    )
     return out
 
 
@@ -196,9 +254,14 @@ def power_summary(t5: pd.DataFrame) -> dict:
     rel = groups["reliability"].dropna()
     attenuated = paper_r * np.sqrt(max(float(rel.mean()), 0.0)) if len(rel) else paper_r
     n = int(groups["n"].median()) if len(groups) else 0
-    return {"paper_r": paper_r, "mean_reliability": float(rel.mean()) if len(rel) else np.nan,
-            "attenuated_r": attenuated, "n": n, "detectable_r": stats.detectable_r(n) if n > 3 else np.nan,
-            "groups_needed": stats.groups_needed(attenuated, n) if n > 3 else np.nan}
+    return {
+        "paper_r": paper_r,
+        "mean_reliability": float(rel.mean()) if len(rel) else np.nan,
+        "attenuated_r": attenuated,
+        "n": n,
+        "detectable_r": stats.detectable_r(n) if n > 3 else np.nan,
+        "groups_needed": stats.groups_needed(attenuated, n) if n > 3 else np.nan,
+    }
 
 
 # --- Table 3 ---------------------------------------------------------------------------------------------
@@ -209,8 +272,15 @@ def anova(store: Store, study_id: str, group: str | None = None) -> pd.DataFrame
     keep = [group] if group else list(evidence_groups(store, study_id))
     losses = losses[losses["group_name"].isin(keep)].dropna(subset=["loss"])
     losses, same = _one_level_per_merge(losses)
-    shared = "" if group else ("a task in several groups contributes several rows (not independent)"
-                               if not overlaps(evidence_groups(store, study_id)).empty else "")
+    shared = (
+        ""
+        if group
+        else (
+            "a task in several groups contributes several rows (not independent)"
+            if not overlaps(evidence_groups(store, study_id)).empty
+            else ""
+        )
+    )
     rows = []
     for factor in ("method", "task"):
         base = {"factor": factor, "n": len(losses), "levels": int(losses[factor].nunique())}
@@ -234,8 +304,12 @@ def task_conflict_grid(store: Store, study_id: str, group: str) -> pd.DataFrame:
     pm = store.pair_metrics(study_id)
     per_task = {}
     for name, sub in pm.groupby("name"):
-        per_task[name] = {t: sub[((sub.task_a == t) & sub.task_b.isin(tasks))
-                                 | ((sub.task_b == t) & sub.task_a.isin(tasks))]["value"].mean() for t in tasks}
+        per_task[name] = {
+            t: sub[((sub.task_a == t) & sub.task_b.isin(tasks)) | ((sub.task_b == t) & sub.task_a.isin(tasks))][
+                "value"
+            ].mean()
+            for t in tasks
+        }
     if views.has_states(store, study_id, tasks):
         sim = views.similarity(store, study_id, tasks, **views.hidden_settings(store, study_id)).to_numpy()
         per_task["hiddensim"] = {t: (np.nansum(sim[i]) - 1) / (len(tasks) - 1) for i, t in enumerate(tasks)}
@@ -254,8 +328,10 @@ def summary(store: Store, study_id: str, *, n_boot: int = 1000) -> dict[str, pd.
     its power, Table 3, Table 4 (pairs), the swaps with their intervals, the predictor comparison."""
     draws = uncertainty.draws_for(store, study_id)
     kw = views.hidden_settings(store, study_id)
-    out = {"experts": expert_evidence(store, study_id, draws),
-           "losses": uncertainty.loss_intervals(draws, views.loss_table(store, study_id))}
+    out = {
+        "experts": expert_evidence(store, study_id, draws),
+        "losses": uncertainty.loss_intervals(draws, views.loss_table(store, study_id)),
+    }
     for group, tasks in evidence_groups(store, study_id).items():
         if views.has_states(store, study_id, tasks):
             sim = views.similarity(store, study_id, tasks, **kw)
@@ -290,8 +366,9 @@ def loss_intervals(store: Store, study_id: str) -> pd.DataFrame:
 
 def best_loss_intervals(store: Store, study_id: str, group: str) -> pd.DataFrame:
     """Per task of ``group``: its best loss over the ``best_of`` methods with its 95 % interval."""
-    return uncertainty.best_losses(uncertainty.draws_for(store, study_id), views.loss_table(store, study_id), group,
-                                   views.best_of(store, study_id))
+    return uncertainty.best_losses(
+        uncertainty.draws_for(store, study_id), views.loss_table(store, study_id), group, views.best_of(store, study_id)
+    )
 
 
 # --- experts and swaps ------------------------------------------------------------------------------
@@ -307,12 +384,33 @@ def expert_evidence(store: Store, study_id: str, draws: uncertainty.Draws | None
         d = draws.difference(task, uncertainty.EXPERT, uncertainty.BASE)
         lo, hi, _ = uncertainty.interval(d)
         n = draws.tasks[task].n_rows if task in draws.tasks else np.nan
-        rows.append({"task": task, "metric": r["metric"], "expert_score": r["score"], "base_score": base.get(task),
-                     "gain": r["score"] - base.get(task, np.nan), "gain_ci_low": lo, "gain_ci_high": hi,
-                     "eval_rows": n,
-                     "points_per_row": 1e4 / (n * r["score"]) if np.isfinite(n) and r["score"] > 0 else np.nan})
-    return pd.DataFrame(rows, columns=["task", "metric", "expert_score", "base_score", "gain", "gain_ci_low",
-                                       "gain_ci_high", "eval_rows", "points_per_row"])
+        rows.append(
+            {
+                "task": task,
+                "metric": r["metric"],
+                "expert_score": r["score"],
+                "base_score": base.get(task),
+                "gain": r["score"] - base.get(task, np.nan),
+                "gain_ci_low": lo,
+                "gain_ci_high": hi,
+                "eval_rows": n,
+                "points_per_row": 1e4 / (n * r["score"]) if np.isfinite(n) and r["score"] > 0 else np.nan,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "task",
+            "metric",
+            "expert_score",
+            "base_score",
+            "gain",
+            "gain_ci_low",
+            "gain_ci_high",
+            "eval_rows",
+            "points_per_row",
+        ],
+    )
 
 
 def swap_effects(store: Store, study_id: str, draws: uncertainty.Draws | None = None) -> pd.DataFrame:
@@ -321,11 +419,31 @@ def swap_effects(store: Store, study_id: str, draws: uncertainty.Draws | None = 
     noise, and how many of the swap's tasks have merged scores yet."""
     sw = swaps(store, study_id)
     if not sw:
-        return pd.DataFrame(columns=["swap", "parent", "removed", "added", "worst_before", "worst_after",
-                                     "worst_task_before", "worst_task_after", "worst_mds_before", "worst_mds_after",
-                                     "worst_before_ci_low", "worst_before_ci_high", "worst_after_ci_low",
-                                     "worst_after_ci_high", "change", "change_ci_low", "change_ci_high",
-                                     "within_noise", "merged_tasks", "tasks", "note"])
+        return pd.DataFrame(
+            columns=[
+                "swap",
+                "parent",
+                "removed",
+                "added",
+                "worst_before",
+                "worst_after",
+                "worst_task_before",
+                "worst_task_after",
+                "worst_mds_before",
+                "worst_mds_after",
+                "worst_before_ci_low",
+                "worst_before_ci_high",
+                "worst_after_ci_low",
+                "worst_after_ci_high",
+                "change",
+                "change_ci_low",
+                "change_ci_high",
+                "within_noise",
+                "merged_tasks",
+                "tasks",
+                "note",
+            ]
+        )
     draws = draws if draws is not None else uncertainty.draws_for(store, study_id)
     groups = store.groups(study_id, role=("group", "swap"))
     losses = views.loss_table(store, study_id)
@@ -348,9 +466,15 @@ def swap_effects(store: Store, study_id: str, draws: uncertainty.Draws | None = 
         diff = after - before if before is not None and after is not None else None
         lo, hi, _ = uncertainty.interval(diff)
         merged = losses.loc[losses["group_name"] == name, "task"].nunique()
-        row.update(change=row["worst_after"] - row["worst_before"], change_ci_low=lo, change_ci_high=hi,
-                   within_noise=uncertainty.within_noise(lo, hi), merged_tasks=int(merged),
-                   tasks=len(groups.get(name, [])), note=why_b or why_a)
+        row.update(
+            change=row["worst_after"] - row["worst_before"],
+            change_ci_low=lo,
+            change_ci_high=hi,
+            within_noise=uncertainty.within_noise(lo, hi),
+            merged_tasks=int(merged),
+            tasks=len(groups.get(name, [])),
+            note=why_b or why_a,
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -360,8 +484,15 @@ def swap_frame(effect: pd.Series) -> pd.DataFrame:
     and the swap, each with its worst best-loss, that loss's 95 % interval, and its worst MDS."""
     rows = []
     for side, name in (("before", effect["parent"]), ("after", f"{effect['removed']} → {effect['added']}")):
-        rows.append({"group": name, "worst_loss": effect[f"worst_{side}"], "worst_mds": effect[f"worst_mds_{side}"],
-                     "ci_low": effect[f"worst_{side}_ci_low"], "ci_high": effect[f"worst_{side}_ci_high"]})
+        rows.append(
+            {
+                "group": name,
+                "worst_loss": effect[f"worst_{side}"],
+                "worst_mds": effect[f"worst_mds_{side}"],
+                "ci_low": effect[f"worst_{side}_ci_low"],
+                "ci_high": effect[f"worst_{side}_ci_high"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -375,8 +506,9 @@ def swap_advice(store: Store, study_id: str, group: str, collapse: float = -30.0
     better by this measure). ``attrs``: removed, current_worst_mds, any_improves."""
     groups = store.groups(study_id, role=("group", "swap"))
     tasks = groups[group]
-    pool = [t for t in (store.pool(study_id) or dict.fromkeys(t for g in groups.values() for t in g))
-            if t not in tasks]  # the spec's pool, else every other task of the study
+    pool = [
+        t for t in (store.pool(study_id) or dict.fromkeys(t for g in groups.values() for t in g)) if t not in tasks
+    ]  # the spec's pool, else every other task of the study
     kw = {k: v for k, v in views.hidden_settings(store, study_id).items() if k in ("layer", "pooling")}
     cands = views.swap_candidates(store, study_id, tasks, pool, **kw)
     losses = views.loss_table(store, study_id)
@@ -401,8 +533,10 @@ def swap_advice(store: Store, study_id: str, group: str, collapse: float = -30.0
         best_pairs = pairs.groupby(["task_a", "task_b"])["pair_loss"].max().reset_index()
 
         def with_group(t):
-            sub = best_pairs[((best_pairs.task_a == t) & best_pairs.task_b.isin(tasks))
-                             | ((best_pairs.task_b == t) & best_pairs.task_a.isin(tasks))]
+            sub = best_pairs[
+                ((best_pairs.task_a == t) & best_pairs.task_b.isin(tasks))
+                | ((best_pairs.task_b == t) & best_pairs.task_a.isin(tasks))
+            ]
             return float(sub["pair_loss"].mean()) if len(sub) else np.nan
 
         out["pair_loss_with_group"] = out["candidate"].map(with_group)
@@ -415,16 +549,22 @@ def swap_record(store: Store, study_id: str) -> dict:
     many were within noise, how many lowered it (and how many have no interval yet)."""
     eff = swap_effects(store, study_id)
     done = eff[eff["merged_tasks"] == eff["tasks"]] if len(eff) else eff
-    helped = int(((done["change_ci_low"] > 0)).sum()) if len(done) else 0
-    hurt = int(((done["change_ci_high"] < 0)).sum()) if len(done) else 0
+    helped = int((done["change_ci_low"] > 0).sum()) if len(done) else 0
+    hurt = int((done["change_ci_high"] < 0).sum()) if len(done) else 0
     noise = int((done["within_noise"] == True).sum()) if len(done) else 0  # noqa: E712 (None = no interval)
-    return {"verified": len(done), "helped": helped, "within_noise": noise, "hurt": hurt,
-            "no_interval": len(done) - helped - hurt - noise}
+    return {
+        "verified": len(done),
+        "helped": helped,
+        "within_noise": noise,
+        "hurt": hurt,
+        "no_interval": len(done) - helped - hurt - noise,
+    }
 
 
 # --- admission of candidate tasks (data/llm/PREREGISTRATION.md) -----------------------------------------
-def admission(store: Store, study_id: str, *, min_gain: float = 10.0, min_gain_low: float = 5.0,
-              max_points_per_row: float = 2.0) -> pd.DataFrame:
+def admission(
+    store: Store, study_id: str, *, min_gain: float = 10.0, min_gain_low: float = 5.0, max_points_per_row: float = 2.0
+) -> pd.DataFrame:
     """Which candidate tasks enter the study, by the preregistered rule, measured before any merge:
     the expert beats the untrained base by at least ``min_gain`` points with the lower end of the
     gain's 95 % interval at least ``min_gain_low``, and one eval row moves Eq. 1 by at most
@@ -438,8 +578,11 @@ def admission(store: Store, study_id: str, *, min_gain: float = 10.0, min_gain_l
         elif r.gain < min_gain:
             why.append(f"gain {r.gain:.1f} < {min_gain:g}")
         if np.isfinite(r.gain) and not (np.isfinite(r.gain_ci_low) and r.gain_ci_low >= min_gain_low):
-            why.append(f"gain's 95 % low {r.gain_ci_low:.1f} < {min_gain_low:g}" if np.isfinite(r.gain_ci_low)
-                       else "no interval for the gain")
+            why.append(
+                f"gain's 95 % low {r.gain_ci_low:.1f} < {min_gain_low:g}"
+                if np.isfinite(r.gain_ci_low)
+                else "no interval for the gain"
+            )
         if not (np.isfinite(r.points_per_row) and r.points_per_row <= max_points_per_row):
             why.append(f"one row moves Eq. 1 by {r.points_per_row:.2f} > {max_points_per_row:g} points")
         reasons.append("; ".join(why))

@@ -131,8 +131,15 @@ def fisher_combine(rs, ns, expect: int) -> Combined:
     se = 1 / np.sqrt(w.sum())
     stat = z / se
     p = float(sps.norm.cdf(stat) if expect < 0 else sps.norm.sf(stat))
-    return Combined(float(np.tanh(z)), float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se)), p,
-                    int(rs.size), int(ns.sum()), expect)
+    return Combined(
+        float(np.tanh(z)),
+        float(np.tanh(z - 1.96 * se)),
+        float(np.tanh(z + 1.96 * se)),
+        p,
+        int(rs.size),
+        int(ns.sum()),
+        expect,
+    )
 
 
 # --- power ------------------------------------------------------------------------------------------
@@ -195,8 +202,9 @@ def cluster_bootstrap_r(x, y, clusters, n_boot: int = 1000, seed: int = 0) -> tu
     if len(names) < 3:
         return np.nan, np.nan
     rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))
-                       for _ in range(n_boot)])
+    counts = np.stack(
+        [np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names)) for _ in range(n_boot)]
+    )
     rs = weighted_r(x, y, counts[:, which].astype(float))
     rs = rs[np.isfinite(rs)]
     if len(rs) < n_boot / 2:
@@ -220,8 +228,9 @@ def permutation_null(xs: np.ndarray, y: np.ndarray, strata, n_perm: int = 1000, 
         keep = np.isfinite(x)[None] & np.isfinite(ys)  # pairs where both the predictor and the permuted y are known
         if keep.sum(-1).min() < 3:
             continue
-        xc = np.where(keep, x[None] - np.where(keep, x[None], 0).sum(-1, keepdims=True) / keep.sum(-1, keepdims=True),
-                      0.0)
+        xc = np.where(
+            keep, x[None] - np.where(keep, x[None], 0).sum(-1, keepdims=True) / keep.sum(-1, keepdims=True), 0.0
+        )
         yv = np.where(keep, ys, 0.0)
         yc = np.where(keep, yv - yv.sum(-1, keepdims=True) / keep.sum(-1, keepdims=True), 0.0)
         den = np.sqrt((xc**2).sum(-1) * (yc**2).sum(-1))

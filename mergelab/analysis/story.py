@@ -24,24 +24,24 @@ COLLAPSE = -30.0
 GLOSSARY = {
     "merging": "combining several fine-tuned adapters (one per task) into one set of weights, without training",
     "merging loss": "Eq. 1: how much a task's score drops when its expert is replaced by the merge, in % "
-                    "(0 = no loss, −100 = nothing left)",
+    "(0 = no loss, −100 = nothing left)",
     "collapse": f"a task whose merging loss is at or below {COLLAPSE:g} % under every merging method: the method "
-                "is not the problem, the task combination is",
+    "is not the problem, the task combination is",
     "HiddenSim": "Eq. 2: how alike two experts' hidden states are on the same inputs, rescaled to [0, 1] within a "
-                 "group (1 = the closest pair, 0 = the farthest)",
+    "group (1 = the closest pair, 0 = the farthest)",
     "MDS": "Merging Difficulty Score, Eq. 3: 1 / a task's mean HiddenSim to the others in its group; higher = "
-           "harder to merge",
+    "harder to merge",
     "95 % interval": "the range the number would fall in on 95 % of redraws of the evaluation rows (a paired "
-                     "bootstrap: expert and merge scored on the same rows); a change whose interval covers 0 is "
-                     "within noise",
+    "bootstrap: expert and merge scored on the same rows); a change whose interval covers 0 is "
+    "within noise",
     "one-sided p": "the chance of a correlation at least this strong in the paper's direction if there were none; "
-                   "a correlation the other way never counts as support",
+    "a correlation the other way never counts as support",
     "reliability": "how much of a group's spread in best loss across tasks is real rather than the noise of "
-                   "scoring a finite number of rows (1 = all real, 0 or less = all noise)",
+    "scoring a finite number of rows (1 = all real, 0 or less = all noise)",
     "Δ": "Theorem 1: the largest root-mean-square distance between two experts' hidden states; every merge "
-         "distorts at least Δ²/4",
+    "distorts at least Δ²/4",
     "LMC": "linear mode connectivity: the experts' weights can be averaged without leaving the region where "
-           "they all work; Theorem 1's upper bound assumes it",
+    "they all work; Theorem 1's upper bound assumes it",
 }
 
 
@@ -108,31 +108,44 @@ def _verdict(t5: pd.DataFrame) -> tuple[str, str]:
     if groups.empty:
         return "cannot tell", "MDS vs best loss could not be tested on any group."
     det = groups["detectable_r"].dropna()
-    power = (f" With {int(groups['n'].median())} tasks a group detects only |r| ≥ {det.median():.2f} with 80 % "
-             "power." if len(det) else "")
+    power = (
+        f" With {int(groups['n'].median())} tasks a group detects only |r| ≥ {det.median():.2f} with 80 % power."
+        if len(det)
+        else ""
+    )
     if len(comb) or len(groups) == 1:
         row = comb.iloc[0] if len(comb) else groups.iloc[0]
         names = t5.attrs.get("combined_groups") or []
-        what = (f"combined over the {len(names)} groups that share no task ({', '.join(names)}; Fisher's z)"
-                if len(comb) else f"in {row['group']} ({int(row['n'])} tasks)")
+        what = (
+            f"combined over the {len(names)} groups that share no task ({', '.join(names)}; Fisher's z)"
+            if len(comb)
+            else f"in {row['group']} ({int(row['n'])} tasks)"
+        )
         r, p = row["r"], row["p_expected"]
         ci = f"95 % interval {_r(row['ci_low'])} to {_r(row['ci_high'])}"
         if r < 0 and p < ALPHA:
-            return "supports", (f"MDS tracks the best loss in the paper's direction {what}: r = {_r(r)} ({ci}), "
-                                f"one-sided p = {p:.3g}.")
+            return "supports", (
+                f"MDS tracks the best loss in the paper's direction {what}: r = {_r(r)} ({ci}), one-sided p = {p:.3g}."
+            )
         if r > 0 and 1 - p < ALPHA:
-            return "contradicts", (f"MDS tracks the best loss *opposite* to the paper's direction {what}: r = "
-                                   f"{_r(r)} ({ci}) — tasks with higher MDS merged better here.")
+            return "contradicts", (
+                f"MDS tracks the best loss *opposite* to the paper's direction {what}: r = "
+                f"{_r(r)} ({ci}) — tasks with higher MDS merged better here."
+            )
         side = "in the paper's direction" if r < 0 else "opposite to the paper's direction"
-        return "cannot tell", (f"MDS vs best loss {what}: r = {_r(r)} ({ci}), {side}, one-sided p = {p:.3g} — "
-                               f"not significant, so this study cannot tell whether MDS predicts collapse.{power}")
+        return "cannot tell", (
+            f"MDS vs best loss {what}: r = {_r(r)} ({ci}), {side}, one-sided p = {p:.3g} — "
+            f"not significant, so this study cannot tell whether MDS predicts collapse.{power}"
+        )
     support = groups[(groups["r"] < 0) & (groups["p_expected"] < ALPHA)]
     against = groups[(groups["r"] > 0) & (1 - groups["p_expected"] < ALPHA)]
     listed = ", ".join(f"{g} {_r(r)}" for g, r in zip(groups["group"], groups["r"]))
     way = sum(groups["r"] < 0)
-    text = (f"Its {len(groups)} groups share tasks, so they cannot be combined into one test. Read alone (r: "
-            f"{listed}), {way} of {len(groups)} point the paper's way, {len(support)} significantly, and "
-            f"{len(against)} significantly the other way.{power}")
+    text = (
+        f"Its {len(groups)} groups share tasks, so they cannot be combined into one test. Read alone (r: "
+        f"{listed}), {way} of {len(groups)} point the paper's way, {len(support)} significantly, and "
+        f"{len(against)} significantly the other way.{power}"
+    )
     if len(support) and not len(against):
         return "supports in some groups", text
     if len(against) and not len(support):
@@ -250,47 +263,70 @@ def sentences(h: Headline, collapse: float = COLLAPSE) -> list[str]:
     out = []
     ci = _ci(*h.best_ci, " %")
     if h.collapsed:
-        out.append(f"When the {len(h.tasks)} tasks of **{h.group}** are merged, **{h.task}** collapses: even its "
-                   f"best merging loss over {n_methods} methods is **{_pct(h.best_loss)}** ({h.best_method}; {ci}), "
-                   f"at or below the {_pct(collapse)} collapse line. Changing the method does not save it.")
+        out.append(
+            f"When the {len(h.tasks)} tasks of **{h.group}** are merged, **{h.task}** collapses: even its "
+            f"best merging loss over {n_methods} methods is **{_pct(h.best_loss)}** ({h.best_method}; {ci}), "
+            f"at or below the {_pct(collapse)} collapse line. Changing the method does not save it."
+        )
     else:
-        out.append(f"When the {len(h.tasks)} tasks of **{h.group}** are merged, the hardest task is **{h.task}**: "
-                   f"its best merging loss over {n_methods} methods is **{_pct(h.best_loss)}** ({h.best_method}; "
-                   f"{ci}) — no task collapses under every method.")
+        out.append(
+            f"When the {len(h.tasks)} tasks of **{h.group}** are merged, the hardest task is **{h.task}**: "
+            f"its best merging loss over {n_methods} methods is **{_pct(h.best_loss)}** ({h.best_method}; "
+            f"{ci}) — no task collapses under every method."
+        )
     if h.mds_rank is not None:
         if h.mds_rank == 1:
             rank = f"the highest of {len(h.tasks)}: MDS flagged it"
         else:
-            rank = (f"rank {h.mds_rank} of {len(h.tasks)}: MDS did not flag it (it flagged **{h.top_mds_task}**)")
-        out.append(f"Its Merging Difficulty Score (MDS, from hidden states alone — no merge needed) is "
-                   f"**{h.mds:.2f}, {rank}**.")
+            rank = f"rank {h.mds_rank} of {len(h.tasks)}: MDS did not flag it (it flagged **{h.top_mds_task}**)"
+        out.append(
+            f"Its Merging Difficulty Score (MDS, from hidden states alone — no merge needed) is "
+            f"**{h.mds:.2f}, {rank}**."
+        )
         if h.correlation is not None:
             c = h.correlation
-            out.append(f"Across {h.group}, MDS vs best loss: r = {_r(c.r)} "
-                       f"(95 % interval {_r(c.ci_low)} to {_r(c.ci_high)}), "
-                       f"{significance(c.p_expected, c.n, c.r, c.expect)}; with {c.n} tasks only |r| ≥ "
-                       f"{h.detectable_r:.2f} is detected with 80 % power.")
+            out.append(
+                f"Across {h.group}, MDS vs best loss: r = {_r(c.r)} "
+                f"(95 % interval {_r(c.ci_low)} to {_r(c.ci_high)}), "
+                f"{significance(c.p_expected, c.n, c.r, c.expect)}; with {c.n} tasks only |r| ≥ "
+                f"{h.detectable_r:.2f} is detected with 80 % power."
+            )
     if h.verdict:
         out.append(f"**The paper's claim on this study: {h.verdict}.** {h.verdict_detail}")
     if h.swap is not None:
         s = h.swap
         verb = change_words(s["change"], s["change_ci_low"], s["change_ci_high"])
-        mds_verb = ("lowered" if s["worst_mds_after"] < s["worst_mds_before"] else
-                    "raised" if s["worst_mds_after"] > s["worst_mds_before"] else "kept")
+        mds_verb = (
+            "lowered"
+            if s["worst_mds_after"] < s["worst_mds_before"]
+            else "raised"
+            if s["worst_mds_after"] > s["worst_mds_before"]
+            else "kept"
+        )
         tail = "" if s["merged_tasks"] == s["tasks"] else " (some of its merges are still running)"
-        same = (f" The worst task is **{s['worst_task_after']}** both times."
-                if s["worst_task_before"] == s["worst_task_after"] and s["worst_task_after"] else "")
-        out.append(f"Swapping **{s['removed']}** for **{s['added']}**, verified by merging: the group's worst loss "
-                   f"{verb}, {_pct(s['worst_before'])} → {_pct(s['worst_after'])} (change "
-                   f"{_points(s['change'])}, {_ci(s['change_ci_low'], s['change_ci_high'], ' points')}); the swap "
-                   f"{mds_verb} the worst MDS ({s['worst_mds_before']:.2f} → {s['worst_mds_after']:.2f}).{same}{tail}")
+        same = (
+            f" The worst task is **{s['worst_task_after']}** both times."
+            if s["worst_task_before"] == s["worst_task_after"] and s["worst_task_after"]
+            else ""
+        )
+        out.append(
+            f"Swapping **{s['removed']}** for **{s['added']}**, verified by merging: the group's worst loss "
+            f"{verb}, {_pct(s['worst_before'])} → {_pct(s['worst_after'])} (change "
+            f"{_points(s['change'])}, {_ci(s['change_ci_low'], s['change_ci_high'], ' points')}); the swap "
+            f"{mds_verb} the worst MDS ({s['worst_mds_before']:.2f} → {s['worst_mds_after']:.2f}).{same}{tail}"
+        )
     elif h.published_swap is not None and len(h.published_swap) > 1:
         t6 = h.published_swap.set_index("group")
         first, rest = t6.index[0], list(t6.index[1:])
-        out.append(f"The paper's swap (Table 6): replacing the collapsing task of ({first}) by lower-MDS tasks gives "
-                   + ", ".join(f"({g}) worst loss {_pct(t6.loc[g, 'worst_loss'])} (was "
-                               f"{_pct(t6.loc[first, 'worst_loss'])}), worst MDS {t6.loc[g, 'worst_mds']:.2f}"
-                               for g in rest) + ".")
+        out.append(
+            f"The paper's swap (Table 6): replacing the collapsing task of ({first}) by lower-MDS tasks gives "
+            + ", ".join(
+                f"({g}) worst loss {_pct(t6.loc[g, 'worst_loss'])} (was "
+                f"{_pct(t6.loc[first, 'worst_loss'])}), worst MDS {t6.loc[g, 'worst_mds']:.2f}"
+                for g in rest
+            )
+            + "."
+        )
     return out + h.warnings
 
 
@@ -304,10 +340,15 @@ def chart_note(kind: str, **data) -> str:
         if known.empty:
             return "No merged scores to show yet."
         worst = known.loc[known["best_loss"].idxmin()]
-        text = (f"Each bar is one task's merging loss under one method. The hardest task is {worst['task']} "
-                f"(best {_pct(worst['best_loss'])}). ")
-        text += (f"Collapsed under every method: {', '.join(hit)}." if hit else
-                 f"No task is at or below {collapse:g} % under every method.")
+        text = (
+            f"Each bar is one task's merging loss under one method. The hardest task is {worst['task']} "
+            f"(best {_pct(worst['best_loss'])}). "
+        )
+        text += (
+            f"Collapsed under every method: {', '.join(hit)}."
+            if hit
+            else f"No task is at or below {collapse:g} % under every method."
+        )
         return text
     if kind == "hiddensim":
         sim = data["sim"]
@@ -317,14 +358,17 @@ def chart_note(kind: str, **data) -> str:
         np.fill_diagonal(m, np.nan)
         mean = np.nanmean(m, axis=1)
         far = sim.index[int(np.nanargmin(mean))]
-        text = (f"Bright = two experts respond alike to the same inputs. At this setting {far} is the least like the "
-                f"others (mean HiddenSim {np.nanmin(mean):.2f}): the paper predicts it is the most likely to collapse.")
+        text = (
+            f"Bright = two experts respond alike to the same inputs. At this setting {far} is the least like the "
+            f"others (mean HiddenSim {np.nanmin(mean):.2f}): the paper predicts it is the most likely to collapse."
+        )
         worst = data.get("worst")
         if worst is not None and worst[0] is not None:
             task, best, collapsed = worst
             what = "collapsed" if collapsed else "merged worst"
-            text += (f" In the merges, {task} {what} (best loss {_pct(best)})" +
-                     (" — the same task." if task == far else f" — not {far}."))
+            text += f" In the merges, {task} {what} (best loss {_pct(best)})" + (
+                " — the same task." if task == far else f" — not {far}."
+            )
         return text
     if kind == "mds_vs_loss":
         frame = data["frame"]
@@ -332,37 +376,51 @@ def chart_note(kind: str, **data) -> str:
         if len(ok) < 3:
             return f"Only {len(ok)} tasks with both an MDS and a merged score: too few to test."
         c = stats.correlation(ok["mds"], ok["best_loss"], predictors.PREDICTORS["MDS"].expect)
-        return (f"Each dot is a task; the paper expects higher MDS → lower (worse) best loss, r < 0. Here r = "
-                f"{_r(c.r)} (95 % interval {_r(c.ci_low)} to {_r(c.ci_high)}), "
-                f"{significance(c.p_expected, c.n, c.r, c.expect)}.")
+        return (
+            f"Each dot is a task; the paper expects higher MDS → lower (worse) best loss, r < 0. Here r = "
+            f"{_r(c.r)} (95 % interval {_r(c.ci_low)} to {_r(c.ci_high)}), "
+            f"{significance(c.p_expected, c.n, c.r, c.expect)}."
+        )
     if kind == "pvalue_grid":
         grid = data["grid"]
         p = grid["p_expected"] if "p_expected" in grid else grid["p_value"]
         as_expected = grid["direction"].str.startswith("in ") if "direction" in grid else pd.Series(True, grid.index)
         k, n = int(((p < ALPHA) & as_expected).sum()), int(p.notna().sum())
-        against = int((grid["direction"].str.startswith("opposite") & ((1 - p) < ALPHA)).sum()) \
-            if "direction" in grid else 0
+        against = (
+            int((grid["direction"].str.startswith("opposite") & ((1 - p) < ALPHA)).sum()) if "direction" in grid else 0
+        )
         n_rows = int(grid["n"].max()) if "n" in grid and grid["n"].notna().any() else None
         warn = f" Each test has only {n_rows} points: only large effects can show." if n_rows and n_rows < 20 else ""
         other = f" {against} are significant the other way (not support)." if against else ""
-        return (f"{k} of {n} cells are significant (one-sided p < {ALPHA}) in the direction their metric would "
-                f"predict collapse (green, marked ✱).{other}{warn}")
+        return (
+            f"{k} of {n} cells are significant (one-sided p < {ALPHA}) in the direction their metric would "
+            f"predict collapse (green, marked ✱).{other}{warn}"
+        )
     if kind == "swap":
         table = data["table"]
         if table.empty or not np.isfinite(table.iloc[-1]["worst_after"]):
             return "The swap's merges are still running."
         s = table.iloc[-1]
         verb = change_words(s["change"], s["change_ci_low"], s["change_ci_high"])
-        return (f"Left: the worst best-loss over the group's tasks (error bars: 95 % intervals); right: its worst "
-                f"MDS. With {s['added']} in place of {s['removed']} the worst loss {verb}: {_pct(s['worst_before'])} "
-                f"→ {_pct(s['worst_after'])} (change {_points(s['change'])}, "
-                f"{_ci(s['change_ci_low'], s['change_ci_high'], ' points')}).")
+        return (
+            f"Left: the worst best-loss over the group's tasks (error bars: 95 % intervals); right: its worst "
+            f"MDS. With {s['added']} in place of {s['removed']} the worst loss {verb}: {_pct(s['worst_before'])} "
+            f"→ {_pct(s['worst_after'])} (change {_points(s['change'])}, "
+            f"{_ci(s['change_ci_low'], s['change_ci_high'], ' points')})."
+        )
     if kind == "theory":
         table = data["table"]
         inside = int(table["inside_interval"].sum())
-        return (f"{inside} of {len(table)} real merges have a measured distortion inside Theorem 1's interval "
-                "[Δ²/4, d/(2(d+1))·Δ²]" + ("; those above it left the experts' convex hull, as the theorem allows "
-                                            "when linear mode connectivity fails." if inside < len(table) else "."))
+        return (
+            f"{inside} of {len(table)} real merges have a measured distortion inside Theorem 1's interval "
+            "[Δ²/4, d/(2(d+1))·Δ²]"
+            + (
+                "; those above it left the experts' convex hull, as the theorem allows "
+                "when linear mode connectivity fails."
+                if inside < len(table)
+                else "."
+            )
+        )
     raise ValueError(f"no note for chart {kind!r}")
 
 
@@ -376,30 +434,49 @@ def table5_sentences(t5: pd.DataFrame, power: dict) -> list[str]:
     if len(rel):
         low = groups[groups["reliability"] < 0.8]
         rows = low["rows_needed"].dropna()
-        more = (f" {len(low)} of {len(rel)} groups are below 0.8"
-                + (f"; reaching 0.8 would take about {int(rows.max())} eval rows per task." if len(rows) else
-                   "; their spread is noise, so more rows of these tasks would not tell.") if len(low) else "")
-        out.append("Reliability of the best-loss column (share of its spread that is not row-sampling noise): "
-                   + ", ".join(f"{g} {r:.2f}" for g, r in zip(groups["group"], groups["reliability"])
-                               if np.isfinite(r)) + "." + more)
+        more = (
+            f" {len(low)} of {len(rel)} groups are below 0.8"
+            + (
+                f"; reaching 0.8 would take about {int(rows.max())} eval rows per task."
+                if len(rows)
+                else "; their spread is noise, so more rows of these tasks would not tell."
+            )
+            if len(low)
+            else ""
+        )
+        out.append(
+            "Reliability of the best-loss column (share of its spread that is not row-sampling noise): "
+            + ", ".join(f"{g} {r:.2f}" for g, r in zip(groups["group"], groups["reliability"]) if np.isfinite(r))
+            + "."
+            + more
+        )
     elif len(groups):
         out.append("No reliability: " + uncertainty.NO_RECORDS + ".")
     if np.isfinite(power.get("detectable_r", np.nan)):
         att = power["attenuated_r"]
         need = power["groups_needed"]
-        out.append(f"Power: a group of {power['n']} tasks detects |r| ≥ {power['detectable_r']:.2f} with 80 % power "
-                   f"(one-sided). The paper's effect, r = {_r(power['paper_r'])}"
-                   + (f", would read as r ≈ {_r(att)} at this study's reliability" if np.isfinite(
-                       power["mean_reliability"]) else "")
-                   + (f"; {int(need)} disjoint group{'s' if need != 1 else ''} of {power['n']} would detect it "
-                      "with 80 % power."
-                      if np.isfinite(need) else "."))
+        out.append(
+            f"Power: a group of {power['n']} tasks detects |r| ≥ {power['detectable_r']:.2f} with 80 % power "
+            f"(one-sided). The paper's effect, r = {_r(power['paper_r'])}"
+            + (
+                f", would read as r ≈ {_r(att)} at this study's reliability"
+                if np.isfinite(power["mean_reliability"])
+                else ""
+            )
+            + (
+                f"; {int(need)} disjoint group{'s' if need != 1 else ''} of {power['n']} would detect it "
+                "with 80 % power."
+                if np.isfinite(need)
+                else "."
+            )
+        )
     return out
 
 
 def table4_sentences(t4: pd.DataFrame, reliability: pd.DataFrame) -> list[str]:
     """Table 4 in words: cells significant in their metric's expected direction, HiddenSim vs the
     conflict metrics, and whether the pair losses rise above their noise."""
+
     def count(frame):
         support = ((frame["p_expected"] < ALPHA) & frame["direction"].str.startswith("in ")).sum()
         return int(support), int(frame["p_expected"].notna().sum())
@@ -412,16 +489,23 @@ def table4_sentences(t4: pd.DataFrame, reliability: pd.DataFrame) -> list[str]:
         ph = int((t4.loc[t4["metric"] == "hiddensim", "p_paper"] < ALPHA).sum())
         pc = int((t4.loc[t4["metric"] != "hiddensim", "p_paper"] < ALPHA).sum())
         printed = f" The paper printed p < {ALPHA} for {ph} HiddenSim and {pc} conflict cells (two-sided)."
-    out = [f"Over **{n_pairs} pairwise merges**: HiddenSim tracks the pair loss in its expected direction "
-           f"(more similar → better) for **{k_hs} of {n_hs}** methods, the four conflict metrics for "
-           f"**{k_c} of {n_c}** method × metric cells (one-sided p < {ALPHA}).{printed}"]
+    out = [
+        f"Over **{n_pairs} pairwise merges**: HiddenSim tracks the pair loss in its expected direction "
+        f"(more similar → better) for **{k_hs} of {n_hs}** methods, the four conflict metrics for "
+        f"**{k_c} of {n_c}** method × metric cells (one-sided p < {ALPHA}).{printed}"
+    ]
     if n_pairs and n_pairs < 20:
-        out.append(f"Only {n_pairs} pairs per method: a test this small detects only |r| ≥ "
-                   f"{stats.detectable_r(n_pairs):.2f} with 80 % power.")
+        out.append(
+            f"Only {n_pairs} pairs per method: a test this small detects only |r| ≥ "
+            f"{stats.detectable_r(n_pairs):.2f} with 80 % power."
+        )
     rel = reliability.dropna(subset=["reliability"]) if len(reliability) else reliability
     if len(rel):
-        out.append("Reliability of the pair losses (share of their spread that is not row-sampling noise): "
-                   + ", ".join(f"{m} {r:.2f}" for m, r in zip(rel["method"], rel["reliability"])) + ".")
+        out.append(
+            "Reliability of the pair losses (share of their spread that is not row-sampling noise): "
+            + ", ".join(f"{m} {r:.2f}" for m, r in zip(rel["method"], rel["reliability"]))
+            + "."
+        )
     return out
 
 
@@ -431,11 +515,16 @@ def anova_sentences(anova: pd.DataFrame, printed: pd.DataFrame) -> list[str]:
         return []
     pub = printed.pivot(index="setting", columns="factor", values="p_value")
     paper = "; ".join(f"{s}: task p = {r['task']:.3g}, method p = {r['method']:.3g}" for s, r in pub.iterrows())
-    same = "the task matters more than the method" if by.loc["task", "p_value"] < by.loc["method", "p_value"] \
+    same = (
+        "the task matters more than the method"
+        if by.loc["task", "p_value"] < by.loc["method", "p_value"]
         else "the method matters as much as the task or more"
-    return [f"Task: F = {by.loc['task', 'F']:.2f}, p = {by.loc['task', 'p_value']:.3g}; method: F = "
-            f"{by.loc['method', 'F']:.2f}, p = {by.loc['method', 'p_value']:.3g} — here {same}. The paper ({paper}): "
-            "collapse is a property of the task combination, not of the technique."]
+    )
+    return [
+        f"Task: F = {by.loc['task', 'F']:.2f}, p = {by.loc['task', 'p_value']:.3g}; method: F = "
+        f"{by.loc['method', 'F']:.2f}, p = {by.loc['method', 'p_value']:.3g} — here {same}. The paper ({paper}): "
+        "collapse is a property of the task combination, not of the technique."
+    ]
 
 
 def predictor_sentence(comparison: pd.DataFrame) -> str:
@@ -446,22 +535,35 @@ def predictor_sentence(comparison: pd.DataFrame) -> str:
     bar_text = ", ".join(f"{lvl} |r| > {q:.2f}" for lvl, q in bars.items() if np.isfinite(q))
     if best is None:
         top = comparison.loc[comparison["r"].abs().idxmax()] if comparison["r"].notna().any() else None
-        strongest = (f" The strongest, {top['predictor']} ({top['level']}), has r = {_r(top['r'])} "
-                     f"({top['direction']})." if top is not None else "")
-        return (f"**No predictor beats its permutation null on this study** (family-wise bar: {bar_text}), so none "
-                f"can be said to track collapse here.{strongest}")
+        strongest = (
+            f" The strongest, {top['predictor']} ({top['level']}), has r = {_r(top['r'])} ({top['direction']})."
+            if top is not None
+            else ""
+        )
+        return (
+            f"**No predictor beats its permutation null on this study** (family-wise bar: {bar_text}), so none "
+            f"can be said to track collapse here.{strongest}"
+        )
     way = "as it claims" if str(best["direction"]).startswith("in ") else "**opposite** to what it claims"
-    rep = (f"; it points its expected way in {int(best['groups_expected'])} of {int(best['groups_tested'])} "
-           "groups that share no task" if best["groups_tested"] else "")
-    return (f"**Strongest signal above the family-wise permutation bar ({bar_text}): {best['predictor']}** "
-            f"({best['level']}), r = {_r(best['r'])} (95 % interval {_r(best['ci_low'])} to {_r(best['ci_high'])}), "
-            f"{way}{rep}.")
+    rep = (
+        f"; it points its expected way in {int(best['groups_expected'])} of {int(best['groups_tested'])} "
+        "groups that share no task"
+        if best["groups_tested"]
+        else ""
+    )
+    return (
+        f"**Strongest signal above the family-wise permutation bar ({bar_text}): {best['predictor']}** "
+        f"({best['level']}), r = {_r(best['r'])} (95 % interval {_r(best['ci_low'])} to {_r(best['ci_high'])}), "
+        f"{way}{rep}."
+    )
 
 
 def swap_record_sentence(record: dict) -> str:
     """How often this study's verified swaps helped, in one sentence."""
     n = record["verified"]
-    return (f"Across this study's {n} verified swap{'s' if n != 1 else ''}: {record['helped']} raised the group's "
-            f"worst loss beyond noise, {record['within_noise']} moved it within noise, {record['hurt']} lowered it"
-            + (f", {record['no_interval']} without an interval (no per-row records)" if record["no_interval"] else "")
-            + ".")
+    return (
+        f"Across this study's {n} verified swap{'s' if n != 1 else ''}: {record['helped']} raised the group's "
+        f"worst loss beyond noise, {record['within_noise']} moved it within noise, {record['hurt']} lowered it"
+        + (f", {record['no_interval']} without an interval (no per-row records)" if record["no_interval"] else "")
+        + "."
+    )

@@ -201,8 +201,16 @@ def best_losses(draws: Draws, losses: pd.DataFrame, group: str, methods: list[st
     rows = []
     for task, t in sub.groupby("task", sort=False):
         known = t.dropna(subset=["loss"])
-        row = {"task": task, "best_loss": np.nan, "best_method": "undefined", "ci_low": np.nan, "ci_high": np.nan,
-               "se": np.nan, "boot_mean": np.nan, "note": ""}
+        row = {
+            "task": task,
+            "best_loss": np.nan,
+            "best_method": "undefined",
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "se": np.nan,
+            "boot_mean": np.nan,
+            "note": "",
+        }
         if known.empty:
             row["note"] = next((n for n in t.get("note", []) if n), "undefined: no merged score")
             rows.append(row)
@@ -215,12 +223,14 @@ def best_losses(draws: Draws, losses: pd.DataFrame, group: str, methods: list[st
         if s is not None and np.isfinite(lo):
             row["boot_mean"] = float(np.nanmean(s))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["task", "best_loss", "best_method", "ci_low", "ci_high", "se", "boot_mean",
-                                       "note"])
+    return pd.DataFrame(
+        rows, columns=["task", "best_loss", "best_method", "ci_low", "ci_high", "se", "boot_mean", "note"]
+    )
 
 
-def worst_samples(draws: Draws, losses: pd.DataFrame, group: str, tasks: list[str],
-                  methods: list[str] | None = None) -> tuple[np.ndarray | None, str]:
+def worst_samples(
+    draws: Draws, losses: pd.DataFrame, group: str, tasks: list[str], methods: list[str] | None = None
+) -> tuple[np.ndarray | None, str]:
     """Resampled worst best-loss of a group (min over its tasks inside each resample)."""
     sub = losses[losses["group_name"] == group]
     if methods:

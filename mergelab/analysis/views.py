@@ -35,7 +35,8 @@ def loss_table(store: Store, study_id: str) -> pd.DataFrame:
     need = merged["loss"].isna() & merged["expert_score"].notna() & merged["score"].notna() & ~zero
     if need.any():
         merged.loc[need, "loss"] = equations.merging_loss(
-            merged.loc[need, "score"].to_numpy(float), merged.loc[need, "expert_score"].to_numpy(float))
+            merged.loc[need, "score"].to_numpy(float), merged.loc[need, "expert_score"].to_numpy(float)
+        )
     return merged[["group_name", "model", "task", "method", "score", "expert_score", "loss", "note"]]
 
 
@@ -48,15 +49,33 @@ def loss_extremes(losses: pd.DataFrame, collapse: float = -30.0) -> pd.DataFrame
         known = sub.dropna(subset=["loss"])
         if known.empty:
             note = next((n for n in sub.get("note", []) if n), "undefined: no merged score")
-            rows.append({"task": task, "worst_loss": np.nan, "worst_method": "undefined", "best_loss": np.nan,
-                         "best_method": "undefined", "collapsed_under_all": False, "note": note})
+            rows.append(
+                {
+                    "task": task,
+                    "worst_loss": np.nan,
+                    "worst_method": "undefined",
+                    "best_loss": np.nan,
+                    "best_method": "undefined",
+                    "collapsed_under_all": False,
+                    "note": note,
+                }
+            )
             continue
         worst, best = known.loc[known["loss"].idxmin()], known.loc[known["loss"].idxmax()]
-        rows.append({"task": task, "worst_loss": worst["loss"], "worst_method": worst["method"],
-                     "best_loss": best["loss"], "best_method": best["method"],
-                     "collapsed_under_all": bool(best["loss"] <= collapse), "note": ""})
-    return pd.DataFrame(rows, columns=["task", "worst_loss", "worst_method", "best_loss", "best_method",
-                                       "collapsed_under_all", "note"])
+        rows.append(
+            {
+                "task": task,
+                "worst_loss": worst["loss"],
+                "worst_method": worst["method"],
+                "best_loss": best["loss"],
+                "best_method": best["method"],
+                "collapsed_under_all": bool(best["loss"] <= collapse),
+                "note": "",
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["task", "worst_loss", "worst_method", "best_loss", "best_method", "collapsed_under_all", "note"]
+    )
 
 
 def row_records(store: Store, study_id: str) -> pd.DataFrame:
@@ -82,9 +101,15 @@ def best_of(store: Store, study_id: str) -> list[str] | None:
     return list(spec_dict(store, study_id).get("best_of") or []) or None
 
 
-def expert_states(store: Store, study_id: str, tasks: list[str], layer: int = -1,
-                  pooling: str = "mean", k: int | None = None,
-                  probe_tasks: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+def expert_states(
+    store: Store,
+    study_id: str,
+    tasks: list[str],
+    layer: int = -1,
+    pooling: str = "mean",
+    k: int | None = None,
+    probe_tasks: list[str] | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """(experts, probes, dim) pooled states of ``tasks``' experts on the probes of
     ``probe_tasks`` (default: the same tasks), first ``k`` probes per task."""
     arrays, owners = [], None
@@ -124,8 +149,16 @@ def has_states(store: Store, study_id: str, tasks: list[str]) -> bool:
     return states_io.has_expert_states(store.states_root, study_id, tasks)
 
 
-def similarity(store: Store, study_id: str, tasks: list[str], *, layer: int = -1,
-               pooling: str = "mean", distance: str = "l2", k: int | None = None) -> pd.DataFrame:
+def similarity(
+    store: Store,
+    study_id: str,
+    tasks: list[str],
+    *,
+    layer: int = -1,
+    pooling: str = "mean",
+    distance: str = "l2",
+    k: int | None = None,
+) -> pd.DataFrame:
     """HiddenSim (Eq. 2) of ``tasks``. Where Eq. 2 is undefined (one pair, or every distance
     equal: max − min = 0) the off-diagonal cells are NaN and ``attrs['undefined']`` says why."""
     h, _ = expert_states(store, study_id, tasks, layer, pooling, k)
@@ -139,14 +172,25 @@ def similarity(store: Store, study_id: str, tasks: list[str], *, layer: int = -1
 
 def _undefined(exc: Exception, n: int) -> str:
     if n == 2:
-        return ("undefined for a group of 2: Eq. 2 rescales distances by their max − min, and one pair "
-                "has a single distance")
+        return (
+            "undefined for a group of 2: Eq. 2 rescales distances by their max − min, and one pair "
+            "has a single distance"
+        )
     return f"undefined: {exc}"
 
 
-def mds_table(store: Store, study_id: str, group: str, tasks: list[str] | None = None, *,
-              layer: int = -1, pooling: str = "mean", distance: str = "l2", k: int | None = None,
-              n_boot: int = 0) -> pd.DataFrame:
+def mds_table(
+    store: Store,
+    study_id: str,
+    group: str,
+    tasks: list[str] | None = None,
+    *,
+    layer: int = -1,
+    pooling: str = "mean",
+    distance: str = "l2",
+    k: int | None = None,
+    n_boot: int = 0,
+) -> pd.DataFrame:
     """MDS per task of a group (stored published MDS for studies without hidden states)."""
     tasks = tasks or store.groups(study_id, role=("group", "swap")).get(group, [])
     if tasks and has_states(store, study_id, tasks):
@@ -188,8 +232,9 @@ def _group_worst_mds(store: Store, study_id: str, tasks: list[str], **kw) -> np.
     return hidden.mds_of(h, "l2")
 
 
-def swap_candidates(store: Store, study_id: str, group: list[str], pool: list[str], *,
-                    remove: str | None = None, **kw) -> pd.DataFrame:
+def swap_candidates(
+    store: Store, study_id: str, group: list[str], pool: list[str], *, remove: str | None = None, **kw
+) -> pd.DataFrame:
     """Rank pool tasks as replacements for ``remove`` (default: the group's worst-MDS task) by
     the new group's worst MDS, from stored hidden states alone (no merge needed). Each candidate
     group is measured on its own probes, exactly as running it as a study would."""
@@ -201,15 +246,20 @@ def swap_candidates(store: Store, study_id: str, group: list[str], pool: list[st
             continue
         new = [cand if t == remove else t for t in group]
         m = _group_worst_mds(store, study_id, new, **kw)
-        rows.append({"candidate": cand, "new_worst_mds": float(m.max()),
-                     "worst_task": new[int(np.argmax(m))], "candidate_mds": float(m[new.index(cand)])})
+        rows.append(
+            {
+                "candidate": cand,
+                "new_worst_mds": float(m.max()),
+                "worst_task": new[int(np.argmax(m))],
+                "candidate_mds": float(m[new.index(cand)]),
+            }
+        )
     out = pd.DataFrame(rows).sort_values("new_worst_mds").reset_index(drop=True)
     out.attrs.update(removed=remove, current_worst_mds=float(current.max()))
     return out
 
 
-def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combos: int = 5000,
-                **kw) -> pd.DataFrame:
+def best_subset(store: Store, study_id: str, tasks: list[str], m: int, max_combos: int = 5000, **kw) -> pd.DataFrame:
     """Groups of size ``m`` from ``tasks`` with the lowest worst MDS (each measured on its own
     probes; exhaustive up to ``max_combos`` combinations)."""
     from itertools import combinations, islice
@@ -256,9 +306,17 @@ def theory(store: Store, study_id: str, group: str, layer: int = -1, pooling: st
         where = {pid: i for i, pid in enumerate(probe_ids(m_owners))}
         keep = [where[pid] for pid in want]  # align probes by (task, n-th probe of that task)
         _, worst = equations.distortion(merged[pooling][layer_position(stored, layer)][keep], h)
-        rows.append({"method": method, "delta": experts["delta"], "d": experts["d"],
-                     "lower": experts["lower"], "upper": experts["upper"],
-                     "upper_per_input": experts["upper_per_input"],
-                     "jung_distortion": experts["jung_distortion"], "delta_max": worst,
-                     "inside_interval": bool(experts["lower"] <= worst <= experts["upper"])})
+        rows.append(
+            {
+                "method": method,
+                "delta": experts["delta"],
+                "d": experts["d"],
+                "lower": experts["lower"],
+                "upper": experts["upper"],
+                "upper_per_input": experts["upper_per_input"],
+                "jung_distortion": experts["jung_distortion"],
+                "delta_max": worst,
+                "inside_interval": bool(experts["lower"] <= worst <= experts["upper"]),
+            }
+        )
     return pd.DataFrame(rows)

@@ -33,8 +33,9 @@ def _method_params(parser, args, rest: list[str]) -> None:
 
     args.method = args.method_given or "ties"
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    args.method_params = method_params.parse(args.method, rest, args.param,
-                                             method_params.reserved_flags(sub.choices[args.command]))
+    args.method_params = method_params.parse(
+        args.method, rest, args.param, method_params.reserved_flags(sub.choices[args.command])
+    )
     args.method_params["seed"] = args.seed
 
 
@@ -43,8 +44,12 @@ def _logging(level: str) -> None:
     line says how much of it to show, with timestamps (the dashboard's worker.log keeps them)."""
     import logging
 
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,12 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mergelab: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("mergelab: interrupted; finished units are stored, `mergelab run` resumes the rest",
-              file=sys.stderr)
+        print("mergelab: interrupted; finished units are stored, `mergelab run` resumes the rest", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
         if os.environ.get("MERGELAB_DEBUG"):
             raise
-        print(f"mergelab: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
-              "(set MERGELAB_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        print(
+            f"mergelab: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+            "(set MERGELAB_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
         return 3

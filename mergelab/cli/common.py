@@ -68,10 +68,11 @@ def finish_line(store, study: str, out: dict, seconds: float) -> int:
     if not left:
         return 0
     parts = ", ".join(f"{n} {status}" for status, n in sorted(left.items()))
-    hint = {"failed": "see `mergelab report` / the Run page, then `mergelab run --retry-failed`",
-            "cancelled": "resume them on the Run page or with `mergelab run --retry-failed`",
-            "queued": "run again to finish them"}
+    hint = {
+        "failed": "see `mergelab report` / the Run page, then `mergelab run --retry-failed`",
+        "cancelled": "resume them on the Run page or with `mergelab run --retry-failed`",
+        "queued": "run again to finish them",
+    }
     advice = "; ".join(hint[k] for k in ("failed", "cancelled", "queued") if k in left)
-    print(f"study {study!r} is not complete: {parts} of {sum(counts.values())} units ({advice})",
-          file=sys.stderr)
+    print(f"study {study!r} is not complete: {parts} of {sum(counts.values())} units ({advice})", file=sys.stderr)
     return 1

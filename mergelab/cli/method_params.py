@@ -37,6 +37,7 @@ def epilog() -> str:
 
 def _value(method: registry.Method, p: registry.Param, text: str):
     """One parameter value from text, by its declaration (a per-adapter list is comma-separated)."""
+
     def one(t: str):
         t = t.strip()
         if p.kind is bool:
@@ -88,8 +89,10 @@ def parse(method_name: str, rest: list[str], given: list[str] | None, reserved: 
         name, eq, text = pair.partition("=")
         p = next((q for q in method.params if q.name == name.strip()), None)
         if not eq or p is None:
-            raise ParamError(f"{method.label}: --param takes NAME=VALUE with NAME one of "
-                             f"{[q.name for q in method.params] or 'nothing (it has no parameters)'}, got {pair!r}")
+            raise ParamError(
+                f"{method.label}: --param takes NAME=VALUE with NAME one of "
+                f"{[q.name for q in method.params] or 'nothing (it has no parameters)'}, got {pair!r}"
+            )
         out[p.name] = _value(method, p, text)
     return out
 

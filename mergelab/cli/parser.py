@@ -12,18 +12,30 @@ from .common import Parser, positive_int
 
 
 def _executor_flags(p) -> None:
-    p.add_argument("--executor", choices=["local", "ray"], help="run units here (local) or on a Ray cluster "
-                   "(default: the study's `executor:`, else local)")
-    p.add_argument("--address", help="the Ray cluster: auto (a cluster started with `ray start` on this "
-                   "machine) or ray://host:10001; none starts a local one")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        help="run units here (local) or on a Ray cluster (default: the study's `executor:`, else local)",
+    )
+    p.add_argument(
+        "--address",
+        help="the Ray cluster: auto (a cluster started with `ray start` on this "
+        "machine) or ray://host:10001; none starts a local one",
+    )
     p.add_argument("--actors", type=positive_int, help="Ray actors (default: one per GPU, else one per CPU)")
 
 
 def _grant_flags(p) -> None:
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow a study that sets trust_remote_code: true to run Python from its base folder")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="allow a study that sets allow_pickle: true to load pickle (.bin) weights")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a study that sets trust_remote_code: true to run Python from its base folder",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow a study that sets allow_pickle: true to load pickle (.bin) weights",
+    )
 
 
 DESCRIPTION = "`mergelab` command line. Bad input prints one clear line and exits 2 — never a traceback."
@@ -34,33 +46,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(prog="mergelab", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"mergelab {__version__}")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning",
-                        help="how much of the library's log to show on stderr (workers started by the dashboard "
-                             "log at info into worker.log)")
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="how much of the library's log to show on stderr (workers started by the dashboard "
+        "log at info into worker.log)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def base_args(p, from_mergekit: bool = False):
         p.add_argument("--base", required=not from_mergekit, help="base model: hub id, local folder or .gguf file")
         p.add_argument("--adapters", nargs="+", required=not from_mergekit, help="PEFT LoRA folders or hub ids")
-        p.add_argument("--method", default=None, dest="method_given",
-                       help=f"one of {sorted(registry.METHODS)} or {sorted(registry.PAPER_METHODS)} (default ties)")
+        p.add_argument(
+            "--method",
+            default=None,
+            dest="method_given",
+            help=f"one of {sorted(registry.METHODS)} or {sorted(registry.PAPER_METHODS)} (default ties)",
+        )
         p.add_argument("--seed", type=int, default=0, help="seed for random methods (DARE, DELLA)")
-        p.add_argument("--param", action="append", metavar="NAME=VALUE",
-                       help="a parameter of the method (any; its own flags, listed below, work too)")
+        p.add_argument(
+            "--param",
+            action="append",
+            metavar="NAME=VALUE",
+            help="a parameter of the method (any; its own flags, listed below, work too)",
+        )
         p.epilog = method_params.epilog()
         p.formatter_class = argparse.RawDescriptionHelpFormatter
 
     m = sub.add_parser("merge", help="merge adapters in adapter space and save the result")
     base_args(m, from_mergekit=True)
-    m.add_argument("--from-mergekit", metavar="YAML", help="take base, adapters, method and parameters from a "
-                   "mergekit config (models as base+adapter)")
+    m.add_argument(
+        "--from-mergekit",
+        metavar="YAML",
+        help="take base, adapters, method and parameters from a mergekit config (models as base+adapter)",
+    )
     m.add_argument("--out", required=True, help="output folder")
     m.add_argument("--format", choices=["model", "adapter"], default="model")
     m.add_argument("--rank", type=positive_int, default=16, help="rank of the saved adapter (--format adapter)")
     m.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     m.add_argument("--allow-pickle", action="store_true", help="also read .bin pickle weights")
-    m.add_argument("--ignore-base-name", action="store_true",
-                   help="accept adapters whose recorded base name differs from --base")
+    m.add_argument(
+        "--ignore-base-name", action="store_true", help="accept adapters whose recorded base name differs from --base"
+    )
     m.set_defaults(func=merging.cmd_merge)
 
     e = sub.add_parser("export-mergekit", help="write the equivalent mergekit YAML (base+adapter)")
@@ -80,11 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("spec", help="study YAML")
     r.add_argument("--db", help="store file (default: $MERGELAB_DB or .mergelab/mergelab.db)")
     r.add_argument("--device", default="auto")
-    r.add_argument("--recompute", action="store_true",
-                   help="run every unit again, finished ones included (e.g. the shipped demo results)")
+    r.add_argument(
+        "--recompute",
+        action="store_true",
+        help="run every unit again, finished ones included (e.g. the shipped demo results)",
+    )
     r.add_argument("--retry-failed", action="store_true", help="queue failed and cancelled units again")
-    r.add_argument("--replace", action="store_true",
-                   help="a study of this name is stored with another spec: discard it (rows, jobs, states)")
+    r.add_argument(
+        "--replace",
+        action="store_true",
+        help="a study of this name is stored with another spec: discard it (rows, jobs, states)",
+    )
     _grant_flags(r)
     _executor_flags(r)
     r.set_defaults(func=studies.cmd_run)
@@ -126,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--db")
     sn.add_argument("--out", help="folder (default: data/<study>/results)")
     sn.set_defaults(func=studies.cmd_demo)
-    b2 = dsub.add_parser("build-llm-data", help="write data/llm/tasks/*.jsonl (the LLM study's 37 candidate "
-                         "tasks) from wordnet, fortunes, VADER, cmudict")
+    b2 = dsub.add_parser(
+        "build-llm-data",
+        help="write data/llm/tasks/*.jsonl (the LLM study's 37 candidate tasks) from wordnet, fortunes, VADER, cmudict",
+    )
     b2.add_argument("--seed", type=int, default=0)
     b2.set_defaults(func=studies.cmd_demo)
     b = dsub.add_parser("build-data", help="write data/demo/tasks/*.jsonl from wordnet, fortunes, VADER")
@@ -138,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (b, t):
         p.set_defaults(func=studies.cmd_demo)
 
-    sub.add_parser("methods", help="list merge methods and their parameters").set_defaults(
-        func=merging.cmd_methods)
+    sub.add_parser("methods", help="list merge methods and their parameters").set_defaults(func=merging.cmd_methods)
     sub.add_parser("paper", help="recompute the paper's statistics from data/paper").set_defaults(
-        func=merging.cmd_paper)
+        func=merging.cmd_paper
+    )
     return parser

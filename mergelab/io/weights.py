@@ -23,12 +23,13 @@ def load_pickle(path: Path, what: str) -> dict[str, torch.Tensor]:
     except Exception as exc:  # UnpicklingError, EOFError, RuntimeError, ...: all the same to a user
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = next((line for line in lines if "Unsupported" in line), lines[0] if lines else type(exc).__name__)
-        raise LoadError(f"{what} {path} cannot be loaded safely: torch.load(weights_only=True) refused it "
-                        f"({reason[:160]}); convert it to safetensors") from None
+        raise LoadError(
+            f"{what} {path} cannot be loaded safely: torch.load(weights_only=True) refused it "
+            f"({reason[:160]}); convert it to safetensors"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise LoadError(f"{what} {path} does not hold a mapping of tensors")
     return state
-
 
 
 class BaseWeights:
@@ -47,8 +48,7 @@ class BaseWeights:
                         for key in handle.keys():
                             self._where[key] = f
                 except (SafetensorError, OSError) as exc:
-                    raise LoadError(
-                        f"base model file {f} is not a readable safetensors file: {exc}") from None
+                    raise LoadError(f"base model file {f} is not a readable safetensors file: {exc}") from None
         else:
             bins = sorted(self.folder.glob("*.bin"))
             if not bins:
@@ -57,7 +57,8 @@ class BaseWeights:
                 raise LoadError(
                     f"base model folder {self.folder} only has pickle weights ({bins[0].name}); "
                     "pickle files can run code when loaded. Convert them to safetensors, or opt "
-                    "in with allow_pickle / --allow-pickle if you trust the source.")
+                    "in with allow_pickle / --allow-pickle if you trust the source."
+                )
             self._pickle = {}
             for b in bins:
                 self._pickle.update(load_pickle(b, "base model file"))
@@ -100,8 +101,9 @@ def read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise LoadError(f"{what} {path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
-                        f"{exc.start})") from None
+        raise LoadError(
+            f"{what} {path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start})"
+        ) from None
     except json.JSONDecodeError as exc:
         raise LoadError(f"{what} {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -22,12 +22,12 @@ import pandas as pd
 if TYPE_CHECKING:  # the metric names below are read by the analysis side, which never needs torch
     from ..io.adapters import AdapterSet
 
-METRICS = ["magnitude_change_ratio", "sign_change_ratio", "conflicting_magnitude_change_ratio",
-           "task_vector_cosine"]
+METRICS = ["magnitude_change_ratio", "sign_change_ratio", "conflicting_magnitude_change_ratio", "task_vector_cosine"]
 
 
-def conflict_metrics(adapter_set: AdapterSet, device: str = "cpu",
-                     progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
+def conflict_metrics(
+    adapter_set: AdapterSet, device: str = "cpu", progress: Callable[[int, int, str], None] | None = None
+) -> pd.DataFrame:
     """Long frame: task_a, task_b, name (one of METRICS), value — one row per pair and metric."""
     import torch
 
@@ -47,9 +47,9 @@ def conflict_metrics(adapter_set: AdapterSet, device: str = "cpu",
                 a, b = flat[i], flat[j]
                 diff = (a - b).abs()
                 opposite = (a * b) < 0
-                sums[row] += torch.stack([diff.sum(), (a.abs() + b.abs()).sum(),
-                                          opposite.sum().double(), diff[opposite].sum(),
-                                          a @ b]).cpu()
+                sums[row] += torch.stack(
+                    [diff.sum(), (a.abs() + b.abs()).sum(), opposite.sum().double(), diff[opposite].sum(), a @ b]
+                ).cpu()
             if progress:
                 progress(m + 1, total, key)
     rows = []
@@ -62,6 +62,5 @@ def conflict_metrics(adapter_set: AdapterSet, device: str = "cpu",
             "conflicting_magnitude_change_ratio": diff_opp / mag if mag else 0.0,
             "task_vector_cosine": dot / norm if norm else 0.0,
         }
-        rows += [{"task_a": names[i], "task_b": names[j], "name": k, "value": v}
-                 for k, v in values.items()]
+        rows += [{"task_a": names[i], "task_b": names[j], "name": k, "value": v} for k, v in values.items()]
     return pd.DataFrame(rows, columns=["task_a", "task_b", "name", "value"])

@@ -18,6 +18,8 @@ def pick_device(requested: str | None = None) -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise LoadError(f"device {requested!r} is not supported; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LoadError("--device cuda was requested but no CUDA GPU is available (torch "
-                        f"{torch.__version__} sees none); use --device cpu")
+        raise LoadError(
+            "--device cuda was requested but no CUDA GPU is available (torch "
+            f"{torch.__version__} sees none); use --device cpu"
+        )
     return dev

@@ -51,8 +51,9 @@ def magnitude(tensor: torch.Tensor, density: float, rescale_norm: RescaleNorm | 
     return rescaled_masked_tensor(tensor, mask, rescale_norm)
 
 
-def linear_combination(factors: list[tuple[torch.Tensor, torch.Tensor, float]], coefficients: list[float],
-                       fan_in_fan_out: bool = False) -> torch.Tensor:
+def linear_combination(
+    factors: list[tuple[torch.Tensor, torch.Tensor, float]], coefficients: list[float], fan_in_fan_out: bool = False
+) -> torch.Tensor:
     """Σ cᵢ·sᵢ·Bᵢ·Aᵢ as one product of concatenated factors; ``factors`` are (A, B, scale)."""
     b_cat = torch.cat([b * (c * s) for (a, b, s), c in zip(factors, coefficients)], dim=1)
     a_cat = torch.cat([a for a, _, _ in factors], dim=0)

@@ -111,8 +111,9 @@ def knots(factors: Factors, density: float = 1.0, lam: float = 1.0, ties: bool =
     keep = s > KEEP
     u, s, vh = qb @ u[:, keep], s[keep], vh[keep]
     offsets = [0, *torch.cumsum(torch.tensor([q.shape[1] for q in qs]), 0).tolist()]
-    reps = torch.stack([(s[:, None] * (vh[:, offsets[i]:offsets[i + 1]] @ qs[i].T)).reshape(-1)
-                        for i in range(len(factors))])  # sV_i = diag(s)·V_iᵀ, flattened
+    reps = torch.stack(
+        [(s[:, None] * (vh[:, offsets[i] : offsets[i + 1]] @ qs[i].T)).reshape(-1) for i in range(len(factors))]
+    )  # sV_i = diag(s)·V_iᵀ, flattened
     if ties:
         merged = ties_merge(reps, density, mean=True)
     else:
@@ -192,4 +193,3 @@ def core_tsv(factors: Factors, lam: float = 1.0) -> torch.Tensor:
     u_b, cores, v_a = core_space(factors)
     merged = tsv([(c, torch.eye(c.shape[1], dtype=c.dtype)) for c in cores])
     return lam * (u_b @ merged @ v_a)
-

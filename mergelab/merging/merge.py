@@ -20,8 +20,17 @@ from .fastpaths import linear_combination
 from .method import ModuleContext, merge_module
 
 Progress = Callable[[int, int, str], None]
-COPY_PATTERNS = ("config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json",
-                 "vocab.*", "merges.txt", "*.model", "sentence_bert_config.json", "modules.json")
+COPY_PATTERNS = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "vocab.*",
+    "merges.txt",
+    "*.model",
+    "sentence_bert_config.json",
+    "modules.json",
+)
 
 
 @dataclass
@@ -32,8 +41,14 @@ class MergeResult:
     adapter_set: AdapterSet
 
 
-def merge(adapter_set: AdapterSet, method: str, params: dict | None = None, *,
-          device: str | None = None, progress: Progress | None = None) -> MergeResult:
+def merge(
+    adapter_set: AdapterSet,
+    method: str,
+    params: dict | None = None,
+    *,
+    device: str | None = None,
+    progress: Progress | None = None,
+) -> MergeResult:
     """Merge every adapted module with ``method``; returns merged task vectors on the CPU."""
     spec = registry.get(method)
     values = spec.resolve(len(adapter_set.adapters), params)
@@ -45,20 +60,28 @@ def merge(adapter_set: AdapterSet, method: str, params: dict | None = None, *,
     with torch.no_grad():
         for i, (module, key) in enumerate(adapter_set.module_keys.items()):
             if spec.lora is not None and adapter_set.is_lora:  # adapter space, on the factors
-                factors = [(a.lora_b[module].to(dev, torch.float32) * a.scale(module),
-                            a.lora_a[module].to(dev, torch.float32)) for a in adapter_set.adapters]
+                factors = [
+                    (a.lora_b[module].to(dev, torch.float32) * a.scale(module), a.lora_a[module].to(dev, torch.float32))
+                    for a in adapter_set.adapters
+                ]
                 if fan_in_fan_out:  # ΔW = (B·A)ᵀ = Aᵀ·Bᵀ
                     factors = [(a.T, b.T) for b, a in factors]
                 merged = spec.lora(factors, values, ModuleContext(key))
             elif coeffs is not None:  # LA / TA: one GEMM of concatenated factors (fastpaths)
-                factors = [(a.lora_a[module].to(dev, torch.float32), a.lora_b[module].to(dev, torch.float32),
-                            a.scale(module)) for a in adapter_set.adapters]
+                factors = [
+                    (a.lora_a[module].to(dev, torch.float32), a.lora_b[module].to(dev, torch.float32), a.scale(module))
+                    for a in adapter_set.adapters
+                ]
                 merged = linear_combination(factors, coeffs, fan_in_fan_out)
             else:
                 deltas = [a.delta(module, device=dev) for a in adapter_set.adapters]
                 merged = merge_module(
-                    spec, deltas, values, key=key,
-                    base_weight=lambda k=key: adapter_set.base.get(k).to(dev, torch.float32))
+                    spec,
+                    deltas,
+                    values,
+                    key=key,
+                    base_weight=lambda k=key: adapter_set.base.get(k).to(dev, torch.float32),
+                )
             if not torch.isfinite(merged).all():
                 raise registry.MethodError(f"{spec.label} produced NaN/inf in {key}")
             out[key] = merged.to("cpu", torch.float32)
@@ -107,8 +130,9 @@ def save_adapter(result: MergeResult, out_dir: str | Path, rank: int) -> dict:
     if rank < 1:
         raise LoadError(f"adapter rank must be ≥ 1, got {rank}")
     if not result.adapter_set.is_lora:
-        raise LoadError("--format adapter needs LoRA inputs; full fine-tuned checkpoints merge to a "
-                        "model folder (--format model)")
+        raise LoadError(
+            "--format adapter needs LoRA inputs; full fine-tuned checkpoints merge to a model folder (--format model)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ref = result.adapter_set.adapters[0]
@@ -131,26 +155,43 @@ def save_adapter(result: MergeResult, out_dir: str | Path, rank: int) -> dict:
         state[f"base_model.model.{module}.lora_B.weight"] = b.contiguous()
     save_file(state, out / "adapter_model.safetensors", metadata={"format": "pt"})
     targets = sorted({m.split(".")[-1] for m in result.adapter_set.module_keys})
-    config = {k: v for k, v in ref.config.items() if k not in (
-        "rank_pattern", "alpha_pattern", "use_rslora", "modules_to_save")}
-    config.update({"peft_type": "LORA", "r": rank, "lora_alpha": rank, "target_modules": targets,
-                   "use_rslora": False, "rank_pattern": capped, "alpha_pattern": dict(capped),
-                   "modules_to_save": None})
+    config = {
+        k: v
+        for k, v in ref.config.items()
+        if k not in ("rank_pattern", "alpha_pattern", "use_rslora", "modules_to_save")
+    }
+    config.update(
+        {
+            "peft_type": "LORA",
+            "r": rank,
+            "lora_alpha": rank,
+            "target_modules": targets,
+            "use_rslora": False,
+            "rank_pattern": capped,
+            "alpha_pattern": dict(capped),
+            "modules_to_save": None,
+        }
+    )
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
     values = list(errors.values())
     _write_card(result, out)
-    return {"per_module": errors, "max": max(values), "mean": sum(values) / len(values),
-            "capped": capped}
+    return {"per_module": errors, "max": max(values), "mean": sum(values) / len(values), "capped": capped}
 
 
 def _write_card(result: MergeResult, out: Path) -> None:
-    (out / "mergelab_merge.json").write_text(json.dumps({
-        "method": result.method, "params": result.params,
-        "base": result.adapter_set.base_ref,
-        "adapters": {a.name: str(a.folder) for a in result.adapter_set.adapters},
-        "note": "Merged in adapter space by MergeLab with mergekit 0.1.5's tensor maths; "
+    (out / "mergelab_merge.json").write_text(
+        json.dumps(
+            {
+                "method": result.method,
+                "params": result.params,
+                "base": result.adapter_set.base_ref,
+                "adapters": {a.name: str(a.folder) for a in result.adapter_set.adapters},
+                "note": "Merged in adapter space by MergeLab with mergekit 0.1.5's tensor maths; "
                 "task-specific heads (modules_to_save) are not merged.",
-    }, indent=2))
+            },
+            indent=2,
+        )
+    )
 
 
 def read_folder(folder: str | Path) -> dict[str, torch.Tensor]:

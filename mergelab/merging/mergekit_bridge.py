@@ -15,19 +15,24 @@ import yaml
 from . import registry
 
 
-def mergekit_config(base: str, adapters: list[str], method: str, params: dict | None = None,
-                    dtype: str = "float32") -> dict:
+def mergekit_config(
+    base: str, adapters: list[str], method: str, params: dict | None = None, dtype: str = "float32"
+) -> dict:
     spec = registry.get(method)
     if len(adapters) < 2:
         raise registry.MethodError(f"merging needs at least 2 adapters, got {len(adapters)}")
     values = spec.resolve(len(adapters), params)
     if spec.mergekit is None:
-        raise registry.MethodError(f"mergekit has no {spec.label} method ({spec.name}): there is no mergekit "
-                                   "YAML for this merge; MergeLab computes it itself (mergelab merge)")
+        raise registry.MethodError(
+            f"mergekit has no {spec.label} method ({spec.name}): there is no mergekit "
+            "YAML for this merge; MergeLab computes it itself (mergelab merge)"
+        )
     # LoRA adapters enter as base+adapter; full fine-tuned checkpoints (a model folder without
     # adapter_config.json) enter as themselves.
-    refs = [a if (Path(a) / "config.json").exists() and not (Path(a) / "adapter_config.json").exists()
-            else f"{base}+{a}" for a in adapters]
+    refs = [
+        a if (Path(a) / "config.json").exists() and not (Path(a) / "adapter_config.json").exists() else f"{base}+{a}"
+        for a in adapters
+    ]
     return {"dtype": dtype, **spec.mergekit(base, refs, values)}
 
 
@@ -55,8 +60,13 @@ def study_draft(merge: dict, name: str = "from-mergekit") -> dict:
         while task in tasks:
             task += "_"
         tasks[task] = path
-    return {"name": name, "base": merge["base"], "adapters": tasks, "groups": {"merged": list(tasks)},
-            "methods": {merge["method"]: merge["params"]}}
+    return {
+        "name": name,
+        "base": merge["base"],
+        "adapters": tasks,
+        "groups": {"merged": list(tasks)},
+        "methods": {merge["method"]: merge["params"]},
+    }
 
 
 def from_mergekit(config: dict | str) -> dict:
@@ -68,14 +78,16 @@ def from_mergekit(config: dict | str) -> dict:
     if not isinstance(config, dict) or "merge_method" not in config:
         raise MergekitImportError("not a mergekit merge config: it has no merge_method")
     if "slices" in config:
-        raise MergekitImportError("mergekit 'slices' (layer ranges per model) have no MergeLab equivalent; use "
-                                  "'models' with whole models")
+        raise MergekitImportError(
+            "mergekit 'slices' (layer ranges per model) have no MergeLab equivalent; use 'models' with whole models"
+        )
     method = config["merge_method"]
     name = registry.from_mergekit_name(str(method))
     if name is None:
         known = sorted(n for m in registry.METHODS.values() for n in m.mergekit_names)
-        raise MergekitImportError(f"mergekit method {method!r} has no MergeLab equivalent (MergeLab computes "
-                                  f"{', '.join(known)})")
+        raise MergekitImportError(
+            f"mergekit method {method!r} has no MergeLab equivalent (MergeLab computes {', '.join(known)})"
+        )
     base = config.get("base_model")
     if base is not None and "+" in str(base):  # two-model slerp: the base is one of the models
         base = str(base).partition("+")[0]
@@ -92,8 +104,9 @@ def from_mergekit(config: dict | str) -> dict:
         adapters.append(adapter)
         per_model.append((entry.get("parameters") or {}) if isinstance(entry, dict) else {})
     if len(bases) > 1:
-        raise MergekitImportError(f"the models sit on different bases ({', '.join(sorted(bases))}); MergeLab merges "
-                                  "adapters of one base")
+        raise MergekitImportError(
+            f"the models sit on different bases ({', '.join(sorted(bases))}); MergeLab merges adapters of one base"
+        )
     base = next(iter(bases)) if bases else base
     if base is None:
         raise MergekitImportError("no base model: give base_model, or models as base+adapter")
@@ -106,20 +119,26 @@ def from_mergekit(config: dict | str) -> dict:
             continue
         if key == "normalize" and name == "linear":
             if value is not True:
-                raise MergekitImportError("linear with normalize: false (a plain weighted sum) is task_arithmetic with "
-                                          "lambda 1 in MergeLab; write that")
+                raise MergekitImportError(
+                    "linear with normalize: false (a plain weighted sum) is task_arithmetic with "
+                    "lambda 1 in MergeLab; write that"
+                )
             continue
         if key not in declared or isinstance(value, dict | list):
-            raise MergekitImportError(f"parameter {key!r} = {value!r} of {method} has no MergeLab equivalent "
-                                      f"({spec.label} takes {', '.join(declared) or 'no parameters'})")
+            raise MergekitImportError(
+                f"parameter {key!r} = {value!r} of {method} has no MergeLab equivalent "
+                f"({spec.label} takes {', '.join(declared) or 'no parameters'})"
+            )
         params[key] = value
     for key in {k for p in per_model for k in p}:
         if key not in declared or not declared[key].per_adapter:
             raise MergekitImportError(f"per-model parameter {key!r} has no MergeLab equivalent for {spec.label}")
         values = [p.get(key, declared[key].default) for p in per_model]
         if any(isinstance(v, dict | list) for v in values):
-            raise MergekitImportError(f"per-model parameter {key!r} varies by tensor (a gradient or filter); MergeLab "
-                                      "takes one value per adapter")
+            raise MergekitImportError(
+                f"per-model parameter {key!r} varies by tensor (a gradient or filter); MergeLab "
+                "takes one value per adapter"
+            )
         params[key] = values
     if len(adapters) < 2:
         raise MergekitImportError(f"merging needs at least 2 adapters, the config has {len(adapters)}")

@@ -18,8 +18,9 @@ def _mergekit_params(values: dict) -> dict:
     return {k: v for k, v in values.items() if k != "seed"}
 
 
-def generalized_task_arithmetic(name: str, *, consensus: str | None, sparsify: str | None,
-                                normalize: bool, rescale: bool) -> MergeFn:
+def generalized_task_arithmetic(
+    name: str, *, consensus: str | None, sparsify: str | None, normalize: bool, rescale: bool
+) -> MergeFn:
     """mergekit's ``GeneralizedTaskArithmeticMerge`` on task vectors: sparsify each (``magnitude``,
     ``random``, ``magnitude_outliers``, ``della_magprune`` or none), weight them, elect a sign per
     entry (``sum`` or ``count``) and keep agreeing entries, sum, divide by the agreeing weights
@@ -37,8 +38,12 @@ def generalized_task_arithmetic(name: str, *, consensus: str | None, sparsify: s
         gta = GeneralizedTaskArithmeticMerge(
             consensus_method=ConsensusMethod(consensus) if consensus else None,
             sparsification_method=SparsificationMethod(sparsify) if sparsify else None,
-            default_normalize=normalize, default_rescale=rescale, method_name=name,
-            method_pretty_name=None, method_reference_url=None)
+            default_normalize=normalize,
+            default_rescale=rescale,
+            method_name=name,
+            method_pretty_name=None,
+            method_reference_url=None,
+        )
         return gta, replace(gta, sparsification_method=None)
 
     def merge(deltas: list[torch.Tensor], values: dict, ctx: ModuleContext) -> torch.Tensor:
@@ -54,8 +59,9 @@ def generalized_task_arithmetic(name: str, *, consensus: str | None, sparsify: s
         if sparsify == "magnitude":
             norm = RescaleNorm.l1 if params.get("rescale", rescale) else None
             trimmed = [magnitude(d, dens, norm) for d, dens in zip(deltas, params["density"])]
-            return merge_tensors([zero, *trimmed], untrimmed, parameters={**params, "density": 1.0},
-                                 base_index=0, name=ctx.key)
+            return merge_tensors(
+                [zero, *trimmed], untrimmed, parameters={**params, "density": 1.0}, base_index=0, name=ctx.key
+            )
         return merge_tensors([zero, *deltas], gta, parameters=params, base_index=0, name=ctx.key)
 
     return merge
@@ -64,8 +70,9 @@ def generalized_task_arithmetic(name: str, *, consensus: str | None, sparsify: s
 def _linear(deltas: list[torch.Tensor], values: dict, ctx: ModuleContext) -> torch.Tensor:
     from mergekit.merge_methods.api import merge_tensors
 
-    return merge_tensors(list(deltas), "linear", parameters={**_mergekit_params(values), "normalize": True},
-                         name=ctx.key)
+    return merge_tensors(
+        list(deltas), "linear", parameters={**_mergekit_params(values), "normalize": True}, name=ctx.key
+    )
 
 
 def _slerp(deltas: list[torch.Tensor], values: dict, ctx: ModuleContext) -> torch.Tensor:
@@ -76,12 +83,14 @@ def _slerp(deltas: list[torch.Tensor], values: dict, ctx: ModuleContext) -> torc
         if ctx.base is None:
             raise MethodError("two-adapter SLERP needs the base weight of each module")
         w0 = ctx.base().to(deltas[0].device, deltas[0].dtype)
-        merged = merge_tensors([w0 + deltas[0], w0 + deltas[1]], "slerp", parameters={"t": values["t"]},
-                               base_index=0, name=ctx.key)
+        merged = merge_tensors(
+            [w0 + deltas[0], w0 + deltas[1]], "slerp", parameters={"t": values["t"]}, base_index=0, name=ctx.key
+        )
         return merged - w0
     zero = torch.zeros_like(deltas[0])
-    return merge_tensors([zero, *deltas], "multislerp", parameters={"weight": values["weight"]},
-                         base_index=0, name=ctx.key)
+    return merge_tensors(
+        [zero, *deltas], "multislerp", parameters={"weight": values["weight"]}, base_index=0, name=ctx.key
+    )
 
 
 def _linear_coefficients(values: dict) -> list[float]:
@@ -102,19 +111,31 @@ def export_task_arithmetic(mergekit_name: str, params: tuple[Param, ...]) -> Exp
     shared = [p.name for p in params if not p.per_adapter]
 
     def body(base: str, refs: list[str], values: dict) -> dict:
-        return {"merge_method": mergekit_name, "base_model": base, "models": _per_model(refs, values, per),
-                "parameters": {k: values[k] for k in shared}}
+        return {
+            "merge_method": mergekit_name,
+            "base_model": base,
+            "models": _per_model(refs, values, per),
+            "parameters": {k: values[k] for k in shared},
+        }
+
     return body
 
 
 def _export_linear(base: str, refs: list[str], values: dict) -> dict:
-    return {"merge_method": "linear", "models": _per_model(refs, values, ["weight"]),
-            "parameters": {"normalize": True}}
+    return {"merge_method": "linear", "models": _per_model(refs, values, ["weight"]), "parameters": {"normalize": True}}
 
 
 def _export_slerp(base: str, refs: list[str], values: dict) -> dict:
     if len(refs) == 2:
-        return {"merge_method": "slerp", "base_model": refs[0], "models": [{"model": refs[0]}, {"model": refs[1]}],
-                "parameters": {"t": values["t"]}}
-    return {"merge_method": "multislerp", "base_model": base, "models": _per_model(refs, values, ["weight"]),
-            "parameters": {}}
+        return {
+            "merge_method": "slerp",
+            "base_model": refs[0],
+            "models": [{"model": refs[0]}, {"model": refs[1]}],
+            "parameters": {"t": values["t"]},
+        }
+    return {
+        "merge_method": "multislerp",
+        "base_model": base,
+        "models": _per_model(refs, values, ["weight"]),
+        "parameters": {},
+    }

@@ -86,8 +86,9 @@ class Method:
         given = dict(given or {})
         unknown = set(given) - {p.name for p in self.params} - {"seed"}
         if unknown:
-            raise MethodError(f"{self.label} has no parameter(s) {sorted(unknown)}; it takes "
-                              f"{[p.name for p in self.params]}")
+            raise MethodError(
+                f"{self.label} has no parameter(s) {sorted(unknown)}; it takes {[p.name for p in self.params]}"
+            )
         out = {}
         for p in self.params:
             value = given.get(p.name, p.default)
@@ -96,8 +97,7 @@ class Method:
             if p.per_adapter:
                 values = list(value) if isinstance(value, (list, tuple)) else [value] * n
                 if len(values) != n:
-                    raise MethodError(f"{self.label}: {p.name} needs one value per adapter ({n}), "
-                                      f"got {len(values)}")
+                    raise MethodError(f"{self.label}: {p.name} needs one value per adapter ({n}), got {len(values)}")
                 out[p.name] = [_checked(self, p, v) for v in values]
             else:
                 out[p.name] = _checked(self, p, value)
@@ -129,8 +129,7 @@ def _checked(method: Method, p: Param, value):
 
 REGISTRY: dict[str, Method] = {}
 #: The paper's five methods, in its order, and our registry name for each.
-PAPER_METHODS = {"LA": "linear", "TA": "task_arithmetic", "TIES": "ties", "DARE": "dare_linear",
-                 "SLERP": "slerp"}
+PAPER_METHODS = {"LA": "linear", "TA": "task_arithmetic", "TIES": "ties", "DARE": "dare_linear", "SLERP": "slerp"}
 
 
 def register(method: Method) -> Method:
@@ -148,14 +147,19 @@ def unregister(name: str) -> None:
 def get(name: str) -> Method:
     key = PAPER_METHODS.get(name, name)
     if key not in REGISTRY:
-        raise MethodError(f"unknown merge method {name!r}; choose from {sorted(REGISTRY)} "
-                          f"(or the paper's {sorted(PAPER_METHODS)})")
+        raise MethodError(
+            f"unknown merge method {name!r}; choose from {sorted(REGISTRY)} (or the paper's {sorted(PAPER_METHODS)})"
+        )
     return REGISTRY[key]
 
 
-def merge_module(method: Method, deltas: list[torch.Tensor], values: dict,
-                 base_weight: torch.Tensor | Callable[[], torch.Tensor] | None = None,
-                 key: str = "") -> torch.Tensor:
+def merge_module(
+    method: Method,
+    deltas: list[torch.Tensor],
+    values: dict,
+    base_weight: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+    key: str = "",
+) -> torch.Tensor:
     """One module's merged task vector. Random methods are seeded per module (from ``values['seed']``
     and the tensor name), so a merge is reproducible module by module."""
     import torch

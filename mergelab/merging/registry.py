@@ -52,8 +52,19 @@ from .method import (  # the registry's API: what callers use through `registry.
     unregister,
 )
 
-__all__ = ["METHODS", "PAPER_METHODS", "REGISTRY", "TA_LAMBDA", "Method", "MethodError", "Param", "from_mergekit_name",
-           "get", "register", "unregister"]
+__all__ = [
+    "METHODS",
+    "PAPER_METHODS",
+    "REGISTRY",
+    "TA_LAMBDA",
+    "Method",
+    "MethodError",
+    "Param",
+    "from_mergekit_name",
+    "get",
+    "register",
+    "unregister",
+]
 
 
 WEIGHTS = Param("weight", float, 1.0, "relative weight of each adapter", per_adapter=True)
@@ -61,65 +72,188 @@ LAMBDA = Param("lambda", float, None, "scale of the merged task vector (default 
 
 
 def _density(default: float) -> Param:
-    return Param("density", float, default, "fraction of each task vector's entries kept",
-                 per_adapter=True, minimum=0.0, maximum=1.0)
+    return Param(
+        "density",
+        float,
+        default,
+        "fraction of each task vector's entries kept",
+        per_adapter=True,
+        minimum=0.0,
+        maximum=1.0,
+    )
 
 
-def _gta(name: str, label: str, description: str, params: tuple[Param, ...], *, consensus, sparsify,
-         normalize, rescale, random=False, coefficients=None, revision=1, check=None) -> Method:
+def _gta(
+    name: str,
+    label: str,
+    description: str,
+    params: tuple[Param, ...],
+    *,
+    consensus,
+    sparsify,
+    normalize,
+    rescale,
+    random=False,
+    coefficients=None,
+    revision=1,
+    check=None,
+) -> Method:
     """Register one generalised-task-arithmetic variant (its mergekit name is its own)."""
-    return register(Method(name, label, description, params,
-                           merge=generalized_task_arithmetic(name, consensus=consensus, sparsify=sparsify,
-                                                             normalize=normalize, rescale=rescale),
-                           mergekit=export_task_arithmetic(name, params), coefficients=coefficients, random=random,
-                           revision=revision, check=check, mergekit_names=(name,)))
+    return register(
+        Method(
+            name,
+            label,
+            description,
+            params,
+            merge=generalized_task_arithmetic(
+                name, consensus=consensus, sparsify=sparsify, normalize=normalize, rescale=rescale
+            ),
+            mergekit=export_task_arithmetic(name, params),
+            coefficients=coefficients,
+            random=random,
+            revision=revision,
+            check=check,
+            mergekit_names=(name,),
+        )
+    )
 
 
-register(Method("linear", "Linear averaging (LA)", "θ₀ + Σ wᵢ τᵢ / Σ wᵢ (Wortsman et al. 2022)", (WEIGHTS,),
-                merge=_linear, mergekit=_export_linear, coefficients=_linear_coefficients, mergekit_names=("linear",)))
+register(
+    Method(
+        "linear",
+        "Linear averaging (LA)",
+        "θ₀ + Σ wᵢ τᵢ / Σ wᵢ (Wortsman et al. 2022)",
+        (WEIGHTS,),
+        merge=_linear,
+        mergekit=_export_linear,
+        coefficients=_linear_coefficients,
+        mergekit_names=("linear",),
+    )
+)
 TA_LAMBDA = 0.3
-_gta("task_arithmetic", "Task arithmetic (TA)", "θ₀ + λ Σ wᵢ τᵢ (Ilharco et al. 2023)",
-     (WEIGHTS, Param("lambda", float, TA_LAMBDA, "scale of the summed task vectors (0.3: FusionBench's default for "
-                     "causal LMs; 1/n would be linear averaging)", minimum=0.0)),
-     consensus=None, sparsify=None, normalize=False, rescale=False,
-     coefficients=lambda v: [v["lambda"] * x for x in v["weight"]], revision=2)
-_gta("ties", "TIES", "trim to top-density magnitudes, elect sign by sum, disjoint mean (Yadav et al. 2023)",
-     (WEIGHTS, _density(0.2), Param("lambda", float, 1.0, "scale of the merged task vector", minimum=0.0),
-      Param("normalize", bool, True, "divide by the summed weights of agreeing entries")),
-     consensus="sum", sparsify="magnitude", normalize=True, rescale=False)
-_gta("dare_linear", "DARE (linear)",
-     "drop entries with probability 1 − density, rescale survivors, add (Yu et al. 2024)",
-     (WEIGHTS, _density(0.1), LAMBDA, Param("rescale", bool, True, "rescale survivors (L1 norm)")),
-     consensus=None, sparsify="random", normalize=False, rescale=True, random=True)
-_gta("dare_ties", "DARE-TIES", "DARE's random drop and rescale, then TIES' sign election",
-     (WEIGHTS, _density(0.1), LAMBDA, Param("rescale", bool, True, "rescale survivors (L1 norm)")),
-     consensus="sum", sparsify="random", normalize=False, rescale=True, random=True)
+_gta(
+    "task_arithmetic",
+    "Task arithmetic (TA)",
+    "θ₀ + λ Σ wᵢ τᵢ (Ilharco et al. 2023)",
+    (
+        WEIGHTS,
+        Param(
+            "lambda",
+            float,
+            TA_LAMBDA,
+            "scale of the summed task vectors (0.3: FusionBench's default for "
+            "causal LMs; 1/n would be linear averaging)",
+            minimum=0.0,
+        ),
+    ),
+    consensus=None,
+    sparsify=None,
+    normalize=False,
+    rescale=False,
+    coefficients=lambda v: [v["lambda"] * x for x in v["weight"]],
+    revision=2,
+)
+_gta(
+    "ties",
+    "TIES",
+    "trim to top-density magnitudes, elect sign by sum, disjoint mean (Yadav et al. 2023)",
+    (
+        WEIGHTS,
+        _density(0.2),
+        Param("lambda", float, 1.0, "scale of the merged task vector", minimum=0.0),
+        Param("normalize", bool, True, "divide by the summed weights of agreeing entries"),
+    ),
+    consensus="sum",
+    sparsify="magnitude",
+    normalize=True,
+    rescale=False,
+)
+_gta(
+    "dare_linear",
+    "DARE (linear)",
+    "drop entries with probability 1 − density, rescale survivors, add (Yu et al. 2024)",
+    (WEIGHTS, _density(0.1), LAMBDA, Param("rescale", bool, True, "rescale survivors (L1 norm)")),
+    consensus=None,
+    sparsify="random",
+    normalize=False,
+    rescale=True,
+    random=True,
+)
+_gta(
+    "dare_ties",
+    "DARE-TIES",
+    "DARE's random drop and rescale, then TIES' sign election",
+    (WEIGHTS, _density(0.1), LAMBDA, Param("rescale", bool, True, "rescale survivors (L1 norm)")),
+    consensus="sum",
+    sparsify="random",
+    normalize=False,
+    rescale=True,
+    random=True,
+)
+
+
 def _slerp_check(n: int, values: dict, given: dict) -> None:
     if n != 2 and "t" in given:
-        raise MethodError(f"SLERP: t applies to 2 adapters (slerp between them); with {n} it merges by "
-                          "multislerp, which has no t — weight them with weight instead")
+        raise MethodError(
+            f"SLERP: t applies to 2 adapters (slerp between them); with {n} it merges by "
+            "multislerp, which has no t — weight them with weight instead"
+        )
 
 
-register(Method("slerp", "SLERP", "2 adapters: mergekit slerp of the two full weights at t; more: mergekit "
-                "multislerp of the task vectors around the base",
-                (Param("t", float, 0.5, "interpolation point (2 adapters only)", minimum=0.0, maximum=1.0), WEIGHTS),
-                merge=_slerp, mergekit=_export_slerp, check=_slerp_check, mergekit_names=("slerp", "multislerp")))
-_gta("breadcrumbs", "Model Breadcrumbs", "drop the largest gamma and smallest entries, keep density "
-     "(Davari & Belilovsky 2023)",
-     (WEIGHTS, _density(0.9), Param("gamma", float, 0.01, "fraction of largest entries dropped", per_adapter=True,
-                                    minimum=0.0, maximum=1.0), LAMBDA),
-     consensus=None, sparsify="magnitude_outliers", normalize=False, rescale=False)
+register(
+    Method(
+        "slerp",
+        "SLERP",
+        "2 adapters: mergekit slerp of the two full weights at t; more: mergekit "
+        "multislerp of the task vectors around the base",
+        (Param("t", float, 0.5, "interpolation point (2 adapters only)", minimum=0.0, maximum=1.0), WEIGHTS),
+        merge=_slerp,
+        mergekit=_export_slerp,
+        check=_slerp_check,
+        mergekit_names=("slerp", "multislerp"),
+    )
+)
+_gta(
+    "breadcrumbs",
+    "Model Breadcrumbs",
+    "drop the largest gamma and smallest entries, keep density (Davari & Belilovsky 2023)",
+    (
+        WEIGHTS,
+        _density(0.9),
+        Param("gamma", float, 0.01, "fraction of largest entries dropped", per_adapter=True, minimum=0.0, maximum=1.0),
+        LAMBDA,
+    ),
+    consensus=None,
+    sparsify="magnitude_outliers",
+    normalize=False,
+    rescale=False,
+)
+
+
 def _della_check(n: int, values: dict, given: dict) -> None:
     for d, e in zip(values["density"], values["epsilon"]):
         if not (0 < d - e and d + e < 1):
             raise MethodError(f"DELLA: density ± epsilon must lie inside (0, 1), got density {d} and epsilon {e}")
 
 
-_gta("della", "DELLA", "magnitude-ranked stochastic drop (MagPrune), rescale, TIES election (Deep et al. 2024)",
-     (WEIGHTS, _density(0.5), Param("epsilon", float, 0.15, "spread of keep probabilities", per_adapter=True,
-                                    minimum=0.0, maximum=1.0),
-      Param("lambda", float, 1.0, "scale of the merged task vector", minimum=0.0)),
-     consensus="sum", sparsify="della_magprune", normalize=True, rescale=True, random=True, check=_della_check)
+_gta(
+    "della",
+    "DELLA",
+    "magnitude-ranked stochastic drop (MagPrune), rescale, TIES election (Deep et al. 2024)",
+    (
+        WEIGHTS,
+        _density(0.5),
+        Param("epsilon", float, 0.15, "spread of keep probabilities", per_adapter=True, minimum=0.0, maximum=1.0),
+        Param("lambda", float, 1.0, "scale of the merged task vector", minimum=0.0),
+    ),
+    consensus="sum",
+    sparsify="della_magprune",
+    normalize=True,
+    rescale=True,
+    random=True,
+    check=_della_check,
+)
+
 
 # --- LoRA-native methods (adapter space; mergekit has none of them) ----------------------------------
 def _native(name: str, label: str, description: str, params: tuple[Param, ...], fn: str, **fixed) -> Method:
@@ -144,24 +278,70 @@ def _native(name: str, label: str, description: str, params: tuple[Param, ...], 
 
 
 _SCALE = Param("lambda", float, 1.0, "scale of the merged task vector", minimum=0.0)
-_native("knots", "KnOTS", "SVD of the concatenated task vectors, TIES on each task's right factor in the "
-        "shared basis, then reconstruct (Stoica et al. 2025)",
-        (Param("density", float, 1.0, "fraction of each task's coefficients kept (KnOTS' topK / 100)", minimum=0.0,
-               maximum=1.0), _SCALE, Param("ties", bool, True, "TIES sign election and disjoint mean (off: sum)")),
-        "knots")
-_native("tsv", "TSV-M", "each task's top singular directions, orthogonalised across tasks, summed "
-        "(Gargiulo et al. 2025)", (_SCALE,), "tsv")
-_native("iso_c", "Iso-C", "task-arithmetic sum with its singular values flattened to their mean "
-        "(Marczak et al. 2025)", (_SCALE,), "iso_c")
-_native("iso_cts", "Iso-CTS", "Iso-C on a common subspace plus each task's own directions (Marczak et al. 2025)",
-        (Param("common_fraction", float, 0.8, "share of the directions given to the common space", minimum=0.0,
-               maximum=1.0), _SCALE), "iso_cts")
-_native("core_ties", "Core-space TIES", "TIES on the tasks' small core matrices in shared LoRA bases, "
-        "reconstructed exactly (Panariello et al. 2025)",
-        (Param("density", float, 0.1, "fraction of each core kept (the reference's topK 10 %)", minimum=0.0,
-               maximum=1.0), _SCALE), "core_ties")
-_native("core_tsv", "Core-space TSV", "TSV-M on the tasks' core matrices in shared LoRA bases "
-        "(Panariello et al. 2025)", (_SCALE,), "core_tsv")
+_native(
+    "knots",
+    "KnOTS",
+    "SVD of the concatenated task vectors, TIES on each task's right factor in the "
+    "shared basis, then reconstruct (Stoica et al. 2025)",
+    (
+        Param(
+            "density",
+            float,
+            1.0,
+            "fraction of each task's coefficients kept (KnOTS' topK / 100)",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+        _SCALE,
+        Param("ties", bool, True, "TIES sign election and disjoint mean (off: sum)"),
+    ),
+    "knots",
+)
+_native(
+    "tsv",
+    "TSV-M",
+    "each task's top singular directions, orthogonalised across tasks, summed (Gargiulo et al. 2025)",
+    (_SCALE,),
+    "tsv",
+)
+_native(
+    "iso_c",
+    "Iso-C",
+    "task-arithmetic sum with its singular values flattened to their mean (Marczak et al. 2025)",
+    (_SCALE,),
+    "iso_c",
+)
+_native(
+    "iso_cts",
+    "Iso-CTS",
+    "Iso-C on a common subspace plus each task's own directions (Marczak et al. 2025)",
+    (
+        Param(
+            "common_fraction", float, 0.8, "share of the directions given to the common space", minimum=0.0, maximum=1.0
+        ),
+        _SCALE,
+    ),
+    "iso_cts",
+)
+_native(
+    "core_ties",
+    "Core-space TIES",
+    "TIES on the tasks' small core matrices in shared LoRA bases, reconstructed exactly (Panariello et al. 2025)",
+    (
+        Param(
+            "density", float, 0.1, "fraction of each core kept (the reference's topK 10 %)", minimum=0.0, maximum=1.0
+        ),
+        _SCALE,
+    ),
+    "core_ties",
+)
+_native(
+    "core_tsv",
+    "Core-space TSV",
+    "TSV-M on the tasks' core matrices in shared LoRA bases (Panariello et al. 2025)",
+    (_SCALE,),
+    "core_tsv",
+)
 
 #: Every registered method by name (the CLI, the Study page, the spec and the mergekit export iterate it).
 METHODS = REGISTRY

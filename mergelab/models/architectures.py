@@ -39,11 +39,16 @@ class Scorer:
         prompts = [task.prompt(r) for r in task.eval_rows]
         outs = []
         for i in range(0, len(prompts), m.batch_size):
-            enc = m.tokenizer(prompts[i:i + m.batch_size], return_tensors="pt", padding=True,
-                              padding_side=self.padding_side).to(m.device)
-            gen = m.model.generate(**enc, max_new_tokens=max_new_tokens or task.spec.max_new_tokens, do_sample=False,
-                                   pad_token_id=m.tokenizer.pad_token_id)
-            outs += m.tokenizer.batch_decode(gen[:, self._new_tokens_start(enc):], skip_special_tokens=True)
+            enc = m.tokenizer(
+                prompts[i : i + m.batch_size], return_tensors="pt", padding=True, padding_side=self.padding_side
+            ).to(m.device)
+            gen = m.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens or task.spec.max_new_tokens,
+                do_sample=False,
+                pad_token_id=m.tokenizer.pad_token_id,
+            )
+            outs += m.tokenizer.batch_decode(gen[:, self._new_tokens_start(enc) :], skip_special_tokens=True)
         return outs
 
     def _new_tokens_start(self, enc: dict) -> int:
@@ -58,21 +63,25 @@ class EncoderScorer(Scorer):
         """(rows, labels): log-softmax of the task's own head on the pooled state of each row."""
         m = self.m
         if "classifier.weight" not in m.head:
-            raise LoadError(f"task {task.name!r}: the adapter has no saved classification head "
-                            "(modules_to_save=['classifier']); an encoder needs one per task")
+            raise LoadError(
+                f"task {task.name!r}: the adapter has no saved classification head "
+                "(modules_to_save=['classifier']); an encoder needs one per task"
+            )
         w, b = m.head["classifier.weight"], m.head.get("classifier.bias")
         out = []
         for enc in m.batches([task.prompt(r) for r in task.eval_rows]):
             res = m.model(**enc)
-            pooled = res.pooler_output if getattr(res, "pooler_output", None) is not None \
-                else res.last_hidden_state[:, 0]
+            pooled = (
+                res.pooler_output if getattr(res, "pooler_output", None) is not None else res.last_hidden_state[:, 0]
+            )
             logits = pooled.float() @ w.T + (b if b is not None else 0)
             out.append(torch.log_softmax(logits, -1).cpu())
         return torch.cat(out)
 
     def generate(self, task, max_new_tokens: int | None = None) -> list[str]:
-        raise LoadError(f"task {task.name!r}: an encoder cannot generate text (rougeL tasks need a causal or "
-                        "seq2seq base)")
+        raise LoadError(
+            f"task {task.name!r}: an encoder cannot generate text (rougeL tasks need a causal or seq2seq base)"
+        )
 
 
 class CausalScorer(Scorer):
@@ -82,8 +91,10 @@ class CausalScorer(Scorer):
 
     def check(self) -> None:
         if "position_ids" not in self.m.forward_args:
-            raise LoadError(f"{type(self.m.model).__name__} takes no position_ids; label scoring pads on the "
-                            "left and needs them to compute each sequence as if alone")
+            raise LoadError(
+                f"{type(self.m.model).__name__} takes no position_ids; label scoring pads on the "
+                "left and needs them to compute each sequence as if alone"
+            )
 
     def hidden_forward(self, enc: dict):  # logits for one position only (full ones would be b × t × vocab)
         return self.m.model(**enc, output_hidden_states=True, **self._keep(1))
@@ -108,10 +119,12 @@ class CausalScorer(Scorer):
         prompts = [task.prompt(r) for r in task.eval_rows]
         prompt_ids = self.m.tokenizer(prompts)["input_ids"]
         whole = self.m.tokenizer([p + " " + lab for p in prompts for lab in labels])["input_ids"]
-        cont = [ids[len(prompt_ids[i // len(labels)]):] for i, ids in enumerate(whole)]
+        cont = [ids[len(prompt_ids[i // len(labels)]) :] for i, ids in enumerate(whole)]
         rows = max(1, self.m.batch_size // len(labels))  # ≤ batch_size label sequences per forward
-        scores = [self._label_logprob(prompt_ids[i:i + rows], cont[i * len(labels):(i + rows) * len(labels)])
-                  for i in range(0, len(prompts), rows)]
+        scores = [
+            self._label_logprob(prompt_ids[i : i + rows], cont[i * len(labels) : (i + rows) * len(labels)])
+            for i in range(0, len(prompts), rows)
+        ]
         return torch.cat(scores).view(len(prompts), len(labels))
 
     def _label_logprob(self, prompts: list[list[int]], cont: list[list[int]]) -> torch.Tensor:
@@ -125,8 +138,13 @@ class CausalScorer(Scorer):
         c_max = max(map(len, cont))
         if c_max == 0:
             return torch.zeros(len(cont))
-        out = self.m.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                           use_cache=c_max > 1, **self._keep(1))  # single-token labels need no cache
+        out = self.m.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=c_max > 1,
+            **self._keep(1),
+        )  # single-token labels need no cache
         first = torch.log_softmax(out.logits[:, -1].float(), -1).repeat_interleave(n_lab, 0)  # predicts token 1
         lab = torch.tensor([c + [pad] * (c_max - len(c)) for c in cont], device=self.m.device)
         lab_mask = torch.tensor([[1] * len(c) + [0] * (c_max - len(c)) for c in cont], device=self.m.device)
@@ -136,8 +154,12 @@ class CausalScorer(Scorer):
             cache.batch_repeat_interleave(n_lab)
             mask_rep = mask.repeat_interleave(n_lab, 0)
             positions = mask_rep.sum(-1, keepdim=True) + torch.arange(c_max - 1, device=self.m.device)
-            rest = self.m.model(input_ids=lab[:, :-1], past_key_values=cache, position_ids=positions,
-                                attention_mask=torch.cat([mask_rep, lab_mask[:, :-1]], -1)).logits
+            rest = self.m.model(
+                input_ids=lab[:, :-1],
+                past_key_values=cache,
+                position_ids=positions,
+                attention_mask=torch.cat([mask_rep, lab_mask[:, :-1]], -1),
+            ).logits
             lp = torch.log_softmax(rest.float(), -1).gather(-1, lab[:, 1:, None])[..., 0]
             # where(), not a product: a padded position's logits may be NaN, and NaN·0 is NaN
             scores = scores + torch.where(lab_mask[:, 1:] == 1, lp, 0.0).sum(-1)
@@ -163,11 +185,14 @@ class Seq2SeqScorer(Scorer):
             encoded = self.m.model.get_encoder()(**enc)
             scores = []
             for i in range(len(labels)):
-                ids = lab_ids[i:i + 1].expand(b, -1)
-                logits = self.m.model(encoder_outputs=encoded, attention_mask=enc["attention_mask"],
-                                      labels=ids.masked_fill(lab_mask[i:i + 1] == 0, -100)).logits
+                ids = lab_ids[i : i + 1].expand(b, -1)
+                logits = self.m.model(
+                    encoder_outputs=encoded,
+                    attention_mask=enc["attention_mask"],
+                    labels=ids.masked_fill(lab_mask[i : i + 1] == 0, -100),
+                ).logits
                 logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None])[..., 0]
-                scores.append(torch.where(lab_mask[i:i + 1] == 1, logp, 0.0).sum(-1))
+                scores.append(torch.where(lab_mask[i : i + 1] == 1, logp, 0.0).sum(-1))
             out.append(torch.stack(scores, -1))
         return torch.cat(out).cpu()
 

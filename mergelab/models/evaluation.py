@@ -85,15 +85,31 @@ def classification_evaluation(task, label_logprobs) -> Evaluation:
     records = []
     for i, (row, pred, scores) in enumerate(zip(task.eval_rows, preds, lp)):
         ref = task.label_index(row)
-        records.append({"row": i, "row_id": row_id(task.prompt(row)), "score": 100.0 * (pred == ref),
-                        "reference": labels[ref], "prediction": labels[pred], "label_logprobs": scores})
+        records.append(
+            {
+                "row": i,
+                "row_id": row_id(task.prompt(row)),
+                "score": 100.0 * (pred == ref),
+                "reference": labels[ref],
+                "prediction": labels[pred],
+                "label_logprobs": scores,
+            }
+        )
     return Evaluation(classification_score(task, preds), records)
 
 
 def generation_evaluation(task, predictions: list[str]) -> Evaluation:
     refs = [references(r[task.spec.target_field]) for r in task.eval_rows]
     per_row = rouge_l_rows(predictions, refs)
-    records = [{"row": i, "row_id": row_id(task.prompt(row)), "score": score, "reference": None,
-                "prediction": pred, "label_logprobs": None}
-               for i, (row, pred, score) in enumerate(zip(task.eval_rows, predictions, per_row))]
+    records = [
+        {
+            "row": i,
+            "row_id": row_id(task.prompt(row)),
+            "score": score,
+            "reference": None,
+            "prediction": pred,
+            "label_logprobs": None,
+        }
+        for i, (row, pred, score) in enumerate(zip(task.eval_rows, predictions, per_row))
+    ]
     return Evaluation(sum(per_row) / len(per_row), records)

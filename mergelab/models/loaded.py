@@ -19,8 +19,15 @@ from .architectures import SCORERS
 
 
 class LoadedModel:
-    def __init__(self, adapter_set: AdapterSet, architecture: str, device: torch.device,
-                 batch_size: int = 32, trust_remote_code: bool = False, dtype: str = "auto"):
+    def __init__(
+        self,
+        adapter_set: AdapterSet,
+        architecture: str,
+        device: torch.device,
+        batch_size: int = 32,
+        trust_remote_code: bool = False,
+        dtype: str = "auto",
+    ):
         from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.aset = adapter_set
@@ -32,9 +39,12 @@ class LoadedModel:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
             cls = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}.get(architecture, AutoModel)
             # pickle-only folders got past BaseWeights only with allow_pickle
-            self.model = cls.from_pretrained(folder, trust_remote_code=trust_remote_code,
-                                             dtype=dtype if dtype == "auto" else getattr(torch, dtype),
-                                             use_safetensors=any(folder.glob("*.safetensors")))
+            self.model = cls.from_pretrained(
+                folder,
+                trust_remote_code=trust_remote_code,
+                dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+                use_safetensors=any(folder.glob("*.safetensors")),
+            )
         except (OSError, ValueError) as exc:
             raise LoadError(f"cannot load base model from {folder}: {exc}") from None
         if self.tokenizer.pad_token is None:
@@ -67,8 +77,7 @@ class LoadedModel:
 
     def use_expert(self, task: str) -> None:
         adapter = self.aset.adapters[self.aset.names.index(task)]
-        deltas = {key: adapter.delta(module, device=self.device)
-                  for module, key in self.aset.module_keys.items()}
+        deltas = {key: adapter.delta(module, device=self.device) for module, key in self.aset.module_keys.items()}
         self.use(f"expert:{task}", deltas, adapter.heads)
 
     def head_of(self, task: str) -> dict:
@@ -77,8 +86,9 @@ class LoadedModel:
     # --- forward passes -------------------------------------------------------------------------
     def batches(self, texts: list[str]):
         for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
-                                 truncation=True, max_length=256)
+            enc = self.tokenizer(
+                texts[i : i + self.batch_size], return_tensors="pt", padding=True, truncation=True, max_length=256
+            )
             yield {k: v.to(self.device) for k, v in enc.items()}
 
     @torch.no_grad()

@@ -77,10 +77,18 @@ def _requeue_crashed(con, where: str, args: tuple, why: str) -> int:
     failed = con.execute(
         f"UPDATE jobs SET status='failed', worker=NULL, error=?, message=?, updated_at=? "
         f"WHERE status='running' AND attempts >= ? AND {where}",
-        (f"the unit stopped its worker {MAX_ATTEMPTS} times ({why}); given up", f"failed: {why}", time.time(),
-         MAX_ATTEMPTS, *args)).rowcount
-    queued = con.execute(f"UPDATE jobs SET status='queued', worker=NULL, message=? WHERE status='running' AND {where}",
-                         (f"requeued: {why}", *args)).rowcount
+        (
+            f"the unit stopped its worker {MAX_ATTEMPTS} times ({why}); given up",
+            f"failed: {why}",
+            time.time(),
+            MAX_ATTEMPTS,
+            *args,
+        ),
+    ).rowcount
+    queued = con.execute(
+        f"UPDATE jobs SET status='queued', worker=NULL, message=? WHERE status='running' AND {where}",
+        (f"requeued: {why}", *args),
+    ).rowcount
     return failed + queued
 
 
@@ -109,7 +117,8 @@ def enqueue(store: Store, study_id: str, units: list[dict]) -> dict:
         con.executemany(
             "INSERT OR IGNORE INTO jobs(study_id, kind, unit_key, payload, status, created_at, updated_at) "
             "VALUES (?,?,?,?, 'queued', ?, ?)",
-            [(study_id, u["kind"], u["unit_key"], json.dumps(u["payload"]), now, now) for u in units])
+            [(study_id, u["kind"], u["unit_key"], json.dumps(u["payload"]), now, now) for u in units],
+        )
         after = con.execute("SELECT COUNT(*) FROM jobs WHERE study_id=?", (study_id,)).fetchone()[0]
     return {"new": after - before, "existing": len(units) - (after - before)}
 
@@ -127,18 +136,26 @@ def claim(store: Store, worker: str, study_id: str | None = None, exclude=()) ->
             f"UPDATE jobs SET status='running', worker=?, heartbeat=?, attempts=attempts+1, started_at=?, "
             f"progress=0, message='', updated_at=? WHERE id = (SELECT id FROM jobs WHERE {where} "
             f"ORDER BY id LIMIT 1) RETURNING id, study_id, kind, unit_key, payload, attempts",
-            (worker, now, now, now, *args)).fetchone()
+            (worker, now, now, now, *args),
+        ).fetchone()
     if row is None:
         return None
-    return {"id": row[0], "study_id": row[1], "kind": row[2], "unit_key": row[3],
-            "payload": json.loads(row[4]), "attempts": row[5]}
+    return {
+        "id": row[0],
+        "study_id": row[1],
+        "kind": row[2],
+        "unit_key": row[3],
+        "payload": json.loads(row[4]),
+        "attempts": row[5],
+    }
 
 
 def report_progress(store: Store, job_id: int, worker: str, progress: float, message: str = "") -> None:
     with store.transaction() as con:
-        con.execute("UPDATE jobs SET progress=?, message=?, heartbeat=?, updated_at=? "
-                    "WHERE id=? AND worker=?",
-                    (float(progress), message, time.time(), time.time(), job_id, worker))
+        con.execute(
+            "UPDATE jobs SET progress=?, message=?, heartbeat=?, updated_at=? WHERE id=? AND worker=?",
+            (float(progress), message, time.time(), time.time(), job_id, worker),
+        )
 
 
 def finish(store: Store, job: dict, worker: str, output: UnitOutput, message: str = "done") -> bool:
@@ -154,19 +171,21 @@ def finish(store: Store, job: dict, worker: str, output: UnitOutput, message: st
     now = time.time()
     try:
         with store.transaction() as con:
-            cur = con.execute("UPDATE jobs SET status='done', progress=1, message=?, finished_at=?, "
-                              "updated_at=?, error=NULL, traceback=NULL WHERE id=? AND worker=? AND status='running'",
-                              (message, now, now, job["id"], worker))
+            cur = con.execute(
+                "UPDATE jobs SET status='done', progress=1, message=?, finished_at=?, "
+                "updated_at=?, error=NULL, traceback=NULL WHERE id=? AND worker=? AND status='running'",
+                (message, now, now, job["id"], worker),
+            )
             if cur.rowcount != 1:
                 raise _NotOwner
             if output.results:
                 con.executemany(INSERT_RESULTS, result_tuples(study, output.results, now))
             if output.records:
                 con.executemany(INSERT_RECORDS, record_tuples(study, output.records))
-            con.executemany("INSERT OR REPLACE INTO pair_metrics(study_id, task_a, task_b, name, value) "
-                            "VALUES (?,?,?,?,?)",
-                            [(study, r["task_a"], r["task_b"], r["name"], float(r["value"]))
-                             for r in output.pair_metrics])
+            con.executemany(
+                "INSERT OR REPLACE INTO pair_metrics(study_id, task_a, task_b, name, value) VALUES (?,?,?,?,?)",
+                [(study, r["task_a"], r["task_b"], r["name"], float(r["value"])) for r in output.pair_metrics],
+            )
     except _NotOwner:
         return False
     return True
@@ -181,8 +200,11 @@ def release(store: Store, job: dict, worker: str, message: str) -> None:
     count as an attempt. Best effort: if even this cannot be written, dead-worker recovery will."""
     try:
         with store.transaction() as con:
-            con.execute("UPDATE jobs SET status='queued', worker=NULL, attempts=MAX(attempts-1, 0), message=? "
-                        "WHERE id=? AND worker=? AND status='running'", (message[:200], job["id"], worker))
+            con.execute(
+                "UPDATE jobs SET status='queued', worker=NULL, attempts=MAX(attempts-1, 0), message=? "
+                "WHERE id=? AND worker=? AND status='running'",
+                (message[:200], job["id"], worker),
+            )
     except StoreError:
         pass
 
@@ -197,27 +219,34 @@ def requeue_lost(store: Store, job: dict, worker: str, why: str) -> None:
 def fail(store: Store, job: dict, worker: str, error: str, traceback: str = "") -> None:
     """Mark a unit failed: ``error`` is one line (what the lists show), ``traceback`` the whole one."""
     with store.transaction() as con:
-        con.execute("UPDATE jobs SET status='failed', error=?, traceback=?, message=?, finished_at=?, updated_at=? "
-                    "WHERE id=? AND worker=?",
-                    (error, traceback or None, error[:200], time.time(), time.time(), job["id"], worker))
+        con.execute(
+            "UPDATE jobs SET status='failed', error=?, traceback=?, message=?, finished_at=?, updated_at=? "
+            "WHERE id=? AND worker=?",
+            (error, traceback or None, error[:200], time.time(), time.time(), job["id"], worker),
+        )
 
 
 def retry_failed(store: Store, study_id: str) -> int:
     with store.transaction() as con:
-        return con.execute("UPDATE jobs SET status='queued', error=NULL, traceback=NULL, attempts=0, "
-                           "message='retry' WHERE study_id=? AND status='failed'", (study_id,)).rowcount
+        return con.execute(
+            "UPDATE jobs SET status='queued', error=NULL, traceback=NULL, attempts=0, "
+            "message='retry' WHERE study_id=? AND status='failed'",
+            (study_id,),
+        ).rowcount
 
 
 def cancel_queued(store: Store, study_id: str) -> int:
     with store.transaction() as con:
-        return con.execute("UPDATE jobs SET status='cancelled', message='cancelled' "
-                           "WHERE study_id=? AND status='queued'", (study_id,)).rowcount
+        return con.execute(
+            "UPDATE jobs SET status='cancelled', message='cancelled' WHERE study_id=? AND status='queued'", (study_id,)
+        ).rowcount
 
 
 def requeue_cancelled(store: Store, study_id: str) -> int:
     with store.transaction() as con:
-        return con.execute("UPDATE jobs SET status='queued', message='' "
-                           "WHERE study_id=? AND status='cancelled'", (study_id,)).rowcount
+        return con.execute(
+            "UPDATE jobs SET status='queued', message='' WHERE study_id=? AND status='cancelled'", (study_id,)
+        ).rowcount
 
 
 def requeue(store: Store, study_id: str, unit_keys: list[str]) -> int:
@@ -225,15 +254,23 @@ def requeue(store: Store, study_id: str, unit_keys: list[str]) -> int:
     results stay until each unit's new result replaces them, in the same transaction that marks
     it done; running units are left alone."""
     with store.transaction() as con:
-        return sum(con.execute("UPDATE jobs SET status='queued', error=NULL, traceback=NULL, progress=0, attempts=0, "
-                               "message='recompute' WHERE study_id=? AND unit_key=? AND status != 'running'",
-                               (study_id, key)).rowcount for key in unit_keys)
+        return sum(
+            con.execute(
+                "UPDATE jobs SET status='queued', error=NULL, traceback=NULL, progress=0, attempts=0, "
+                "message='recompute' WHERE study_id=? AND unit_key=? AND status != 'running'",
+                (study_id, key),
+            ).rowcount
+            for key in unit_keys
+        )
 
 
 def jobs_frame(store: Store, study_id: str) -> pd.DataFrame:
-    return store.query("SELECT id, kind, unit_key, payload, status, progress, message, worker, "
-                        "attempts, error, traceback, heartbeat, started_at, finished_at, created_at, updated_at "
-                        "FROM jobs WHERE study_id=? ORDER BY id", (study_id,))
+    return store.query(
+        "SELECT id, kind, unit_key, payload, status, progress, message, worker, "
+        "attempts, error, traceback, heartbeat, started_at, finished_at, created_at, updated_at "
+        "FROM jobs WHERE study_id=? ORDER BY id",
+        (study_id,),
+    )
 
 
 def status_counts(store: Store, study_id: str) -> dict[str, int]:
@@ -246,15 +283,18 @@ def queued_studies(store: Store) -> list[str]:
 
 
 def live_workers(store: Store, within_s: float = 15.0) -> int:
-    df = store.query("SELECT COUNT(DISTINCT worker) AS n FROM jobs WHERE status='running' "
-                      "AND heartbeat > ?", (time.time() - within_s,))
+    df = store.query(
+        "SELECT COUNT(DISTINCT worker) AS n FROM jobs WHERE status='running' AND heartbeat > ?",
+        (time.time() - within_s,),
+    )
     return int(df["n"].iloc[0])
 
 
 def done_keys(store: Store, study_id: str) -> list[tuple[str, str, str]]:
     """(kind, unit key, payload) of every finished unit, oldest first (what a snapshot ships)."""
-    df = store.query("SELECT kind, unit_key, payload FROM jobs WHERE study_id=? AND status='done' ORDER BY id",
-                      (study_id,))
+    df = store.query(
+        "SELECT kind, unit_key, payload FROM jobs WHERE study_id=? AND status='done' ORDER BY id", (study_id,)
+    )
     return list(df.itertuples(index=False, name=None))
 
 
@@ -264,7 +304,8 @@ def add_done(store: Store, study_id: str, units: list[tuple[str, str, str]], mes
         con.executemany(
             "INSERT OR IGNORE INTO jobs(study_id, kind, unit_key, payload, status, progress, message, "
             "attempts, created_at, updated_at) VALUES (?,?,?,?, 'done', 1, ?, 0, 0, 0)",
-            [(study_id, kind, key, payload, message) for kind, key, payload in units])
+            [(study_id, kind, key, payload, message) for kind, key, payload in units],
+        )
 
 
 def dashboard_lock(store: Store):
@@ -295,8 +336,9 @@ class Heartbeat:
         while not self._stop.wait(self.every):
             try:
                 with self.store.transaction() as con:
-                    con.execute("UPDATE jobs SET heartbeat=? WHERE worker=? AND status='running'",
-                                (time.time(), self.worker))
+                    con.execute(
+                        "UPDATE jobs SET heartbeat=? WHERE worker=? AND status='running'", (time.time(), self.worker)
+                    )
             except StoreError:
                 pass  # a store that cannot be written fails the unit's own writes, with a message
 

@@ -43,28 +43,55 @@ def load_into(store: Store, directory: Path = PAPER_DIR) -> str:
 
 
 def _write(store: Store, tables: dict[str, pd.DataFrame]) -> None:
-    store.upsert_study(STUDY_ID, STUDY_NAME, "paper",
-                       "The published tables of 'An Empirical Study and Theoretical Explanation on "
-                       "Task-Level Model-Merging Collapse' (Cao et al., preprint 2026-03-11). "
-                       "Read only; every statistic is recomputed from these rows.")
+    store.upsert_study(
+        STUDY_ID,
+        STUDY_NAME,
+        "paper",
+        "The published tables of 'An Empirical Study and Theoretical Explanation on "
+        "Task-Level Model-Merging Collapse' (Cao et al., preprint 2026-03-11). "
+        "Read only; every statistic is recomputed from these rows.",
+    )
     t2 = tables["table2"]
-    rows = pd.DataFrame({
-        "group_name": "GLUE (Table 2)", "model": t2["model"], "task": t2["task"],
-        "method": t2["method"], "metric": "accuracy", "score": t2["merged_score"],
-        "expert_score": t2["ft_score"], "loss": t2["published_loss"], "source": "published"})
+    rows = pd.DataFrame(
+        {
+            "group_name": "GLUE (Table 2)",
+            "model": t2["model"],
+            "task": t2["task"],
+            "method": t2["method"],
+            "metric": "accuracy",
+            "score": t2["merged_score"],
+            "expert_score": t2["ft_score"],
+            "loss": t2["published_loss"],
+            "source": "published",
+        }
+    )
     detail = tables["detail_losses"]
     models = {"GLUE": "Qwen2.5-3B"}
-    detail_rows = pd.DataFrame({
-        "group_name": detail["group"].map(DETAIL_GROUPS), "task": detail["task"],
-        "model": detail["group"].map(models).fillna("Mistral-7B + Lots-of-LoRAs"),
-        "method": detail["method"], "metric": detail["group"].map(
-            {"GLUE": "accuracy"}).fillna("rougeL"),
-        "loss": detail["published_loss"], "source": "published"})
+    detail_rows = pd.DataFrame(
+        {
+            "group_name": detail["group"].map(DETAIL_GROUPS),
+            "task": detail["task"],
+            "model": detail["group"].map(models).fillna("Mistral-7B + Lots-of-LoRAs"),
+            "method": detail["method"],
+            "metric": detail["group"].map({"GLUE": "accuracy"}).fillna("rougeL"),
+            "loss": detail["published_loss"],
+            "source": "published",
+        }
+    )
     store.add_results(STUDY_ID, pd.concat([rows, detail_rows], ignore_index=True))
     mds = tables["detail_mds"]
-    store.add_task_metrics(STUDY_ID, pd.DataFrame({
-        "group_name": mds["group"].map(DETAIL_GROUPS), "task": mds["task"], "name": "mds",
-        "value": mds["mds"], "source": "published"}))
+    store.add_task_metrics(
+        STUDY_ID,
+        pd.DataFrame(
+            {
+                "group_name": mds["group"].map(DETAIL_GROUPS),
+                "task": mds["task"],
+                "name": "mds",
+                "value": mds["mds"],
+                "source": "published",
+            }
+        ),
+    )
     groups = {"GLUE (Table 2)": GLUE_TASKS}
     for key, name in DETAIL_GROUPS.items():
         groups[name] = list(mds.loc[mds["group"] == key, "task"])

@@ -97,9 +97,15 @@ def _v2_to_v3(con: sqlite3.Connection) -> None:
     for study_id, name in con.execute("SELECT study_id, name FROM task_groups WHERE role='group'").fetchall():
         swap = parse_swap_name(name)
         if swap is not None:
-            con.execute("UPDATE task_groups SET role=?, meta=? WHERE study_id=? AND name=?",
-                        (SWAP, json.dumps({"parent": swap.parent, "removed": swap.removed, "added": swap.added}),
-                         study_id, name))
+            con.execute(
+                "UPDATE task_groups SET role=?, meta=? WHERE study_id=? AND name=?",
+                (
+                    SWAP,
+                    json.dumps({"parent": swap.parent, "removed": swap.removed, "added": swap.added}),
+                    study_id,
+                    name,
+                ),
+            )
 
 
 #: from version → the step that brings a store to the next version
@@ -119,8 +125,9 @@ def upgrade(con: sqlite3.Connection) -> int:
     version it had. A store from newer code is refused rather than altered."""
     found = version(con)
     if found > SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(f"it was written by a newer MergeLab (schema {found}, this one reads "
-                                    f"{SCHEMA_VERSION}); upgrade MergeLab")
+        raise sqlite3.DatabaseError(
+            f"it was written by a newer MergeLab (schema {found}, this one reads {SCHEMA_VERSION}); upgrade MergeLab"
+        )
     step = found
     while 0 < step < SCHEMA_VERSION:
         MIGRATIONS[step](con)

@@ -25,7 +25,8 @@ def export(store: Store, study_id: str, out: Path) -> None:
     else:
         (out / RECORDS_FILE).unlink(missing_ok=True)
     pd.DataFrame(jobs.done_keys(store, study_id), columns=["kind", "unit_key", "payload"]).to_csv(
-        out / "jobs.csv", index=False)
+        out / "jobs.csv", index=False
+    )
     target = out / "states"
     if target.exists():
         for f in target.glob("*.safetensors"):

@@ -27,8 +27,9 @@ def states_path(root: Path, study_id: str, name: str) -> Path:
     root = Path(root).resolve()
     path = (root / study_id / f"{name}.safetensors").resolve()
     if not path.is_relative_to(root) or path.parent.parent != root:
-        raise StoreError(f"refusing to write outside the store's folder: study {study_id!r}, "
-                         f"file {name!r} would land at {path}")
+        raise StoreError(
+            f"refusing to write outside the store's folder: study {study_id!r}, file {name!r} would land at {path}"
+        )
     return path
 
 
@@ -47,8 +48,11 @@ def merged_name(group: str, method: str) -> str:
 def merged_methods(root: Path, study_id: str, group: str) -> list[str]:
     """The methods whose merge of ``group`` has stored states."""
     prefix = merged_name(group, "")
-    return sorted(p.stem[len(prefix):] for p in states_dir(root, study_id).glob(f"{prefix}*.safetensors")
-                  if "__" not in p.stem[len(prefix):])
+    return sorted(
+        p.stem[len(prefix) :]
+        for p in states_dir(root, study_id).glob(f"{prefix}*.safetensors")
+        if "__" not in p.stem[len(prefix) :]
+    )
 
 
 def has_expert_states(root: Path, study_id: str, tasks: list[str]) -> bool:
@@ -56,8 +60,7 @@ def has_expert_states(root: Path, study_id: str, tasks: list[str]) -> bool:
     return bool(tasks) and all((folder / f"{expert_name(t)}.safetensors").exists() for t in tasks)
 
 
-def write_states(root: Path, study_id: str, name: str, arrays: dict[str, np.ndarray],
-                 metadata: dict[str, str]) -> Path:
+def write_states(root: Path, study_id: str, name: str, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> Path:
     """Write one unit's states atomically (a temporary file, then a rename). A full disk or a
     read-only folder is one :class:`StoreError`."""
     from safetensors.numpy import save_file

@@ -27,43 +27,72 @@ from .roles import Swap
 log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = [
-    "group_name", "model", "task", "method", "params_hash", "seed", "metric",
-    "score", "expert_score", "loss", "source",
+    "group_name",
+    "model",
+    "task",
+    "method",
+    "params_hash",
+    "seed",
+    "metric",
+    "score",
+    "expert_score",
+    "loss",
+    "source",
 ]
 #: what identifies the result a per-row record belongs to (a result's key, less its metric)
 RECORD_KEY = ["group_name", "model", "task", "method", "params_hash", "seed"]
 RECORD_COLUMNS = [*RECORD_KEY, "row", "row_id", "score", "reference", "prediction", "label_logprobs"]
 
 
-INSERT_RESULTS = (f"INSERT OR REPLACE INTO results(study_id, {', '.join(RESULT_COLUMNS)}, created_at) "
-                  f"VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 2))})")
+INSERT_RESULTS = (
+    f"INSERT OR REPLACE INTO results(study_id, {', '.join(RESULT_COLUMNS)}, created_at) "
+    f"VALUES ({', '.join('?' * (len(RESULT_COLUMNS) + 2))})"
+)
 
 
 def result_tuples(study_id: str, rows, now: float | None = None) -> list[tuple]:
     """Result rows as tuples for ``results``, missing optional columns at their defaults."""
     df = pd.DataFrame(rows)
-    defaults = {"params_hash": "", "seed": 0, "metric": "score", "expert_score": None,
-                "loss": None, "score": None, "source": "computed", "group_name": ""}
+    defaults = {
+        "params_hash": "",
+        "seed": 0,
+        "metric": "score",
+        "expert_score": None,
+        "loss": None,
+        "score": None,
+        "source": "computed",
+        "group_name": "",
+    }
     for col, val in defaults.items():
         if col not in df.columns:
             df[col] = val
     for col in ("group_name", "params_hash"):  # key columns: '' rather than NULL (CSV round trip)
         df[col] = df[col].fillna("").astype(str)
     now = time.time() if now is None else now
-    return [(study_id, *[None if pd.isna(v) else v for v in rec], now)
-            for rec in df[RESULT_COLUMNS].itertuples(index=False, name=None)]
+    return [
+        (study_id, *[None if pd.isna(v) else v for v in rec], now)
+        for rec in df[RESULT_COLUMNS].itertuples(index=False, name=None)
+    ]
 
 
 def record_tuples(study_id: str, rows) -> list[tuple]:
     """Per-row records as tuples for ``row_records`` (``label_logprobs`` lists as JSON text)."""
     frame = pd.DataFrame(rows)
-    for col, default in (("params_hash", ""), ("seed", 0), ("group_name", ""), ("reference", None),
-                         ("label_logprobs", None), ("prediction", None)):
+    for col, default in (
+        ("params_hash", ""),
+        ("seed", 0),
+        ("group_name", ""),
+        ("reference", None),
+        ("label_logprobs", None),
+        ("prediction", None),
+    ):
         if col not in frame.columns:
             frame[col] = default
     frame["label_logprobs"] = [_logprobs_text(v) for v in frame["label_logprobs"]]
-    return [(study_id, *[None if (not isinstance(v, (list, str)) and pd.isna(v)) else v for v in rec])
-            for rec in frame[RECORD_COLUMNS].itertuples(index=False, name=None)]
+    return [
+        (study_id, *[None if (not isinstance(v, (list, str)) and pd.isna(v)) else v for v in rec])
+        for rec in frame[RECORD_COLUMNS].itertuples(index=False, name=None)
+    ]
 
 
 def _logprobs_text(value) -> str | None:
@@ -75,8 +104,10 @@ def _logprobs_text(value) -> str | None:
     return json.dumps([round(float(x), 5) for x in value])
 
 
-INSERT_RECORDS = (f"INSERT OR REPLACE INTO row_records(study_id, {', '.join(RECORD_COLUMNS)}) "
-                  f"VALUES ({', '.join('?' * (len(RECORD_COLUMNS) + 1))})")
+INSERT_RECORDS = (
+    f"INSERT OR REPLACE INTO row_records(study_id, {', '.join(RECORD_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(RECORD_COLUMNS) + 1))})"
+)
 
 
 class Store:
@@ -96,8 +127,9 @@ class Store:
                 with self.transaction() as con:
                     self.migrated_from = schema.upgrade(con)
                 if self.migrated_from:
-                    log.warning("store %s migrated from schema %s to %s", self.path, self.migrated_from,
-                                schema.SCHEMA_VERSION)
+                    log.warning(
+                        "store %s migrated from schema %s to %s", self.path, self.migrated_from, schema.SCHEMA_VERSION
+                    )
         except (sqlite3.Error, OSError) as exc:
             raise explain(self.path, exc) from None
 
@@ -180,8 +212,7 @@ class Store:
         return tuple(stamp)
 
     # --- studies --------------------------------------------------------------------------
-    def upsert_study(self, study_id: str, name: str, kind: str, description: str | None = None,
-                     spec: str = "") -> None:
+    def upsert_study(self, study_id: str, name: str, kind: str, description: str | None = None, spec: str = "") -> None:
         """Create or update a study; ``description=None`` keeps the stored one."""
         with self.transaction() as con:
             con.execute(
@@ -216,16 +247,19 @@ class Store:
         shutil.rmtree(states_files.states_dir(self.states_root, study_id), ignore_errors=True)
 
     # --- groups, pairs and the pool -----------------------------------------------------------
-    def set_groups(self, study_id: str, groups: dict[str, list[str]], role: str = "group",
-                   meta: dict[str, dict] | None = None) -> None:
+    def set_groups(
+        self, study_id: str, groups: dict[str, list[str]], role: str = "group", meta: dict[str, dict] | None = None
+    ) -> None:
         """Store task groups with ``role`` (see :mod:`.roles`); ``meta``: per group name, what its
         role needs (a swap's parent, removed and added task)."""
         meta = meta or {}
         with self.transaction() as con:
             con.executemany(
                 "INSERT OR REPLACE INTO task_groups(study_id, name, tasks, role, meta) VALUES (?,?,?,?,?)",
-                [(study_id, name, json.dumps(list(tasks)), role, json.dumps(meta[name]) if name in meta else "")
-                 for name, tasks in groups.items()],
+                [
+                    (study_id, name, json.dumps(list(tasks)), role, json.dumps(meta[name]) if name in meta else "")
+                    for name, tasks in groups.items()
+                ],
             )
 
     def set_pool(self, study_id: str, tasks: list[str]) -> None:
@@ -233,21 +267,27 @@ class Store:
         with self.transaction() as con:
             con.execute("DELETE FROM task_groups WHERE study_id=? AND role='pool'", (study_id,))
             if tasks:
-                con.execute("INSERT INTO task_groups(study_id, name, tasks, role) VALUES (?, 'pool', ?, 'pool')",
-                            (study_id, json.dumps(list(tasks))))
+                con.execute(
+                    "INSERT INTO task_groups(study_id, name, tasks, role) VALUES (?, 'pool', ?, 'pool')",
+                    (study_id, json.dumps(list(tasks))),
+                )
 
     def groups(self, study_id: str, role: str | tuple[str, ...] = "group") -> dict[str, list[str]]:
         """Task groups of a study with ``role`` (one, or a tuple of them): 'group' — drawn or
         declared, the evidence — by default; 'swap', 'pair' (see :mod:`.roles`)."""
         roles = (role,) if isinstance(role, str) else tuple(role)
-        df = self.query(f"SELECT name, tasks FROM task_groups WHERE study_id=? AND role IN "
-                         f"({', '.join('?' * len(roles))}) ORDER BY rowid", (study_id, *roles))
+        df = self.query(
+            f"SELECT name, tasks FROM task_groups WHERE study_id=? AND role IN "
+            f"({', '.join('?' * len(roles))}) ORDER BY rowid",
+            (study_id, *roles),
+        )
         return {r.name: json.loads(r.tasks) for r in df.itertuples()}
 
     def swaps(self, study_id: str) -> dict[str, Swap]:
         """The study's swap groups: name → its parent group, removed and added task."""
-        df = self.query("SELECT name, meta FROM task_groups WHERE study_id=? AND role='swap' ORDER BY rowid",
-                         (study_id,))
+        df = self.query(
+            "SELECT name, meta FROM task_groups WHERE study_id=? AND role='swap' ORDER BY rowid", (study_id,)
+        )
         out = {}
         for r in df.itertuples():
             meta = json.loads(r.meta) if r.meta else {}
@@ -285,8 +325,9 @@ class Store:
         if tasks is not None:
             where += f" AND task IN ({', '.join('?' * len(tasks))})"
             args += list(tasks)
-        return self.query(f"SELECT {', '.join(RECORD_COLUMNS)} FROM row_records WHERE {where} "
-                           "ORDER BY rowid", tuple(args))
+        return self.query(
+            f"SELECT {', '.join(RECORD_COLUMNS)} FROM row_records WHERE {where} ORDER BY rowid", tuple(args)
+        )
 
     def add_task_metrics(self, study_id: str, rows: list[dict] | pd.DataFrame) -> None:
         df = pd.DataFrame(rows)
@@ -296,27 +337,25 @@ class Store:
             con.executemany(
                 "INSERT OR REPLACE INTO task_metrics(study_id, group_name, task, name, value, source) "
                 "VALUES (?,?,?,?,?,?)",
-                [(study_id, r.group_name, r.task, r.name, float(r.value), r.source)
-                 for r in df.itertuples()],
+                [(study_id, r.group_name, r.task, r.name, float(r.value), r.source) for r in df.itertuples()],
             )
 
     def task_metrics(self, study_id: str) -> pd.DataFrame:
         return self.query(
-            "SELECT group_name, task, name, value, source FROM task_metrics WHERE study_id=? "
-            "ORDER BY rowid", (study_id,))
+            "SELECT group_name, task, name, value, source FROM task_metrics WHERE study_id=? ORDER BY rowid",
+            (study_id,),
+        )
 
     def add_pair_metrics(self, study_id: str, rows: list[dict] | pd.DataFrame) -> None:
         df = pd.DataFrame(rows)
         with self.transaction() as con:
             con.executemany(
-                "INSERT OR REPLACE INTO pair_metrics(study_id, task_a, task_b, name, value) "
-                "VALUES (?,?,?,?,?)",
+                "INSERT OR REPLACE INTO pair_metrics(study_id, task_a, task_b, name, value) VALUES (?,?,?,?,?)",
                 [(study_id, r.task_a, r.task_b, r.name, float(r.value)) for r in df.itertuples()],
             )
 
     def pair_metrics(self, study_id: str) -> pd.DataFrame:
-        return self.query("SELECT task_a, task_b, name, value FROM pair_metrics WHERE study_id=?",
-                           (study_id,))
+        return self.query("SELECT task_a, task_b, name, value FROM pair_metrics WHERE study_id=?", (study_id,))
 
     def add_published_stats(self, study_id: str, rows: list[dict]) -> None:
         with self.transaction() as con:
@@ -326,5 +365,4 @@ class Store:
             )
 
     def published_stats(self, study_id: str) -> pd.DataFrame:
-        return self.query("SELECT ref, key, value FROM published_stats WHERE study_id=?",
-                           (study_id,))
+        return self.query("SELECT ref, key, value FROM published_stats WHERE study_id=?", (study_id,))

@@ -55,8 +55,12 @@ def _read_splits(source: str, _content: str) -> dict[str, tuple[dict, ...]]:
             try:
                 path.read_bytes().decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise SpecError([f"{source}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
-                                 f"{exc.start}); save it as UTF-8"]) from None
+                raise SpecError(
+                    [
+                        f"{source}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
+                        f"{exc.start}); save it as UTF-8"
+                    ]
+                ) from None
         try:
             return {"": tuple(load_dataset(fmt, data_files=str(path), split="train").to_list())}
         except Exception as exc:  # pyarrow / datasets parse errors come in many types
@@ -67,10 +71,17 @@ def _read_splits(source: str, _content: str) -> dict[str, tuple[dict, ...]]:
     try:
         ds = load_dataset(source)
     except Exception as exc:
-        where = "folder could not be read as a dataset" if path.is_dir() else \
-            "is not a local file and could not be loaded from the hub"
-        raise SpecError([f"dataset {source!r}: {where} ({type(exc).__name__}: {str(exc)[:200]}); "
-                         "give a local jsonl/csv/parquet file or dataset folder"]) from None
+        where = (
+            "folder could not be read as a dataset"
+            if path.is_dir()
+            else "is not a local file and could not be loaded from the hub"
+        )
+        raise SpecError(
+            [
+                f"dataset {source!r}: {where} ({type(exc).__name__}: {str(exc)[:200]}); "
+                "give a local jsonl/csv/parquet file or dataset folder"
+            ]
+        ) from None
     if not hasattr(ds, "keys"):
         return {"": tuple(ds.to_list())}
     return {name: tuple(split.to_list()) for name, split in ds.items()}
@@ -87,8 +98,13 @@ def load_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: i
         if task.split_field and rows and task.split_field in rows[0]:
             return [r for r in rows if r[task.split_field] == split]
         if len(splits) > 1 or "" not in splits:
-            problems.append((f"tasks.{name}", f"dataset {task.data} has splits {sorted(splits)} and no "
-                             f"{task.split_field!r} column; {split!r} is neither (set split / probe_split)"))
+            problems.append(
+                (
+                    f"tasks.{name}",
+                    f"dataset {task.data} has splits {sorted(splits)} and no "
+                    f"{task.split_field!r} column; {split!r} is neither (set split / probe_split)",
+                )
+            )
             return []
         return rows
 
@@ -99,16 +115,21 @@ def load_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: i
     if not eval_rows:
         problems.append((f"tasks.{name}", f"no rows with {task.split_field} = {task.split!r} in {task.data}"))
     if len(probe_rows) < k:
-        problems.append((f"tasks.{name}", f"hidden.k = {k} but only {len(probe_rows)} probe rows "
-                         f"({task.split_field} = {task.probe_split!r})"))
+        problems.append(
+            (
+                f"tasks.{name}",
+                f"hidden.k = {k} but only {len(probe_rows)} probe rows ({task.split_field} = {task.probe_split!r})",
+            )
+        )
     needed = [task.label_field] if task.labels else [task.target_field]
     for row in eval_rows[:1] + probe_rows[:1]:
         missing = [f for f in needed if f not in row]
         try:
             task.template.format(**row)
         except KeyError as exc:
-            problems.append((f"tasks.{name}.template", f"uses field {exc} which the data does not have "
-                             f"(fields: {sorted(row)})"))
+            problems.append(
+                (f"tasks.{name}.template", f"uses field {exc} which the data does not have (fields: {sorted(row)})")
+            )
         except (IndexError, ValueError, AttributeError) as exc:
             problems.append((f"tasks.{name}.template", f"{task.template!r} cannot be filled from a row ({exc})"))
         if missing:

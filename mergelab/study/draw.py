@@ -21,11 +21,15 @@ def draw_groups(rule: Any, tasks: list[str]) -> dict[str, list[str]]:
     order = {t: i for i, t in enumerate(pool)}
     if rule.disjoint:  # a random partition: no task in two groups, so groups are independent evidence
         if rule.count * rule.size > len(pool):
-            raise ValueError(f"random_groups: {rule.count} disjoint groups of {rule.size} need "
-                             f"{rule.count * rule.size} tasks, draw_from has {len(pool)}")
+            raise ValueError(
+                f"random_groups: {rule.count} disjoint groups of {rule.size} need "
+                f"{rule.count * rule.size} tasks, draw_from has {len(pool)}"
+            )
         shuffled = rng.sample(pool, len(pool))
-        return {f"{rule.prefix}{i + 1}": sorted(shuffled[i * rule.size:(i + 1) * rule.size], key=order.get)
-                for i in range(rule.count)}
+        return {
+            f"{rule.prefix}{i + 1}": sorted(shuffled[i * rule.size : (i + 1) * rule.size], key=order.get)
+            for i in range(rule.count)
+        }
     out, seen = {}, set()
     for i in range(rule.count):
         for _ in range(1000):
@@ -33,8 +37,9 @@ def draw_groups(rule: Any, tasks: list[str]) -> dict[str, list[str]]:
             if tuple(members) not in seen:
                 break
         else:
-            raise ValueError(f"random_groups: cannot draw {rule.count} different groups of {rule.size} "
-                             f"from {len(pool)} tasks")
+            raise ValueError(
+                f"random_groups: cannot draw {rule.count} different groups of {rule.size} from {len(pool)} tasks"
+            )
         seen.add(tuple(members))
         out[f"{rule.prefix}{i + 1}"] = members
     return out

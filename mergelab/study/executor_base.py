@@ -80,11 +80,19 @@ class InProcess(Executor):
                 self.contexts[sid] = StudyContext(spec, self.device, self.grants)
                 load, started = time.perf_counter() - started, time.perf_counter()
             output = run_unit(self.contexts[sid], job, progress)
-            self._done.append(Outcome(job, output, seconds=time.perf_counter() - started, load_seconds=load,
-                                      rss_mb=rss_mb()))
+            self._done.append(
+                Outcome(job, output, seconds=time.perf_counter() - started, load_seconds=load, rss_mb=rss_mb())
+            )
         except Exception as exc:  # a unit failing must not take the worker (or other units) down
-            self._done.append(Outcome(job, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
-                                      seconds=time.perf_counter() - started, load_seconds=load))
+            self._done.append(
+                Outcome(
+                    job,
+                    error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(),
+                    seconds=time.perf_counter() - started,
+                    load_seconds=load,
+                )
+            )
 
     def collect(self, timeout: float) -> list[Outcome]:
         done, self._done = self._done, []

@@ -44,9 +44,18 @@ def _refused_studies(store: Store, grants: Grants) -> dict[str, str]:
     return out
 
 
-def drive(store: Store, study_id: str | None, executor: Executor, *, grants: Grants = NO_GRANTS,
-          stop_when_empty: bool = True, on_event: Event | None = None, idle_sleep: float = 1.0,
-          max_units: int | None = None, stale_after: float = jobs.STALE_AFTER_S) -> dict:
+def drive(
+    store: Store,
+    study_id: str | None,
+    executor: Executor,
+    *,
+    grants: Grants = NO_GRANTS,
+    stop_when_empty: bool = True,
+    on_event: Event | None = None,
+    idle_sleep: float = 1.0,
+    max_units: int | None = None,
+    stale_after: float = jobs.STALE_AFTER_S,
+) -> dict:
     """Claim units and have ``executor`` run them until none are queued (or forever with
     ``stop_when_empty=False``); returns how many were done and how many failed.
 
@@ -121,16 +130,16 @@ def drive(store: Store, study_id: str | None, executor: Executor, *, grants: Gra
                         emit({"event": "failed", "error": out.error, "trace": out.traceback, **job})
                         continue
                     try:
-                        finished = jobs.finish(store, job, me, out.output,
-                                               f"done on {out.actor}" if out.actor else "done")
+                        finished = jobs.finish(
+                            store, job, me, out.output, f"done on {out.actor}" if out.actor else "done"
+                        )
                     except StoreError as exc:
                         jobs.release(store, job, me, f"the store could not be written: {exc}")
                         raise
                     if finished:
                         log.info("unit %s (%s) done in %.1f s", job["id"], job["kind"], out.seconds)
                         done += 1
-                        emit({"event": "done", "seconds": out.seconds, "rss_mb": out.rss_mb, "actor": out.actor,
-                              **job})
+                        emit({"event": "done", "seconds": out.seconds, "rss_mb": out.rss_mb, "actor": out.actor, **job})
         finally:
             for job in in_flight.values():  # interrupted: what we hold goes back, unrun
                 jobs.release(store, job, me, "requeued: its worker stopped")
@@ -138,9 +147,17 @@ def drive(store: Store, study_id: str | None, executor: Executor, *, grants: Gra
     return {"done": done, "failed": failed}
 
 
-def run_worker(store: Store, study_id: str | None = None, *, device: str | None = None,
-               grants: Grants = NO_GRANTS, executor: str = "local", address: str | None = None,
-               actors: int | None = None, **kw) -> dict:
+def run_worker(
+    store: Store,
+    study_id: str | None = None,
+    *,
+    device: str | None = None,
+    grants: Grants = NO_GRANTS,
+    executor: str = "local",
+    address: str | None = None,
+    actors: int | None = None,
+    **kw,
+) -> dict:
     """:func:`drive` with the in-process executor (``local``, what `mergelab run` and `mergelab
     worker` do by default) or with Ray actors (``ray``, on the cluster at ``address``)."""
     if executor == "ray":
@@ -155,8 +172,14 @@ def run_worker(store: Store, study_id: str | None = None, *, device: str | None 
 
 
 # --- worker processes beside the dashboard -------------------------------------------------------
-def worker_command(db_path: str | Path, study_id: str | None = None, grants: Grants = NO_GRANTS,
-                   dashboard: bool = False, executor: str = "local", address: str | None = None) -> list[str]:
+def worker_command(
+    db_path: str | Path,
+    study_id: str | None = None,
+    grants: Grants = NO_GRANTS,
+    dashboard: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+) -> list[str]:
     """The `mergelab worker` command line; the grants the user ticked become its flags."""
     cmd = [sys.executable, "-m", "mergelab", "--log-level", "info", "worker", "--db", str(db_path)]
     if dashboard:
@@ -172,18 +195,29 @@ def worker_command(db_path: str | Path, study_id: str | None = None, grants: Gra
     return cmd
 
 
-def start_worker(db_path: str | Path, study_id: str | None = None, log_dir: Path | None = None,
-                 grants: Grants = NO_GRANTS, dashboard: bool = False, executor: str = "local",
-                 address: str | None = None) -> int:
+def start_worker(
+    db_path: str | Path,
+    study_id: str | None = None,
+    log_dir: Path | None = None,
+    grants: Grants = NO_GRANTS,
+    dashboard: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+) -> int:
     """Start a worker process beside the dashboard, detached from it, so long work never runs inside
     a Streamlit script run and survives page reloads; returns its pid."""
     log_dir = Path(log_dir or Path(db_path).parent)
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "worker.log", "ab") as log:
         command = worker_command(db_path, study_id, grants, dashboard, executor, address)
-        proc = subprocess.Popen(command, stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     _started.append(proc)
     return proc.pid
 
@@ -191,8 +225,9 @@ def start_worker(db_path: str | Path, study_id: str | None = None, log_dir: Path
 _started: list[subprocess.Popen] = []
 
 
-def ensure_worker(store: Store, study_id: str, grants: Grants = NO_GRANTS, executor: str = "local",
-                  address: str | None = None) -> int | None:
+def ensure_worker(
+    store: Store, study_id: str, grants: Grants = NO_GRANTS, executor: str = "local", address: str | None = None
+) -> int | None:
     """Start the dashboard's worker for this store if units are queued and it is not running (its
     lock is free); returns its pid. At most one runs per store on this machine, however often the
     page asks. ``MERGELAB_NO_AUTOSTART=1`` turns this off (tests; or a team running its own workers)."""

@@ -9,11 +9,28 @@ import math
 from .errors import SpecError
 
 #: spec field (first part of a problem's path) → the form section that shows it
-SECTIONS = {"name": "base", "base": "base", "architecture": "base", "adapters": "adapters", "tasks": "tasks",
-            "groups": "groups", "pool": "groups", "random_groups": "groups", "pairwise": "groups",
-            "swaps": "groups", "pair_methods": "methods", "best_of": "methods",
-            "methods": "methods", "hidden": "settings", "eval_limit": "settings", "batch_size": "settings",
-            "seed": "settings", "dtype": "settings", "trust_remote_code": "trust", "allow_pickle": "trust"}
+SECTIONS = {
+    "name": "base",
+    "base": "base",
+    "architecture": "base",
+    "adapters": "adapters",
+    "tasks": "tasks",
+    "groups": "groups",
+    "pool": "groups",
+    "random_groups": "groups",
+    "pairwise": "groups",
+    "swaps": "groups",
+    "pair_methods": "methods",
+    "best_of": "methods",
+    "methods": "methods",
+    "hidden": "settings",
+    "eval_limit": "settings",
+    "batch_size": "settings",
+    "seed": "settings",
+    "dtype": "settings",
+    "trust_remote_code": "trust",
+    "allow_pickle": "trust",
+}
 
 
 def cell_text(value) -> str:
@@ -49,9 +66,15 @@ def task_from_row(row: dict, kept: dict) -> dict:
     out = {k: v for k, v in kept.items() if k not in ("labels", "label_field", "target_field")}
     labels = [x.strip() for x in cell_text(row.get("labels")).split(",") if x.strip()]
     answer = cell_text(row.get("answer_field"))
-    out.update({"data": cell_text(row.get("data")), "template": cell_text(row.get("template")) or "{text}",
-                "metric": cell_text(row.get("metric")) or "accuracy", "split": cell_text(row.get("split")) or "eval",
-                "probe_split": cell_text(row.get("probe_split")) or "probe"})
+    out.update(
+        {
+            "data": cell_text(row.get("data")),
+            "template": cell_text(row.get("template")) or "{text}",
+            "metric": cell_text(row.get("metric")) or "accuracy",
+            "split": cell_text(row.get("split")) or "eval",
+            "probe_split": cell_text(row.get("probe_split")) or "probe",
+        }
+    )
     if labels:
         out.update(labels=labels, label_field=answer or "label")
     else:
@@ -68,9 +91,11 @@ def by_section(error: SpecError | None, extra: list[tuple[str, str]] = ()) -> di
     return out
 
 
-SMALL_GROUP_NOTE = ("{groups}: fewer than 3 tasks. They merge and score, but HiddenSim (Eq. 2 rescales distances "
-                    "by their max − min, and one pair has a single distance), MDS, Table 5 and the Task swap page "
-                    "need at least 3.")
+SMALL_GROUP_NOTE = (
+    "{groups}: fewer than 3 tasks. They merge and score, but HiddenSim (Eq. 2 rescales distances "
+    "by their max − min, and one pair has a single distance), MDS, Table 5 and the Task swap page "
+    "need at least 3."
+)
 
 
 def small_groups(spec) -> list[str]:

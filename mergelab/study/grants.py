@@ -26,10 +26,14 @@ NO_GRANTS = Grants()
 def check_grants(spec: StudySpec, grants: Grants) -> None:
     """One line naming the flag, if the spec asks for what ``grants`` does not allow."""
     if spec.trust_remote_code and not grants.trust_remote_code:
-        raise GrantError(f"study {spec.name!r} sets trust_remote_code: true, which runs Python files from "
-                         f"the base model folder {spec.base}; pass --trust-remote-code to allow it for this "
-                         "run (Run page: 'Allow code from the model folder')")
+        raise GrantError(
+            f"study {spec.name!r} sets trust_remote_code: true, which runs Python files from "
+            f"the base model folder {spec.base}; pass --trust-remote-code to allow it for this "
+            "run (Run page: 'Allow code from the model folder')"
+        )
     if spec.allow_pickle and not grants.allow_pickle:
-        raise GrantError(f"study {spec.name!r} sets allow_pickle: true, and pickle weight files can run code "
-                         "when loaded; pass --allow-pickle to allow it for this run (Run page: 'Allow pickle "
-                         "weights')")
+        raise GrantError(
+            f"study {spec.name!r} sets allow_pickle: true, and pickle weight files can run code "
+            "when loaded; pass --allow-pickle to allow it for this run (Run page: 'Allow pickle "
+            "weights')"
+        )

@@ -53,16 +53,33 @@ def plan_units(spec: StudySpec) -> list[dict]:
         adapters = [adapter_id[t] for t in members]
         for method, params in spec.methods.items():
             for t in members:
-                add("merge", {"group": group, "method": method, "params": params, "task": t},
-                    adapters, task_id[t], *_revision(method))
-            add("mstates", {"group": group, "method": method, "params": params},
-                adapters, {m: task_id[m] for m in members}, spec.hidden.k, *stored, *_revision(method))
+                add(
+                    "merge",
+                    {"group": group, "method": method, "params": params, "task": t},
+                    adapters,
+                    task_id[t],
+                    *_revision(method),
+                )
+            add(
+                "mstates",
+                {"group": group, "method": method, "params": params},
+                adapters,
+                {m: task_id[m] for m in members},
+                spec.hidden.k,
+                *stored,
+                *_revision(method),
+            )
     for pair, members in spec.pair_groups.items():  # Table 4: merged and scored, no hidden states
         adapters = [adapter_id[t] for t in members]
         for method, params in spec.methods_for_pairs.items():
             for t in members:
-                add("merge", {"group": pair, "method": method, "params": params, "task": t},
-                    adapters, task_id[t], *_revision(method))
+                add(
+                    "merge",
+                    {"group": pair, "method": method, "params": params, "task": t},
+                    adapters,
+                    task_id[t],
+                    *_revision(method),
+                )
     ordered = sorted(tasks)
     add("conflicts", {"tasks": ordered}, [adapter_id[t] for t in ordered])
     return units
@@ -75,9 +92,12 @@ def register(store: Store, spec: StudySpec, description: str | None = None) -> N
         store.upsert_study(spec.name, spec.name, "live", description, dump_spec(spec))
         store.set_groups(spec.name, spec.evidence_groups, role=roles.GROUP)
         if swaps:
-            store.set_groups(spec.name, {g: spec.groups[g] for g in swaps}, role=roles.SWAP,
-                             meta={g: {"parent": s.parent, "removed": s.removed, "added": s.added}
-                                   for g, s in swaps.items()})
+            store.set_groups(
+                spec.name,
+                {g: spec.groups[g] for g in swaps},
+                role=roles.SWAP,
+                meta={g: {"parent": s.parent, "removed": s.removed, "added": s.added} for g, s in swaps.items()},
+            )
         if spec.pair_groups:
             store.set_groups(spec.name, spec.pair_groups, role=roles.PAIR)
         store.set_pool(spec.name, spec.pool)
@@ -128,23 +148,43 @@ def check_against_base(spec: StudySpec, aset) -> None:
     folder = aset.base.folder
     ships_code = "auto_map" in config or "auto_map" in _json_or_empty(folder / "tokenizer_config.json")
     if ships_code and not spec.trust_remote_code:
-        problems.append(("base", f"{spec.base} ships its own code (auto_map in its config); MergeLab runs it only "
-                                 "if the study sets trust_remote_code: true and the run is given --trust-remote-code"))
+        problems.append(
+            (
+                "base",
+                f"{spec.base} ships its own code (auto_map in its config); MergeLab runs it only "
+                "if the study sets trust_remote_code: true and the run is given --trust-remote-code",
+            )
+        )
     layers = next((config[k] for k in ("num_hidden_layers", "num_layers", "n_layer") if k in config), None)
     if isinstance(layers, int) and not -(layers + 1) <= spec.hidden.layer <= layers:
-        problems.append(("hidden.layer", f"{spec.hidden.layer} is outside this base's layers: 0 (embeddings) to "
-                                         f"{layers}, or -1 … -{layers + 1} counting from the last"))
+        problems.append(
+            (
+                "hidden.layer",
+                f"{spec.hidden.layer} is outside this base's layers: 0 (embeddings) to "
+                f"{layers}, or -1 … -{layers + 1} counting from the last",
+            )
+        )
     if spec.architecture == "encoder":
         for task in spec.all_tasks:
             adapter = aset.adapters[aset.names.index(task)]
             head = adapter.heads.get("classifier.weight")
             labels = spec.tasks[task].labels
             if head is None:
-                problems.append((f"adapters.{task}", "no saved classification head (modules_to_save=['classifier']); "
-                                                     "an encoder study scores each task with its own head"))
+                problems.append(
+                    (
+                        f"adapters.{task}",
+                        "no saved classification head (modules_to_save=['classifier']); "
+                        "an encoder study scores each task with its own head",
+                    )
+                )
             elif labels and head.shape[0] != len(labels):
-                problems.append((f"tasks.{task}.labels", f"the adapter's classification head has {head.shape[0]} "
-                                                         f"labels, the task lists {len(labels)} ({', '.join(labels)})"))
+                problems.append(
+                    (
+                        f"tasks.{task}.labels",
+                        f"the adapter's classification head has {head.shape[0]} "
+                        f"labels, the task lists {len(labels)} ({', '.join(labels)})",
+                    )
+                )
     if problems:
         raise SpecError(problems)
 
@@ -173,8 +213,10 @@ def spec_differences(stored: StudySpec, new: StudySpec) -> list[str]:
     """Where ``new`` differs from the stored spec of the same study (``groups.g``, ``methods``,
     ...), ignoring the swap groups added to the stored one from the dashboard."""
     added = [s for s in stored.swaps if s.name not in new.groups]  # queued from the dashboard's Task swap page
-    old = _canonical(stored.model_copy(update={"swaps": [s for s in stored.swaps if s not in added]}),
-                     keep_groups=[g for g in stored.groups if g not in {s.name for s in added}])
+    old = _canonical(
+        stored.model_copy(update={"swaps": [s for s in stored.swaps if s not in added]}),
+        keep_groups=[g for g in stored.groups if g not in {s.name for s in added}],
+    )
     cur = _canonical(new)
     out = []
     for key in sorted(set(old) | set(cur)):
@@ -188,16 +230,27 @@ def spec_differences(stored: StudySpec, new: StudySpec) -> list[str]:
     return out
 
 
-def prepare(store: Store, spec_path: str | Path, *, grants: Grants = NO_GRANTS, replace: bool = False,
-            description: str | None = None) -> tuple[StudySpec, dict]:
+def prepare(
+    store: Store,
+    spec_path: str | Path,
+    *,
+    grants: Grants = NO_GRANTS,
+    replace: bool = False,
+    description: str | None = None,
+) -> tuple[StudySpec, dict]:
     """Validate the spec file, its data, base and adapters (no model loaded), register it, enqueue
     its units. See :func:`prepare_spec`."""
-    return prepare_spec(store, parse_spec(Path(spec_path)), grants=grants, replace=replace,
-                        description=description)
+    return prepare_spec(store, parse_spec(Path(spec_path)), grants=grants, replace=replace, description=description)
 
 
-def prepare_spec(store: Store, spec: StudySpec, *, grants: Grants | None = NO_GRANTS, replace: bool = False,
-                 description: str | None = None) -> tuple[StudySpec, dict]:
+def prepare_spec(
+    store: Store,
+    spec: StudySpec,
+    *,
+    grants: Grants | None = NO_GRANTS,
+    replace: bool = False,
+    description: str | None = None,
+) -> tuple[StudySpec, dict]:
     """Check a parsed spec against its data, base and adapters, register it and enqueue its units.
 
     ``grants`` are checked now (the CLI's flags); ``None`` defers them to the run (the dashboard
@@ -210,31 +263,39 @@ def prepare_spec(store: Store, spec: StudySpec, *, grants: Grants | None = NO_GR
     load_all(spec)  # raises SpecError with every data problem before anything loads a model
     from ..io.adapters import load_adapter_set
 
-    aset = load_adapter_set(spec.base, {t: spec.adapters[t] for t in spec.all_tasks},
-                            allow_pickle=spec.allow_pickle)
+    aset = load_adapter_set(spec.base, {t: spec.adapters[t] for t in spec.all_tasks}, allow_pickle=spec.allow_pickle)
     check_against_base(spec, aset)
     studies = store.studies().set_index("id")
     if spec.name in studies.index:
         if studies.loc[spec.name, "kind"] != "live":
-            raise ValueError(f"the name {spec.name!r} belongs to the bundled {studies.loc[spec.name, 'kind']} "
-                             "study; give your study another name")
+            raise ValueError(
+                f"the name {spec.name!r} belongs to the bundled {studies.loc[spec.name, 'kind']} "
+                "study; give your study another name"
+            )
         try:
             stored = load_study_spec(store, spec.name)
             diff = spec_differences(stored, spec)
         except SpecError:
             stored, diff = None, ["its stored spec, which no longer loads"]
         if diff and not replace:
-            raise ValueError(f"study {spec.name!r} is already in the store {store.path} with another spec "
-                             f"(it differs in {', '.join(diff[:6])}{' …' if len(diff) > 6 else ''}); rename "
-                             "the study, or pass --replace to discard the stored one (its results, jobs and "
-                             "hidden states)")
+            raise ValueError(
+                f"study {spec.name!r} is already in the store {store.path} with another spec "
+                f"(it differs in {', '.join(diff[:6])}{' …' if len(diff) > 6 else ''}); rename "
+                "the study, or pass --replace to discard the stored one (its results, jobs and "
+                "hidden states)"
+            )
         if diff:
             store.delete_study(spec.name)
         elif stored is not None:  # same study: keep the swaps the dashboard added to it
             extra = [s for s in stored.swaps if s.name not in spec.groups]
             if extra:
-                spec = parse_spec(json.loads(json.dumps({**spec.model_dump(mode="json"),
-                                                         "swaps": [s.model_dump() for s in (*spec.swaps, *extra)]})))
+                spec = parse_spec(
+                    json.loads(
+                        json.dumps(
+                            {**spec.model_dump(mode="json"), "swaps": [s.model_dump() for s in (*spec.swaps, *extra)]}
+                        )
+                    )
+                )
     register(store, spec, description)
     counts = jobs.enqueue(store, spec.name, plan_units(spec))
     return spec, counts

@@ -61,10 +61,11 @@ def shipped_spec(spec: StudySpec) -> tuple[dict, dict[str, dict[str, bytes]]]:
 def materialise(data: dict, fetch: Callable[[str], dict[str, bytes]], root: Path) -> StudySpec:
     """On an actor's node: write each ``content:<id>`` into ``root/<id>`` (once) and parse the spec
     with those local paths."""
+
     def local(ref: str) -> str:
         if not ref.startswith("content:"):
             return ref
-        cid, _, name = ref[len("content:"):].partition("/")
+        cid, _, name = ref[len("content:") :].partition("/")
         folder = root / cid
         if not (folder / ".complete").exists():
             tmp = root / f".{cid}.{os.getpid()}"
@@ -78,8 +79,11 @@ def materialise(data: dict, fetch: Callable[[str], dict[str, bytes]], root: Path
                 pass
         return str(folder / name) if name else str(folder)
 
-    data = {**data, "adapters": {t: local(a) for t, a in data["adapters"].items()},
-            "tasks": {t: {**v, "data": local(v["data"])} for t, v in data["tasks"].items()}}
+    data = {
+        **data,
+        "adapters": {t: local(a) for t, a in data["adapters"].items()},
+        "tasks": {t: {**v, "data": local(v["data"])} for t, v in data["tasks"].items()},
+    }
     return parse_spec(data, Path("/"))
 
 
@@ -108,17 +112,32 @@ class _Actor:
 class RayExecutor(Executor):
     """Hands units to Ray actors (see the module's docstring)."""
 
-    def __init__(self, address: str | None = None, *, actors: int | None = None, device: str | None = None,
-                 grants: Grants = NO_GRANTS, cpus_per_actor: float = 1.0, num_cpus: int | None = None,
-                 actor_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        actors: int | None = None,
+        device: str | None = None,
+        grants: Grants = NO_GRANTS,
+        cpus_per_actor: float = 1.0,
+        num_cpus: int | None = None,
+        actor_env: dict[str, str] | None = None,
+    ):
         import ray
 
         if not ray.is_initialized():
             kwargs = {"address": address} if address else {"num_cpus": num_cpus}
-            ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                     runtime_env={"env_vars": {k: v for k, v in os.environ.items()
-                                               if k.startswith(("MERGELAB_", "HF_", "TRANSFORMERS_"))}},
-                     **kwargs)
+            ray.init(
+                include_dashboard=False,
+                log_to_driver=False,
+                ignore_reinit_error=True,
+                runtime_env={
+                    "env_vars": {
+                        k: v for k, v in os.environ.items() if k.startswith(("MERGELAB_", "HF_", "TRANSFORMERS_"))
+                    }
+                },
+                **kwargs,
+            )
         self.ray = ray
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -178,8 +197,11 @@ class RayExecutor(Executor):
             actor, job, _started = self.pending.pop(future)
             try:
                 result = self.ray.get(future)
-            except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorDiedError,
-                    self.ray.exceptions.NodeDiedError) as exc:
+            except (
+                self.ray.exceptions.RayActorError,
+                self.ray.exceptions.ActorDiedError,
+                self.ray.exceptions.NodeDiedError,
+            ) as exc:
                 # the actor (or its node) died: the unit is lost, not failed; a new actor replaces it
                 self.actors.pop(actor, None)
                 self.holds.pop(actor, None)

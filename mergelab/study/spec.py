@@ -43,8 +43,11 @@ STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 def _check_name(value: str, what: str, pattern: str = NAME_PATTERN) -> str:
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
-        allowed = ("letters, digits, '_', '.', '-', starting with a letter or digit, at most 64 characters"
-                   if pattern == NAME_PATTERN else "letters, digits, spaces and _ . : + > ( ) -, no '/'")
+        allowed = (
+            "letters, digits, '_', '.', '-', starting with a letter or digit, at most 64 characters"
+            if pattern == NAME_PATTERN
+            else "letters, digits, spaces and _ . : + > ( ) -, no '/'"
+        )
         raise ValueError(f"{what} {value!r} is not allowed: use {allowed}")
     return value
 
@@ -55,12 +58,15 @@ def check_template(template: str) -> list[str]:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
-        raise ValueError(f"template {template!r} is not a valid format string ({exc}); write fields "
-                         "as {name} and literal braces as {{ }}") from None
+        raise ValueError(
+            f"template {template!r} is not a valid format string ({exc}); write fields "
+            "as {name} and literal braces as {{ }}"
+        ) from None
     for f in fields:
         if not f.isidentifier():
-            raise ValueError(f"template {template!r} has the field {{{f}}}; fields must be column "
-                             "names such as {text}")
+            raise ValueError(
+                f"template {template!r} has the field {{{f}}}; fields must be column names such as {{text}}"
+            )
     return fields
 
 
@@ -71,14 +77,17 @@ def read_spec_file(path: str | Path) -> str:
 
 class TaskSpec(BaseModel):
     model_config = STRICT
-    data: str = Field(description="local jsonl/csv/parquet file, a dataset folder in the hub's layout, "
-                                  "or a hub dataset id")
-    split: str = Field("eval", description="rows to evaluate: a named split of a dataset folder or hub "
-                                           "dataset (e.g. test), else a value of split_field")
+    data: str = Field(
+        description="local jsonl/csv/parquet file, a dataset folder in the hub's layout, or a hub dataset id"
+    )
+    split: str = Field(
+        "eval",
+        description="rows to evaluate: a named split of a dataset folder or hub "
+        "dataset (e.g. test), else a value of split_field",
+    )
     split_field: str | None = Field("split", description="column naming the split inside one file")
     probe_split: str = Field("probe", description="rows for the hidden-state probes, like split")
-    template: str = Field("{text}", description="prompt built from a row's fields, e.g. "
-                                                   "'Review: {text}\\nSentiment:'")
+    template: str = Field("{text}", description="prompt built from a row's fields, e.g. 'Review: {text}\\nSentiment:'")
     label_field: str = "label"
     labels: list[str] | None = Field(None, description="label set for classification")
     target_field: str | None = Field(None, description="reference text for generation tasks")
@@ -88,8 +97,11 @@ class TaskSpec(BaseModel):
 
     def key_fields(self) -> dict:
         """What of this task determines a result, for unit keys."""
-        return {**self.model_dump(exclude=TASK_FIELDS_ADDED_LATER), **TASK_FIELDS_REMOVED,
-                **set_later(self, TASK_FIELDS_ADDED_LATER)}
+        return {
+            **self.model_dump(exclude=TASK_FIELDS_ADDED_LATER),
+            **TASK_FIELDS_REMOVED,
+            **set_later(self, TASK_FIELDS_ADDED_LATER),
+        }
 
     @field_validator("template")
     @classmethod
@@ -109,13 +121,20 @@ class TaskSpec(BaseModel):
 class HiddenSpec(BaseModel):
     model_config = STRICT
     k: int = Field(5, ge=1, le=PROBES_MAX, description="probes per task (the paper uses 5)")
-    layer: int = Field(-1, ge=-1000, le=1000, description="hidden layer for HiddenSim: 0 = embeddings, "
-                                                          "-1 = last; checked against the base model")
+    layer: int = Field(
+        -1,
+        ge=-1000,
+        le=1000,
+        description="hidden layer for HiddenSim: 0 = embeddings, -1 = last; checked against the base model",
+    )
     pooling: Pooling = "mean"
     distance: Distance = "l2"
     seed: int = Field(0, ge=0, le=SEED_MAX)
-    layers: list[int] | None = Field(None, description="store hidden states of only these layers (0 = embeddings; "
-                                                      "default: every layer); must include the analysed layer")
+    layers: list[int] | None = Field(
+        None,
+        description="store hidden states of only these layers (0 = embeddings; "
+        "default: every layer); must include the analysed layer",
+    )
 
     @field_validator("layers")
     @classmethod
@@ -136,8 +155,11 @@ class RandomGroups(BaseModel):
     seed: int = Field(ge=0, le=SEED_MAX)
     draw_from: list[str] | None = None
     prefix: str = "r"
-    disjoint: bool = Field(False, description="no task in two groups: a random partition of draw_from "
-                                              "(groups that share tasks are not independent evidence)")
+    disjoint: bool = Field(
+        False,
+        description="no task in two groups: a random partition of draw_from "
+        "(groups that share tasks are not independent evidence)",
+    )
 
 
 class SwapSpec(BaseModel):
@@ -163,33 +185,48 @@ class StudySpec(BaseModel):
     tasks: dict[str, TaskSpec]
     groups: dict[str, list[str]] = Field(default_factory=dict)
     pool: list[str] = Field(default_factory=list, description="tasks available for swapping in")
-    swaps: list[SwapSpec] = Field(default_factory=list, description="groups with one task swapped for another "
-                                                                   "(the paper's (a)→(a1)), merged like groups")
+    swaps: list[SwapSpec] = Field(
+        default_factory=list,
+        description="groups with one task swapped for another (the paper's (a)→(a1)), merged like groups",
+    )
     random_groups: RandomGroups | None = Field(None, description="add groups drawn at random (the paper's protocol)")
-    pairwise: list[str] = Field(default_factory=list, description="groups expanded into all their pairs, each "
-                                                                  "merged with every method (the paper's Table 4)")
-    pair_methods: list[str] = Field(default_factory=list, description="the methods the pairs of `pairwise` are "
-                                                                      "merged with (names from `methods`); none: all")
-    best_of: list[str] = Field(default_factory=list, description="the methods a task's best merging loss is taken "
-                                                                 "over (Table 5, collapse; names from `methods`); "
-                                                                 "none: all")
+    pairwise: list[str] = Field(
+        default_factory=list,
+        description="groups expanded into all their pairs, each merged with every method (the paper's Table 4)",
+    )
+    pair_methods: list[str] = Field(
+        default_factory=list,
+        description="the methods the pairs of `pairwise` are merged with (names from `methods`); none: all",
+    )
+    best_of: list[str] = Field(
+        default_factory=list,
+        description="the methods a task's best merging loss is taken "
+        "over (Table 5, collapse; names from `methods`); "
+        "none: all",
+    )
     base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
-    executor: ExecutorKind = Field("local", description="where `mergelab run` runs units: this machine, "
-                                                                    "or a Ray cluster (results are the same)")
+    executor: ExecutorKind = Field(
+        "local", description="where `mergelab run` runs units: this machine, or a Ray cluster (results are the same)"
+    )
     ray_address: str | None = Field(None, description="the Ray cluster (auto, ray://host:10001); none: a local one")
     methods: dict[str, dict] = Field(default_factory=lambda: {m: {} for m in registry.PAPER_METHODS})
     hidden: HiddenSpec = HiddenSpec()
     eval_limit: int | None = Field(200, ge=1, le=EVAL_LIMIT_MAX)
-    batch_size: int = Field(32, ge=1, le=BATCH_SIZE_MAX,
-                            description="sequences per forward pass (memory grows with it)")
+    batch_size: int = Field(
+        32, ge=1, le=BATCH_SIZE_MAX, description="sequences per forward pass (memory grows with it)"
+    )
     dtype: Dtype = Field(
-        "auto", description="weights' dtype for evaluation and hidden states; auto = the checkpoint's own "
-                            "(bfloat16 for most 7B releases). Merges are computed in float32 either way.")
+        "auto",
+        description="weights' dtype for evaluation and hidden states; auto = the checkpoint's own "
+        "(bfloat16 for most 7B releases). Merges are computed in float32 either way.",
+    )
     seed: int = Field(0, ge=0, le=SEED_MAX)
-    allow_pickle: bool = Field(False, description="the study needs pickle (.bin) weights; a run must also "
-                                                  "be given --allow-pickle")
-    trust_remote_code: bool = Field(False, description="the base ships its own Python code; a run must also "
-                                                       "be given --trust-remote-code")
+    allow_pickle: bool = Field(
+        False, description="the study needs pickle (.bin) weights; a run must also be given --allow-pickle"
+    )
+    trust_remote_code: bool = Field(
+        False, description="the base ships its own Python code; a run must also be given --trust-remote-code"
+    )
 
     @field_validator("name")
     @classmethod
@@ -231,8 +268,10 @@ class StudySpec(BaseModel):
             drawn = draw_groups(self.random_groups, list(self.tasks))
             for name, members in drawn.items():
                 if name in self.groups and self.groups[name] != members:
-                    raise ValueError(f"group {name!r} is listed and also drawn by random_groups (prefix "
-                                     f"{self.random_groups.prefix!r}); rename one")
+                    raise ValueError(
+                        f"group {name!r} is listed and also drawn by random_groups (prefix "
+                        f"{self.random_groups.prefix!r}); rename one"
+                    )
             self.groups = {**self.groups, **drawn}
         listed = {s.name for s in self.swaps}
         for name, members in self.groups.items():  # specs written before swaps had a field of their own
@@ -252,8 +291,10 @@ class StudySpec(BaseModel):
             members = [swap.add if t == swap.remove else t for t in parent]
             if swap.name in self.groups:  # listed too (a dumped spec): the same tasks, in its own order
                 if set(self.groups[swap.name]) != set(members):
-                    raise ValueError(f"group {swap.name!r} does not hold {swap.group!r} with {swap.remove!r} "
-                                     f"replaced by {swap.add!r}")
+                    raise ValueError(
+                        f"group {swap.name!r} does not hold {swap.group!r} with {swap.remove!r} "
+                        f"replaced by {swap.add!r}"
+                    )
                 continue
             self.groups = {**self.groups, swap.name: members}
         return self
@@ -295,7 +336,7 @@ class StudySpec(BaseModel):
         for g in self.pairwise:
             members = self.groups[g]
             for i, a in enumerate(members):
-                for b in members[i + 1:]:
+                for b in members[i + 1 :]:
                     out[f"pair:{a}+{b}"] = [a, b]
         return out
 
@@ -323,8 +364,11 @@ class StudySpec(BaseModel):
         folders enter by content (see :func:`content_id`), so the same study in another checkout
         or folder gets the same keys and its finished units are recognised."""
         later = set_later(self, STUDY_FIELDS_ADDED_LATER)
-        blob = json.dumps([content_id(self.base), self.architecture, self.eval_limit, self.seed,
-                           *([later] if later else []), *parts], sort_keys=True, default=str)
+        blob = json.dumps(
+            [content_id(self.base), self.architecture, self.eval_limit, self.seed, *([later] if later else []), *parts],
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -343,8 +387,9 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
     """Parse and check a spec; relative paths resolve against ``root`` (the YAML's folder).
     ``adapters_exist=False`` accepts adapter folders that do not exist yet (to train them)."""
     source = None
-    if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data
-                                  and (is_local(data) or data.endswith((".yaml", ".yml")))):
+    if isinstance(data, Path) or (
+        isinstance(data, str) and "\n" not in data and (is_local(data) or data.endswith((".yaml", ".yml")))
+    ):
         source = str(data)
         root = root or Path(data).resolve().parent
         data = load_yaml(read_spec_file(data), source)
@@ -358,8 +403,12 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
         issues = [_issue(e) for e in exc.errors()]
         # the whole-spec checks run only once every field is valid; name a missing group anyway,
         # so a blank form lists all that it lacks at once
-        if not data.get("groups") and not data.get("random_groups") and not data.get("pool") \
-                and not any(f == "groups" for f, _ in issues):
+        if (
+            not data.get("groups")
+            and not data.get("random_groups")
+            and not data.get("pool")
+            and not any(f == "groups" for f, _ in issues)
+        ):
             issues.append(("groups", NO_GROUP))
         raise SpecError(issues, source) from None
     root = root or Path.cwd()
@@ -378,13 +427,17 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
                 m.resolve(n, params)
         except registry.MethodError as exc:
             problems.append((f"registry.{method}", str(exc)))
-    spec = spec.model_copy(update={
-        # adapters to be trained are folders to write: local paths, never hub ids
-        "adapters": {k: resolve_reference(v, root) if adapters_exist else str((root / Path(v).expanduser()).resolve())
-                     for k, v in spec.adapters.items()},
-        "base": resolve_reference(spec.base, root),
-        "tasks": {k: t.model_copy(update={"data": resolve_reference(t.data, root)}) for k, t in spec.tasks.items()},
-    })
+    spec = spec.model_copy(
+        update={
+            # adapters to be trained are folders to write: local paths, never hub ids
+            "adapters": {
+                k: resolve_reference(v, root) if adapters_exist else str((root / Path(v).expanduser()).resolve())
+                for k, v in spec.adapters.items()
+            },
+            "base": resolve_reference(spec.base, root),
+            "tasks": {k: t.model_copy(update={"data": resolve_reference(t.data, root)}) for k, t in spec.tasks.items()},
+        }
+    )
     for name, task in spec.tasks.items():
         if not is_local(task.data) and not looks_like_hub_id(task.data):
             problems.append((f"tasks.{name}.data", f"file {task.data} does not exist"))

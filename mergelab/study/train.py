@@ -60,8 +60,10 @@ def _examples(spec: StudySpec, task: str, split: str) -> list[tuple[str, list[st
 
 def _check_causal(spec: StudySpec) -> None:
     if spec.architecture != "causal":
-        raise ValueError("mergelab train trains adapters for causal LMs; the MiniLM demo's encoder "
-                         "adapters come from `mergelab demo train`")
+        raise ValueError(
+            "mergelab train trains adapters for causal LMs; the MiniLM demo's encoder "
+            "adapters come from `mergelab demo train`"
+        )
 
 
 def _batch(tok, pairs: list[tuple[str, str]], device) -> tuple[dict, torch.Tensor, int]:
@@ -70,7 +72,7 @@ def _batch(tok, pairs: list[tuple[str, str]], device) -> tuple[dict, torch.Tenso
     for prompt, answer in pairs:
         p = tok(prompt)["input_ids"]
         whole = tok(prompt + " " + answer)["input_ids"]
-        ans = [*whole[len(p):], tok.eos_token_id]
+        ans = [*whole[len(p) :], tok.eos_token_id]
         seqs.append(p + ans)
         answer_lens.append(len(ans))
     width = max(map(len, seqs))
@@ -81,13 +83,19 @@ def _batch(tok, pairs: list[tuple[str, str]], device) -> tuple[dict, torch.Tenso
     # targets of the last `keep` logits: logit at position i predicts token i + 1
     targets = torch.full((len(seqs), keep), -100, device=device)
     for row, n in enumerate(answer_lens):
-        targets[row, keep - 1 - n:keep - 1] = ids[row, width - n:]
+        targets[row, keep - 1 - n : keep - 1] = ids[row, width - n :]
     enc = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
     return enc, targets, keep
 
 
-def train_task(spec: StudySpec, task: str, out_dir: Path, config: TrainConfig, *,
-               progress: Callable[[int, int, float], None] | None = None) -> dict:
+def train_task(
+    spec: StudySpec,
+    task: str,
+    out_dir: Path,
+    config: TrainConfig,
+    *,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> dict:
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,8 +109,16 @@ def train_task(spec: StudySpec, task: str, out_dir: Path, config: TrainConfig, *
     rng = random.Random(f"{config.seed}:{task}")
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=config.targets,
-                                             lora_dropout=0.0, task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,
+            target_modules=config.targets,
+            lora_dropout=0.0,
+            task_type="CAUSAL_LM",
+        ),
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / config.steps)
@@ -111,12 +127,13 @@ def train_task(spec: StudySpec, task: str, out_dir: Path, config: TrainConfig, *
     for step in range(config.steps):
         if len(order) < config.batch_size:
             order += rng.sample(range(len(examples)), len(examples))
-        picked, order = order[:config.batch_size], order[config.batch_size:]
+        picked, order = order[: config.batch_size], order[config.batch_size :]
         pairs = [(examples[i][0], rng.choice(examples[i][1])) for i in picked]
         enc, targets, keep = _batch(tok, pairs, model.device)
         logits = model(**enc, logits_to_keep=keep).logits.float()
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                 ignore_index=-100)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -135,14 +152,26 @@ def train_task(spec: StudySpec, task: str, out_dir: Path, config: TrainConfig, *
     cfg_path.write_text(json.dumps(cfg, indent=2))
     first = sum(losses[:10]) / min(10, len(losses))
     last = sum(losses[-10:]) / min(10, len(losses))
-    return {"task": task, "seconds": round(time.time() - started, 1),
-            "cpu_seconds": round(time.process_time() - cpu_started, 1), "steps": config.steps,
-            "examples": len(examples), "loss_first_10": round(first, 4), "loss_last_10": round(last, 4)}
+    return {
+        "task": task,
+        "seconds": round(time.time() - started, 1),
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),
+        "steps": config.steps,
+        "examples": len(examples),
+        "loss_first_10": round(first, 4),
+        "loss_last_10": round(last, 4),
+    }
 
 
-def train_study(spec: StudySpec, tasks: list[str] | None, config: TrainConfig, *, force: bool = False,
-                on_task: Callable[[str, dict | None], None] | None = None,
-                progress_for: Callable[[str], Callable] | None = None) -> list[dict]:
+def train_study(
+    spec: StudySpec,
+    tasks: list[str] | None,
+    config: TrainConfig,
+    *,
+    force: bool = False,
+    on_task: Callable[[str, dict | None], None] | None = None,
+    progress_for: Callable[[str], Callable] | None = None,
+) -> list[dict]:
     """Train every task's adapter (or ``tasks``') that does not exist yet; record each in
     ``training.json`` beside the adapters as it finishes."""
     _check_causal(spec)

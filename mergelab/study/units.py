@@ -34,8 +34,15 @@ Progress = Callable[[float, str], None]
 
 def _model_key(spec: StudySpec) -> tuple:
     """What the loaded model of a worker depends on; base and adapters by content."""
-    return (content_id(spec.base), {t: content_id(a) for t, a in spec.adapters.items()}, spec.architecture,
-            spec.allow_pickle, spec.trust_remote_code, spec.batch_size, spec.dtype)
+    return (
+        content_id(spec.base),
+        {t: content_id(a) for t, a in spec.adapters.items()},
+        spec.architecture,
+        spec.allow_pickle,
+        spec.trust_remote_code,
+        spec.batch_size,
+        spec.dtype,
+    )
 
 
 class StudyContext:
@@ -52,10 +59,10 @@ class StudyContext:
         self.device = pick_device(device)
         self.data: dict[str, TaskData] = load_all(spec)
         tasks = spec.all_tasks
-        self.aset = load_adapter_set(spec.base, {t: spec.adapters[t] for t in tasks},
-                                     allow_pickle=spec.allow_pickle)
-        self.model = LoadedModel(self.aset, spec.architecture, self.device, spec.batch_size,
-                                 spec.trust_remote_code, spec.dtype)
+        self.aset = load_adapter_set(spec.base, {t: spec.adapters[t] for t in tasks}, allow_pickle=spec.allow_pickle)
+        self.model = LoadedModel(
+            self.aset, spec.architecture, self.device, spec.batch_size, spec.trust_remote_code, spec.dtype
+        )
         self._model_key = _model_key(spec)
         self._merges: OrderedDict = OrderedDict()
 
@@ -86,20 +93,32 @@ class StudyContext:
         members = self.spec.members(group)
         key = (tuple(members), method, json.dumps(params, sort_keys=True))
         if key not in self._merges:
-            sub = AdapterSet(self.aset.base, self.aset.base_ref,
-                             [self.aset.adapters[self.aset.names.index(t)] for t in members],
-                             self.aset.module_keys)
-            self._merges[key] = merge(sub, method, {**params, "seed": params.get("seed", self.spec.seed)},
-                                      device=str(self.device)).deltas
+            sub = AdapterSet(
+                self.aset.base,
+                self.aset.base_ref,
+                [self.aset.adapters[self.aset.names.index(t)] for t in members],
+                self.aset.module_keys,
+            )
+            self._merges[key] = merge(
+                sub, method, {**params, "seed": params.get("seed", self.spec.seed)}, device=str(self.device)
+            ).deltas
             while len(self._merges) > 4:
                 self._merges.popitem(last=False)
         return self._merges[key]
 
 
 def _row(spec: StudySpec, task: str, **fields) -> dict:
-    return {"group_name": "", "params_hash": "", "seed": spec.seed, "metric": spec.tasks[task].metric,
-            "task": task, "expert_score": None, "loss": None, "source": "computed", **fields}
-
+    return {
+        "group_name": "",
+        "params_hash": "",
+        "seed": spec.seed,
+        "metric": spec.tasks[task].metric,
+        "task": task,
+        "expert_score": None,
+        "loss": None,
+        "source": "computed",
+        **fields,
+    }
 
 
 def run_unit(ctx: StudyContext, job: dict, progress: Progress = lambda f, m: None) -> UnitOutput:
@@ -134,15 +153,22 @@ def _run(ctx: StudyContext, kind: str, p: dict, unit_key: str, progress: Progres
     if kind == "expert":
         model.use_expert(p["task"])
         ev = model.evaluate_rows(ctx.data[p["task"]])
-        return _scored(spec, ev, p["task"], model=f"expert:{p['task']}", method="expert", expert_score=ev.score,
-                       loss=0.0)
+        return _scored(
+            spec, ev, p["task"], model=f"expert:{p['task']}", method="expert", expert_score=ev.score, loss=0.0
+        )
     if kind == "merge":
         deltas = ctx.merged(p["group"], p["method"], p["params"])
         progress(0.5, f"evaluating {p['task']}")
         model.use(f"merged:{p['group']}:{p['method']}", deltas, model.head_of(p["task"]))
-        return _scored(spec, model.evaluate_rows(ctx.data[p["task"]]), p["task"], group_name=p["group"],
-                       method=p["method"], model=f"merged:{p['group']}:{p['method']}",
-                       params_hash=spec.fingerprint(p["method"], p["params"]))
+        return _scored(
+            spec,
+            model.evaluate_rows(ctx.data[p["task"]]),
+            p["task"],
+            group_name=p["group"],
+            method=p["method"],
+            model=f"merged:{p['group']}:{p['method']}",
+            params_hash=spec.fingerprint(p["method"], p["params"]),
+        )
     if kind in ("states", "mstates"):
         if kind == "states":
             model.use_expert(p["task"])

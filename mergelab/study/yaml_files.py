@@ -25,8 +25,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1}); each key may "
-                    "appear once", key_node.start_mark)
+                    None,
+                    None,
+                    f"duplicate key {key!r} (line {key_node.start_mark.line + 1}); each key may appear once",
+                    key_node.start_mark,
+                )
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -55,8 +58,13 @@ def load_yaml(text: str, source: str | None = None):
         try:
             node = loader.get_single_node()
             if node is not None and _expanded_nodes(node, {}) > MAX_NODES:
-                raise SpecError([f"the YAML expands to more than {MAX_NODES:,} values (aliases that repeat "
-                                 "other aliases?); MergeLab does not read it"], source)
+                raise SpecError(
+                    [
+                        f"the YAML expands to more than {MAX_NODES:,} values (aliases that repeat "
+                        "other aliases?); MergeLab does not read it"
+                    ],
+                    source,
+                )
             return loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -77,12 +85,11 @@ def read_spec_file(path: str | Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); "
-                         "save it as UTF-8"]) from None
+        raise SpecError(
+            [f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); save it as UTF-8"]
+        ) from None
     except OSError as exc:
         raise SpecError([f"cannot read {path}: {exc.strerror or exc}"]) from None
-
-
 
 
 def read_yaml_file(path: str | Path, what: str = "spec file") -> str:
@@ -99,7 +106,8 @@ def read_yaml_file(path: str | Path, what: str = "spec file") -> str:
             raise SpecError([f"{path} is {size:,} bytes; MergeLab reads YAML files of at most {MAX_BYTES:,}"])
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); "
-                         "save it as UTF-8"]) from None
+        raise SpecError(
+            [f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); save it as UTF-8"]
+        ) from None
     except OSError as exc:
         raise SpecError([f"cannot read {path}: {exc.strerror or exc}"]) from None

@@ -11,20 +11,30 @@ from .widgets import page_failed
 
 MENU = {
     "Story": [("overview", "Overview", ":material/home:"), ("paper", "Paper", ":material/article:")],
-    "Explore": [("merge_loss", "Merge loss", ":material/bar_chart:"),
-                ("similarity", "Similarity", ":material/grid_on:"),
-                ("statistics", "Statistics", ":material/functions:"),
-                ("task_swap", "Task swap", ":material/swap_horiz:"),
-                ("theory", "Theory", ":material/straighten:")],
-    "Work": [("study", "Study", ":material/edit_note:"), ("run", "Run", ":material/play_arrow:"),
-             ("export", "Export", ":material/download:")],
+    "Explore": [
+        ("merge_loss", "Merge loss", ":material/bar_chart:"),
+        ("similarity", "Similarity", ":material/grid_on:"),
+        ("statistics", "Statistics", ":material/functions:"),
+        ("task_swap", "Task swap", ":material/swap_horiz:"),
+        ("theory", "Theory", ":material/straighten:"),
+    ],
+    "Work": [
+        ("study", "Study", ":material/edit_note:"),
+        ("run", "Run", ":material/play_arrow:"),
+        ("export", "Export", ":material/download:"),
+    ],
 }
 
 
 def run() -> None:
     st.set_page_config(page_title="MergeLab", page_icon=":material/science:", layout="wide")
-    pages = {section: [st.Page(f"pages/{name}.py", title=title, icon=icon, default=name == "overview")
-                       for name, title, icon in items] for section, items in MENU.items()}
+    pages = {
+        section: [
+            st.Page(f"pages/{name}.py", title=title, icon=icon, default=name == "overview")
+            for name, title, icon in items
+        ]
+        for section, items in MENU.items()
+    }
     nav = st.navigation(pages)
     st.sidebar.title("MergeLab")
     study_picker()

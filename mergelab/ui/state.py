@@ -47,8 +47,9 @@ def study_picker() -> str | None:
             st.sidebar.warning(f"There is no study {asked!r} in this store; showing {labels[fallback]!r}.")
             st.session_state["study_select"] = fallback
     if st.session_state.get("study_select") not in ids:  # first visit, or a study deleted elsewhere
-        st.session_state["study_select"] = st.session_state.get("study_id") if st.session_state.get(
-            "study_id") in ids else fallback
+        st.session_state["study_select"] = (
+            st.session_state.get("study_id") if st.session_state.get("study_id") in ids else fallback
+        )
     choice = st.sidebar.selectbox("Study", ids, format_func=labels.get, key="study_select")
     st.session_state["study_id"] = choice
     st.query_params["study"] = choice

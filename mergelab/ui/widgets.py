@@ -12,8 +12,7 @@ def chart(fig: go.Figure, key: str) -> None:
     """Draw a figure with download buttons: PNG (kaleido, when Chromium is present) and HTML."""
     st.plotly_chart(fig, width="stretch", key=f"chart_{key}")
     cols = st.columns([1, 1, 6])
-    cols[0].download_button("HTML", _offline_html(fig), file_name=f"{key}.html",
-                            mime="text/html", key=f"html_{key}")
+    cols[0].download_button("HTML", _offline_html(fig), file_name=f"{key}.html", mime="text/html", key=f"html_{key}")
     if shutil.which("chromium"):
         if cols[1].button("PNG", key=f"png_btn_{key}"):
             try:
@@ -21,8 +20,13 @@ def chart(fig: go.Figure, key: str) -> None:
             except Exception as exc:  # kaleido/Chromium trouble: say so, keep HTML export
                 st.warning(f"PNG export failed ({exc}); use the HTML export.")
         if st.session_state.get(f"png_{key}"):
-            cols[1].download_button("save PNG", st.session_state[f"png_{key}"], file_name=f"{key}.png",
-                                    mime="image/png", key=f"png_dl_{key}")
+            cols[1].download_button(
+                "save PNG",
+                st.session_state[f"png_{key}"],
+                file_name=f"{key}.png",
+                mime="image/png",
+                key=f"png_dl_{key}",
+            )
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -38,28 +42,66 @@ def _offline_html(fig: go.Figure) -> str:
 
 # Column names as words, for every table a page shows (names not listed are shown as they are).
 WORDS = {
-    "worst_loss": "worst merging loss (%)", "best_loss": "best merging loss (%)", "loss": "merging loss (%)",
-    "mds": "MDS", "worst_mds": "worst MDS", "new_worst_mds": "worst MDS after the swap",
-    "worst_task": "worst task after the swap", "candidate_mds": "candidate's own MDS", "candidate": "candidate",
-    "merged_tasks": "tasks merged", "tasks": "tasks in group", "collapsed_under_all": "collapses under every method",
-    "ci_low": "95 % CI low", "ci_high": "95 % CI high", "r": "Pearson r", "p_value": "p", "n": "n (rows)",
-    "p_paper": "p (paper)", "p_recomputed": "p (recomputed)", "p_published": "p (published)",
-    "p_published_glue": "p (published, GLUE)", "expert_score": "expert score", "score": "merged score",
-    "age_s": "seconds since update", "attempts": "attempts", "hiddensim": "HiddenSim",
-    "p_expected": "one-sided p (expected direction)", "p_two_sided": "two-sided p", "direction": "direction",
-    "reliability": "reliability", "detectable_r": "detectable |r| (80 % power)",
-    "rows_needed": "eval rows for reliability 0.8", "se": "standard error", "boot_mean": "mean over resamples",
-    "best_method": "best method", "worst_method": "worst method", "change": "change (points)",
-    "change_ci_low": "change 95 % low", "change_ci_high": "change 95 % high", "within_noise": "within noise",
-    "worst_before": "worst loss before (%)", "worst_after": "worst loss after (%)",
-    "worst_task_before": "worst task before", "worst_task_after": "worst task after",
-    "worst_mds_before": "worst MDS before", "worst_mds_after": "worst MDS after",
-    "predicted_mds_change": "predicted change of worst MDS", "improves": "lowers the worst MDS",
-    "null_q95": "permutation null (95th pct |r|)", "familywise_q95": "family-wise bar",
-    "beats_null": "beats its null", "beats_familywise": "beats the family-wise bar",
-    "groups_expected": "disjoint groups, expected sign", "groups_tested": "disjoint groups read",
-    "combined_r": "combined r (disjoint groups)", "combined_p": "combined one-sided p", "levels": "levels",
-    "ci_note": "why no interval", "note": "note", "expected": "what the predictor claims",
+    "worst_loss": "worst merging loss (%)",
+    "best_loss": "best merging loss (%)",
+    "loss": "merging loss (%)",
+    "mds": "MDS",
+    "worst_mds": "worst MDS",
+    "new_worst_mds": "worst MDS after the swap",
+    "worst_task": "worst task after the swap",
+    "candidate_mds": "candidate's own MDS",
+    "candidate": "candidate",
+    "merged_tasks": "tasks merged",
+    "tasks": "tasks in group",
+    "collapsed_under_all": "collapses under every method",
+    "ci_low": "95 % CI low",
+    "ci_high": "95 % CI high",
+    "r": "Pearson r",
+    "p_value": "p",
+    "n": "n (rows)",
+    "p_paper": "p (paper)",
+    "p_recomputed": "p (recomputed)",
+    "p_published": "p (published)",
+    "p_published_glue": "p (published, GLUE)",
+    "expert_score": "expert score",
+    "score": "merged score",
+    "age_s": "seconds since update",
+    "attempts": "attempts",
+    "hiddensim": "HiddenSim",
+    "p_expected": "one-sided p (expected direction)",
+    "p_two_sided": "two-sided p",
+    "direction": "direction",
+    "reliability": "reliability",
+    "detectable_r": "detectable |r| (80 % power)",
+    "rows_needed": "eval rows for reliability 0.8",
+    "se": "standard error",
+    "boot_mean": "mean over resamples",
+    "best_method": "best method",
+    "worst_method": "worst method",
+    "change": "change (points)",
+    "change_ci_low": "change 95 % low",
+    "change_ci_high": "change 95 % high",
+    "within_noise": "within noise",
+    "worst_before": "worst loss before (%)",
+    "worst_after": "worst loss after (%)",
+    "worst_task_before": "worst task before",
+    "worst_task_after": "worst task after",
+    "worst_mds_before": "worst MDS before",
+    "worst_mds_after": "worst MDS after",
+    "predicted_mds_change": "predicted change of worst MDS",
+    "improves": "lowers the worst MDS",
+    "null_q95": "permutation null (95th pct |r|)",
+    "familywise_q95": "family-wise bar",
+    "beats_null": "beats its null",
+    "beats_familywise": "beats the family-wise bar",
+    "groups_expected": "disjoint groups, expected sign",
+    "groups_tested": "disjoint groups read",
+    "combined_r": "combined r (disjoint groups)",
+    "combined_p": "combined one-sided p",
+    "levels": "levels",
+    "ci_note": "why no interval",
+    "note": "note",
+    "expected": "what the predictor claims",
 }
 
 
@@ -100,7 +142,9 @@ def page_failed(exc: Exception) -> None:
     """What a page shows instead of a traceback: one short line, the details one click away."""
     import traceback
 
-    st.error(f"{PAGE_FAILED}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}. Every stored result is "
-             "safe; try another setting or study, and report this if it persists.")
+    st.error(
+        f"{PAGE_FAILED}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}. Every stored result is "
+        "safe; try another setting or study, and report this if it persists."
+    )
     with st.expander("details"):
         st.code("".join(traceback.format_exception(exc)), language="text")

@@ -18,8 +18,11 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_no_streamlit_outside_ui():
-    offenders = [str(p.relative_to(ENGINE)) for p in ENGINE.rglob("*.py")
-                 if "ui" not in p.relative_to(ENGINE).parts[:1] and "streamlit" in _imports(p)]
+    offenders = [
+        str(p.relative_to(ENGINE))
+        for p in ENGINE.rglob("*.py")
+        if "ui" not in p.relative_to(ENGINE).parts[:1] and "streamlit" in _imports(p)
+    ]
     assert offenders == []
 
 
@@ -48,7 +51,7 @@ def _mergelab_imports(path: Path, root: Path = ENGINE) -> set[str]:
             out |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("mergelab.")}
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - node.level + 1]
+                base = package[: len(package) - node.level + 1]
                 target = ".".join([*base, *(node.module.split(".") if node.module else [])])
                 if node.module is None:  # from . import x
                     out |= {".".join([*base, a.name]) for a in node.names}
@@ -111,8 +114,22 @@ def test_the_repository_holds_only_its_fixed_top_level():
     root = Path(__file__).resolve().parents[2]
     files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
     top = {f.split("/")[0] for f in files}
-    allowed = {"app.py", "pages", "mergelab", "tests", "data", ".streamlit", "requirements.txt",
-               "requirements-dev.txt", "README.md", "pyproject.toml", "bench", ".ci", ".gitignore", "CHANGELOG.md"}
+    allowed = {
+        "app.py",
+        "pages",
+        "mergelab",
+        "tests",
+        "data",
+        ".streamlit",
+        "requirements.txt",
+        "requirements-dev.txt",
+        "README.md",
+        "pyproject.toml",
+        "bench",
+        ".ci",
+        ".gitignore",
+        "CHANGELOG.md",
+    }
     assert top <= allowed, sorted(top - allowed)
 
 
@@ -134,7 +151,7 @@ def _module_graph(root: Path = ENGINE) -> dict[str, set[str]]:
                 targets |= {resolve(a.name.split(".", 1)[1]) for a in node.names if a.name.startswith("mergelab.")}
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
-                    base = ".".join([*package[:len(package) - node.level + 1], *(node.module or "").split(".")])
+                    base = ".".join([*package[: len(package) - node.level + 1], *(node.module or "").split(".")])
                 elif (node.module or "").startswith("mergelab"):
                     base = node.module.split(".", 1)[1] if "." in node.module else ""
                 else:

@@ -14,7 +14,8 @@ def _distances(points):
 
 
 point_sets = st.integers(3, 9).flatmap(
-    lambda n: arrays(np.float64, (n, 4), elements=st.floats(-10, 10, allow_nan=False)))
+    lambda n: arrays(np.float64, (n, 4), elements=st.floats(-10, 10, allow_nan=False))
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -57,12 +58,15 @@ def test_hiddensim_equal_distances_is_a_clear_error():
         equations.hiddensim(dist)
 
 
-@pytest.mark.parametrize("bad, msg", [
-    (np.ones((2, 3)), "square"),
-    (np.array([[0.0, 1.0], [2.0, 0.0]]), "symmetric"),
-    (np.array([[0.0, np.nan], [np.nan, 0.0]]), "NaN"),
-    (np.zeros((1, 1)), "at least 2"),
-])
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        (np.ones((2, 3)), "square"),
+        (np.array([[0.0, 1.0], [2.0, 0.0]]), "symmetric"),
+        (np.array([[0.0, np.nan], [np.nan, 0.0]]), "NaN"),
+        (np.zeros((1, 1)), "at least 2"),
+    ],
+)
 def test_hiddensim_rejects_bad_matrices(bad, msg):
     with pytest.raises(AnalysisError, match=msg):
         equations.hiddensim(bad)

@@ -39,8 +39,9 @@ def _plain_bootstrap(fn, n_rows: int, n_boot: int = 20000, seed: int = 123) -> n
 def rec_store(tmp_path):
     store = Store(tmp_path / "e.db")
     quality = {"a": 0.2, "b": 0.5, "c": 0.6, "d": 0.7}
-    truth = records_study(store, "ev", {"g": list(quality)},
-                          merged_p=lambda g, m, t: quality[t] + 0.02 * METHODS.index(m))
+    truth = records_study(
+        store, "ev", {"g": list(quality)}, merged_p=lambda g, m, t: quality[t] + 0.02 * METHODS.index(m)
+    )
     return store, truth
 
 
@@ -74,8 +75,14 @@ def test_best_loss_takes_the_max_inside_every_resample(rec_store):
 def test_worst_loss_and_a_swap_change_resample_shared_tasks_once(tmp_path):
     store = Store(tmp_path / "s.db")
     p = {"a": 0.3, "b": 0.55, "c": 0.6, "d": 0.7, "e": 0.65}
-    truth = records_study(store, "sw", {"g": ["a", "b", "c", "d"]}, swaps={"swap:g:a->e": ("g", "a", "e")},
-                          merged_p=lambda g, m, t: p[t] - (0.1 if g == "g" and t == "b" else 0), methods=["LA"])
+    truth = records_study(
+        store,
+        "sw",
+        {"g": ["a", "b", "c", "d"]},
+        swaps={"swap:g:a->e": ("g", "a", "e")},
+        merged_p=lambda g, m, t: p[t] - (0.1 if g == "g" and t == "b" else 0),
+        methods=["LA"],
+    )
     eff = protocol.swap_effects(store, "sw").iloc[0]
     n = 200
 
@@ -90,10 +97,13 @@ def test_worst_loss_and_a_swap_change_resample_shared_tasks_once(tmp_path):
     diffs = []
     for _ in range(6000):
         idx = {t: rng.integers(0, n, n) for t in "abcde"}
-        b = min(_loss(truth[("g", "LA", t)][idx[t]].mean(), truth[("", "expert", t)][idx[t]].mean())
-                for t in before_tasks)
-        a = min(_loss(truth[("swap:g:a->e", "LA", t)][idx[t]].mean(), truth[("", "expert", t)][idx[t]].mean())
-                for t in after_tasks)
+        b = min(
+            _loss(truth[("g", "LA", t)][idx[t]].mean(), truth[("", "expert", t)][idx[t]].mean()) for t in before_tasks
+        )
+        a = min(
+            _loss(truth[("swap:g:a->e", "LA", t)][idx[t]].mean(), truth[("", "expert", t)][idx[t]].mean())
+            for t in after_tasks
+        )
         diffs.append(a - b)
     assert eff["change_ci_low"] == pytest.approx(np.percentile(diffs, 2.5), abs=2.0)
     assert eff["change_ci_high"] == pytest.approx(np.percentile(diffs, 97.5), abs=2.0)
@@ -142,8 +152,14 @@ def test_table5_reports_direction_and_never_counts_the_wrong_sign(tmp_path):
     store = Store(tmp_path / "d.db")
     tasks = list("abcdefgh")
     good = {t: 0.3 + 0.06 * i for i, t in enumerate(tasks)}  # a high → better loss
-    records_study(store, "dir", {"g": tasks}, merged_p=lambda g, m, t: good[t], n_rows=300,
-                  mds={"g": {t: 1 + i for i, t in enumerate(tasks)}})  # higher MDS, *better* loss: r > 0
+    records_study(
+        store,
+        "dir",
+        {"g": tasks},
+        merged_p=lambda g, m, t: good[t],
+        n_rows=300,
+        mds={"g": {t: 1 + i for i, t in enumerate(tasks)}},
+    )  # higher MDS, *better* loss: r > 0
     t5 = protocol.table5(store, "dir").set_index("group")
     frame = protocol.mds_vs_loss(store, "dir", "g")
     want = sps.pearsonr(frame["mds"], frame["best_loss"], alternative="less")
@@ -156,9 +172,17 @@ def test_table5_reports_direction_and_never_counts_the_wrong_sign(tmp_path):
 # --- 4. groups by role, dependence ------------------------------------------------------------------------
 def test_swaps_are_a_role_and_never_a_group(tmp_path):
     store = Store(tmp_path / "g.db")
-    records_study(store, "roles", {"r1": list("abcd"), "r2": list("efgh")}, swaps={"swap:r1:a->e": ("r1", "a", "e")},
-                  mds={"r1": dict(zip("abcd", [1, 2, 3, 4.0])), "r2": dict(zip("efgh", [4, 3, 2, 1.0])),
-                       "swap:r1:a->e": dict(zip("ebcd", [1, 2, 3, 4.0]))})
+    records_study(
+        store,
+        "roles",
+        {"r1": list("abcd"), "r2": list("efgh")},
+        swaps={"swap:r1:a->e": ("r1", "a", "e")},
+        mds={
+            "r1": dict(zip("abcd", [1, 2, 3, 4.0])),
+            "r2": dict(zip("efgh", [4, 3, 2, 1.0])),
+            "swap:r1:a->e": dict(zip("ebcd", [1, 2, 3, 4.0])),
+        },
+    )
     assert set(store.groups("roles")) == {"r1", "r2"}
     assert store.swaps("roles")["swap:r1:a->e"].removed == "a"
     t5 = protocol.table5(store, "roles")
@@ -170,9 +194,14 @@ def test_swaps_are_a_role_and_never_a_group(tmp_path):
 def test_a_spec_written_with_swap_named_groups_reads_them_as_swaps():
     from mergelab.study.spec import parse_spec
 
-    spec = {"name": "s", "base": "org/base", "architecture": "causal", "adapters": {t: f"org/{t}" for t in "abcde"},
-            "tasks": {t: {"data": "org/d", "labels": ["x", "y"]} for t in "abcde"},
-            "groups": {"g": ["a", "b", "c"], "swap:g:a->e": ["e", "b", "c"]}}
+    spec = {
+        "name": "s",
+        "base": "org/base",
+        "architecture": "causal",
+        "adapters": {t: f"org/{t}" for t in "abcde"},
+        "tasks": {t: {"data": "org/d", "labels": ["x", "y"]} for t in "abcde"},
+        "groups": {"g": ["a", "b", "c"], "swap:g:a->e": ["e", "b", "c"]},
+    }
     parsed = parse_spec(spec)
     assert [(s.group, s.remove, s.add) for s in parsed.swaps] == [("g", "a", "e")]
     assert set(parsed.evidence_groups) == {"g"} and parsed.groups["swap:g:a->e"] == ["e", "b", "c"]
@@ -193,8 +222,10 @@ def test_a_version_2_store_gets_its_swaps_a_role(tmp_path):
             con.execute(statement)
     con.execute("INSERT INTO meta VALUES ('schema_version', '2')")
     con.execute("INSERT INTO studies VALUES ('s', 's', 'live', '', '', 0)")
-    con.executemany("INSERT INTO task_groups(study_id, name, tasks, role) VALUES ('s', ?, ?, 'group')",
-                    [("r2", '["a", "b"]'), ("swap:r2:a->c", '["c", "b"]')])
+    con.executemany(
+        "INSERT INTO task_groups(study_id, name, tasks, role) VALUES ('s', ?, ?, 'group')",
+        [("r2", '["a", "b"]'), ("swap:r2:a->c", '["c", "b"]')],
+    )
     con.commit()
     con.close()
     store = Store(path)
@@ -296,8 +327,14 @@ def test_comparison_names_a_predictor_only_above_the_familywise_bar(tmp_path):
     store = Store(tmp_path / "p.db")
     tasks = list("abcdefgh")
     q = {t: 0.3 + 0.05 * i for i, t in enumerate(tasks)}
-    records_study(store, "pc", {"g": tasks}, merged_p=lambda g, m, t: q[t], n_rows=400,
-                  mds={"g": {t: 9.0 - i for i, t in enumerate(tasks)}})  # higher MDS, worse loss
+    records_study(
+        store,
+        "pc",
+        {"g": tasks},
+        merged_p=lambda g, m, t: q[t],
+        n_rows=400,
+        mds={"g": {t: 9.0 - i for i, t in enumerate(tasks)}},
+    )  # higher MDS, worse loss
     comp = predictors.predictor_comparison(store, "pc", n_boot=300, n_perm=300)
     row = comp.set_index("predictor").loc["MDS (published)"]
     assert row["r"] < -0.9 and row["direction"] == "in the expected direction"
@@ -340,15 +377,31 @@ def test_identical_methods_are_one_level(tmp_path):
 
 def test_admission_applies_the_preregistered_rule(tmp_path):
     store = Store(tmp_path / "adm.db")
-    records_study(store, "adm", {"g": ["good", "weak", "low"]}, expert_p={"good": 0.8, "weak": 0.45, "low": 0.1},
-                  n_rows=300)
-    base = [{"group_name": "", "model": "base", "task": t, "method": "base", "metric": "accuracy", "score": s}
-            for t, s in {"good": 40.0, "weak": 40.0, "low": 2.0}.items()]
+    records_study(
+        store, "adm", {"g": ["good", "weak", "low"]}, expert_p={"good": 0.8, "weak": 0.45, "low": 0.1}, n_rows=300
+    )
+    base = [
+        {"group_name": "", "model": "base", "task": t, "method": "base", "metric": "accuracy", "score": s}
+        for t, s in {"good": 40.0, "weak": 40.0, "low": 2.0}.items()
+    ]
     store.add_results("adm", base)
     rng = np.random.default_rng(0)
-    store.add_row_records("adm", [{"group_name": "", "model": "base", "task": t, "method": "base", "row": i,
-                                   "row_id": f"{t}-{i}", "score": 100.0 * (rng.random() < p)}
-                                  for t, p in {"good": 0.4, "weak": 0.4, "low": 0.02}.items() for i in range(300)])
+    store.add_row_records(
+        "adm",
+        [
+            {
+                "group_name": "",
+                "model": "base",
+                "task": t,
+                "method": "base",
+                "row": i,
+                "row_id": f"{t}-{i}",
+                "score": 100.0 * (rng.random() < p),
+            }
+            for t, p in {"good": 0.4, "weak": 0.4, "low": 0.02}.items()
+            for i in range(300)
+        ],
+    )
     table = protocol.admission(store, "adm").set_index("task")
     assert table.loc["good", "admitted"] and not table.loc["weak", "admitted"]
     assert "gain" in table.loc["weak", "why_not"]

@@ -15,11 +15,14 @@ def test_pearson_matches_definition():
     assert 0 < p < 1
 
 
-@pytest.mark.parametrize("x, y, msg", [
-    ([1, 2], [1, 2], "at least 3"),
-    ([1, 1, 1], [1, 2, 3], "constant"),
-    ([1, 2, 3], [1, 2], "same length"),
-])
+@pytest.mark.parametrize(
+    "x, y, msg",
+    [
+        ([1, 2], [1, 2], "at least 3"),
+        ([1, 1, 1], [1, 2, 3], "constant"),
+        ([1, 2, 3], [1, 2], "same length"),
+    ],
+)
 def test_pearson_rejects(x, y, msg):
     with pytest.raises(StatsError, match=msg):
         stats.pearson(x, y)

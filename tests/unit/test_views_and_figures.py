@@ -41,8 +41,9 @@ def test_swap_chart_has_two_panels_not_two_axes():
 
     from mergelab.viz import figures
 
-    fig = figures.swap_comparison(pd.DataFrame({"group": ["a", "b"], "worst_loss": [-40, -20.0],
-                                                "worst_mds": [5.0, 3.0]}))
+    fig = figures.swap_comparison(
+        pd.DataFrame({"group": ["a", "b"], "worst_loss": [-40, -20.0], "worst_mds": [5.0, 3.0]})
+    )
     assert fig.layout.yaxis2.overlaying is None and fig.data[1].xaxis == "x2"
 
 
@@ -63,10 +64,22 @@ def test_gram_form_cka_equals_the_feature_form():
 
 
 def test_the_swap_chart_has_the_collapse_line():
-    effect = pd.Series({"parent": "g", "swap": "s", "removed": "a", "added": "b", "worst_before": -50.0,
-                        "worst_after": -20.0, "worst_mds_before": 4.0, "worst_mds_after": 3.0,
-                        "worst_before_ci_low": -60.0, "worst_before_ci_high": -40.0, "worst_after_ci_low": -25.0,
-                        "worst_after_ci_high": -15.0})
+    effect = pd.Series(
+        {
+            "parent": "g",
+            "swap": "s",
+            "removed": "a",
+            "added": "b",
+            "worst_before": -50.0,
+            "worst_after": -20.0,
+            "worst_mds_before": 4.0,
+            "worst_mds_after": 3.0,
+            "worst_before_ci_low": -60.0,
+            "worst_before_ci_high": -40.0,
+            "worst_after_ci_low": -25.0,
+            "worst_after_ci_high": -15.0,
+        }
+    )
     from mergelab.viz import figures
 
     fig = figures.swap_comparison(protocol.swap_frame(effect))
@@ -76,12 +89,17 @@ def test_the_swap_chart_has_the_collapse_line():
 
 def test_run_batches_leave_model_loading_out_of_the_eta_and_speak_words():
     now = 1000.0
-    frame = pd.DataFrame({
-        "id": range(6), "kind": ["expert", "expert", "mstates", "conflicts", "merge", "merge"],
-        "status": ["done", "done", "done", "done", "queued", "queued"], "worker": ["w"] * 4 + [None, None],
-        "started_at": [now, now + 80, now + 90, now + 100, np.nan, np.nan],
-        "finished_at": [now + 80, now + 90, now + 100, now + 110, np.nan, np.nan],
-        "created_at": [0.0] * 6})
+    frame = pd.DataFrame(
+        {
+            "id": range(6),
+            "kind": ["expert", "expert", "mstates", "conflicts", "merge", "merge"],
+            "status": ["done", "done", "done", "done", "queued", "queued"],
+            "worker": ["w"] * 4 + [None, None],
+            "started_at": [now, now + 80, now + 90, now + 100, np.nan, np.nan],
+            "finished_at": [now + 80, now + 90, now + 100, now + 110, np.nan, np.nan],
+            "created_at": [0.0] * 6,
+        }
+    )
     batch = progress.run_batches(frame).iloc[0]
     assert batch["seconds_per_unit"] == pytest.approx(10.0)  # the first unit's 80 s loaded the model
     assert batch["eta_s"] == pytest.approx(20.0)

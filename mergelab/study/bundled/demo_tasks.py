@@ -19,9 +19,20 @@ from pathlib import Path
 WORDNET = Path("/usr/share/wordnet")
 FORTUNES = Path("/usr/share/games/fortunes")
 SPLITS = {"train": 320, "eval": 100, "probe": 10}  # rows per task and split
-LEXNAMES = {5: "animal", 6: "artifact", 13: "food", 15: "location", 18: "person", 20: "plant",
-            32: "communication", 34: "consumption", 35: "contact", 37: "emotion", 38: "motion",
-            31: "cognition"}
+LEXNAMES = {
+    5: "animal",
+    6: "artifact",
+    13: "food",
+    15: "location",
+    18: "person",
+    20: "plant",
+    32: "communication",
+    34: "consumption",
+    35: "contact",
+    37: "emotion",
+    38: "motion",
+    31: "cognition",
+}
 POS = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}
 
 
@@ -43,11 +54,15 @@ def _wordnet():
             words = [re.sub(r"\(\w+\)$", "", f[4 + 2 * i]).replace("_", " ") for i in range(w_cnt)]
             p = 4 + 2 * w_cnt
             p_cnt = int(f[p])
-            ptrs = [(f[p + 1 + 4 * i], f[p + 2 + 4 * i], f[p + 3 + 4 * i], f[p + 4 + 4 * i])
-                    for i in range(p_cnt)]
+            ptrs = [(f[p + 1 + 4 * i], f[p + 2 + 4 * i], f[p + 3 + 4 * i], f[p + 4 + 4 * i]) for i in range(p_cnt)]
             definition = gloss.split(";")[0].strip().strip('"').strip()
             synsets[(ss_type if ss_type != "s" else "a", offset)] = {
-                "lexfile": lexfile, "pos": ss_type, "words": words, "ptrs": ptrs, "gloss": definition}
+                "lexfile": lexfile,
+                "pos": ss_type,
+                "words": words,
+                "ptrs": ptrs,
+                "gloss": definition,
+            }
     return synsets
 
 
@@ -72,7 +87,7 @@ def _balanced(pools: dict[str, list[str]], rng: random.Random, per_label: int | 
         texts = texts[:n]
         i = 0
         for split, c in counts.items():
-            take = texts[i:i + c]
+            take = texts[i : i + c]
             i += c
             rows += [{"text": t, "label": label, "split": split} for t in take]
     rng.shuffle(rows)
@@ -94,10 +109,14 @@ def wordnet_tasks(rng: random.Random) -> dict[str, tuple[list[dict], str]]:
             noun_pools[name].append(_clean_gloss(e))
         elif name and e["pos"] == "v":
             verb_pools[name].append(_clean_gloss(e))
-    out["wn_noun_topic"] = (_balanced(noun_pools, rng), "noun gloss → WordNet lexicographer file "
-                            "(animal, artifact, food, location, person, plant)")
-    out["wn_verb_topic"] = (_balanced(verb_pools, rng), "verb gloss → WordNet lexicographer file "
-                            "(cognition, communication, consumption, contact, emotion, motion)")
+    out["wn_noun_topic"] = (
+        _balanced(noun_pools, rng),
+        "noun gloss → WordNet lexicographer file (animal, artifact, food, location, person, plant)",
+    )
+    out["wn_verb_topic"] = (
+        _balanced(verb_pools, rng),
+        "verb gloss → WordNet lexicographer file (cognition, communication, consumption, contact, emotion, motion)",
+    )
     antonyms, synonyms = [], []
     for key, e in syn.items():
         if key[0] != "a":
@@ -111,8 +130,10 @@ def wordnet_tasks(rng: random.Random) -> dict[str, tuple[list[dict], str]]:
                 other = syn[(pos if pos != "s" else "a", off)]
                 if 0 < src <= len(e["words"]) and 0 < tgt <= len(other["words"]):
                     antonyms.append(f"{e['words'][src - 1]} / {other['words'][tgt - 1]}")
-    out["wn_antonym"] = (_balanced({"antonyms": antonyms, "synonyms": synonyms}, rng),
-                         "adjective pair → antonyms (WordNet '!' pointer) or synonyms (same synset)")
+    out["wn_antonym"] = (
+        _balanced({"antonyms": antonyms, "synonyms": synonyms}, rng),
+        "adjective pair → antonyms (WordNet '!' pointer) or synonyms (same synset)",
+    )
     nouns = [(k, e) for k, e in syn.items() if k[0] == "n" and " " not in e["words"][0]]
     heads = [e["words"][0] for _, e in nouns]
     true_pairs, false_pairs = [], []
@@ -122,8 +143,10 @@ def wordnet_tasks(rng: random.Random) -> dict[str, tuple[list[dict], str]]:
         if hyper:
             true_pairs.append(f"a {e['words'][0]} is a kind of {hyper[0]['words'][0]}")
             false_pairs.append(f"a {e['words'][0]} is a kind of {rng.choice(heads)}")
-    out["wn_hypernym"] = (_balanced({"true": true_pairs, "false": false_pairs}, rng),
-                          "'a X is a kind of Y' → true (WordNet hypernym) or false (random noun)")
+    out["wn_hypernym"] = (
+        _balanced({"true": true_pairs, "false": false_pairs}, rng),
+        "'a X is a kind of Y' → true (WordNet hypernym) or false (random noun)",
+    )
     return out
 
 
@@ -143,10 +166,14 @@ def vader_tasks(rng: random.Random) -> dict[str, tuple[list[dict], str]]:
     strong = [w for w, s in scores.items() if abs(s) >= 2.2]
     mild = [w for w, s in scores.items() if 0.4 <= abs(s) <= 1.2]
     return {
-        "vader_polarity": (_balanced({"positive": pos, "negative": neg}, rng),
-                           "word → sign of its VADER valence (|valence| ≥ 1)"),
-        "vader_intensity": (_balanced({"strong": strong, "mild": mild}, rng),
-                            "word → strong (|valence| ≥ 2.2) or mild (0.4–1.2) VADER valence"),
+        "vader_polarity": (
+            _balanced({"positive": pos, "negative": neg}, rng),
+            "word → sign of its VADER valence (|valence| ≥ 1)",
+        ),
+        "vader_intensity": (
+            _balanced({"strong": strong, "mild": mild}, rng),
+            "word → strong (|valence| ≥ 2.2) or mild (0.4–1.2) VADER valence",
+        ),
     }
 
 
@@ -159,39 +186,61 @@ def fortune_tasks(rng: random.Random) -> dict[str, tuple[list[dict], str]]:
             raise SourceMissing("fortune files not found: apt-get install fortunes fortunes-min")
         entries = [" ".join(e.split()) for e in path.read_text(errors="replace").split("\n%\n")]
         pools[c] = [e for e in entries if 20 <= len(e) <= 240]
-    return {"fortune_topic": (_balanced(pools, rng), "quote → its fortune file "
-                              "(computers, science, politics, wisdom)")}
+    return {"fortune_topic": (_balanced(pools, rng), "quote → its fortune file (computers, science, politics, wisdom)")}
 
 
 def programmatic_tasks(rng: random.Random) -> dict[str, tuple[list[dict], str]]:
-    words = [w for w in (WORDNET / "index.noun").read_text().split() if w.isalpha() and w.islower()] \
-        if (WORDNET / "index.noun").exists() else []
+    words = (
+        [w for w in (WORDNET / "index.noun").read_text().split() if w.isalpha() and w.islower()]
+        if (WORDNET / "index.noun").exists()
+        else []
+    )
     if not words:
         raise SourceMissing("WordNet not found: apt-get install wordnet-base")
     nums = [str(rng.randrange(10, 100000)) for _ in range(4000)]
     pairs = [(rng.randrange(1, 1000), rng.randrange(1, 1000)) for _ in range(4000)]
     return {
-        "num_parity": (_balanced({"even": [n for n in nums if int(n) % 2 == 0],
-                                  "odd": [n for n in nums if int(n) % 2]}, rng),
-                       "a number written in digits → even or odd (programmatic)"),
-        "num_compare": (_balanced({"first": [f"{a} vs {b}" for a, b in pairs if a > b],
-                                   "second": [f"{a} vs {b}" for a, b in pairs if a < b]}, rng),
-                        "'a vs b' → which number is larger (programmatic)"),
-        "vowel_start": (_balanced({"vowel": [w for w in words if w[0] in "aeiou"],
-                                   "consonant": [w for w in words if w[0] not in "aeiou"]}, rng),
-                        "WordNet noun → starts with a vowel or a consonant (programmatic)"),
-        "word_length": (_balanced({"short": [w for w in words if len(w) <= 4],
-                                   "long": [w for w in words if len(w) >= 10]}, rng),
-                        "WordNet noun → short (≤ 4 letters) or long (≥ 10) (programmatic)"),
+        "num_parity": (
+            _balanced({"even": [n for n in nums if int(n) % 2 == 0], "odd": [n for n in nums if int(n) % 2]}, rng),
+            "a number written in digits → even or odd (programmatic)",
+        ),
+        "num_compare": (
+            _balanced(
+                {
+                    "first": [f"{a} vs {b}" for a, b in pairs if a > b],
+                    "second": [f"{a} vs {b}" for a, b in pairs if a < b],
+                },
+                rng,
+            ),
+            "'a vs b' → which number is larger (programmatic)",
+        ),
+        "vowel_start": (
+            _balanced(
+                {
+                    "vowel": [w for w in words if w[0] in "aeiou"],
+                    "consonant": [w for w in words if w[0] not in "aeiou"],
+                },
+                rng,
+            ),
+            "WordNet noun → starts with a vowel or a consonant (programmatic)",
+        ),
+        "word_length": (
+            _balanced({"short": [w for w in words if len(w) <= 4], "long": [w for w in words if len(w) >= 10]}, rng),
+            "WordNet noun → short (≤ 4 letters) or long (≥ 10) (programmatic)",
+        ),
     }
 
 
 SOURCES = {
-    "wordnet": ("Debian wordnet-base 1:3.0 (WordNet 3.0, © 2006 Princeton University; WordNet "
-                "licence: use, copy, modify, distribute with notice)"),
+    "wordnet": (
+        "Debian wordnet-base 1:3.0 (WordNet 3.0, © 2006 Princeton University; WordNet "
+        "licence: use, copy, modify, distribute with notice)"
+    ),
     "vader": ("vader_lexicon.txt in PyPI vaderSentiment 3.3.2 (Hutto & Gilbert 2014; MIT licence)"),
-    "fortunes": ("Debian fortunes / fortunes-min (BSD fortune files; public domain / BSD licence "
-                 "as per /usr/share/doc/fortunes/copyright)"),
+    "fortunes": (
+        "Debian fortunes / fortunes-min (BSD fortune files; public domain / BSD licence "
+        "as per /usr/share/doc/fortunes/copyright)"
+    ),
     "programmatic": "generated by mergelab.demo.build_data with a fixed seed (no licence needed)",
 }
 
@@ -199,21 +248,31 @@ SOURCES = {
 def build(out_dir: Path, seed: int = 0) -> dict[str, dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     made = {}
-    for source, fn in [("wordnet", wordnet_tasks), ("vader", vader_tasks), ("fortunes", fortune_tasks),
-                       ("programmatic", programmatic_tasks)]:
+    for source, fn in [
+        ("wordnet", wordnet_tasks),
+        ("vader", vader_tasks),
+        ("fortunes", fortune_tasks),
+        ("programmatic", programmatic_tasks),
+    ]:
         for name, (rows, description) in fn(random.Random(f"{seed}:{source}")).items():
             (out_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             labels = sorted({r["label"] for r in rows})
             counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
-            made[name] = {"source": source, "description": description, "labels": labels,
-                          "rows": counts}
-    lines = ["# Demo tasks: provenance and licences", "",
-             "Built by `mergelab demo build-data` (seed 0). Labels are balanced in every split.", "",
-             "| task | what | labels | train / eval / probe | source |", "|---|---|---|---|---|"]
+            made[name] = {"source": source, "description": description, "labels": labels, "rows": counts}
+    lines = [
+        "# Demo tasks: provenance and licences",
+        "",
+        "Built by `mergelab demo build-data` (seed 0). Labels are balanced in every split.",
+        "",
+        "| task | what | labels | train / eval / probe | source |",
+        "|---|---|---|---|---|",
+    ]
     for name, m in made.items():
         r = m["rows"]
-        lines.append(f"| {name} | {m['description']} | {', '.join(m['labels'])} | "
-                     f"{r['train']} / {r['eval']} / {r['probe']} | {SOURCES[m['source']]} |")
+        lines.append(
+            f"| {name} | {m['description']} | {', '.join(m['labels'])} | "
+            f"{r['train']} / {r['eval']} / {r['probe']} | {SOURCES[m['source']]} |"
+        )
     (out_dir / "PROVENANCE.md").write_text("\n".join(lines) + "\n")
     (out_dir / "tasks.json").write_text(json.dumps(made, indent=2))
     return made

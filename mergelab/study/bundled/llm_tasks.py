@@ -19,8 +19,16 @@ from pathlib import Path
 from .demo_tasks import SOURCES as DEMO_SOURCES
 from .demo_tasks import WORDNET, SourceMissing, _wordnet, fortune_tasks, vader_tasks, wordnet_tasks
 
-CLASSIFICATION = ["wn_pos", "wn_noun_topic", "wn_verb_topic", "wn_antonym", "wn_hypernym",
-                  "vader_polarity", "vader_intensity", "fortune_topic"]
+CLASSIFICATION = [
+    "wn_pos",
+    "wn_noun_topic",
+    "wn_verb_topic",
+    "wn_antonym",
+    "wn_hypernym",
+    "vader_polarity",
+    "vader_intensity",
+    "fortune_topic",
+]
 GEN_SPLITS = {"train": 320, "eval": 100, "probe": 10}
 
 
@@ -40,7 +48,7 @@ def _split(items: list[dict], rng: random.Random) -> list[dict]:
     rng.shuffle(items)
     rows, i = [], 0
     for split, n in GEN_SPLITS.items():
-        rows += [{**it, "split": split} for it in items[i:i + n]]
+        rows += [{**it, "split": split} for it in items[i : i + n]]
         i += n
     if i > len(items):
         raise SourceMissing(f"only {len(items)} rows for a task that needs {i}")
@@ -49,8 +57,10 @@ def _split(items: list[dict], rng: random.Random) -> list[dict]:
 
 def generation_tasks(rng: random.Random) -> dict[str, tuple[list[dict], str]]:
     syn = _wordnet()
-    common = {p: {w for w, n in _tagged(f).items() if n >= 1 and w.isalpha()}
-              for p, f in (("n", "noun"), ("v", "verb"), ("a", "adj"))}
+    common = {
+        p: {w for w, n in _tagged(f).items() if n >= 1 and w.isalpha()}
+        for p, f in (("n", "noun"), ("v", "verb"), ("a", "adj"))
+    }
     by_word: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for (pos, _), e in syn.items():
         for w in e["words"]:
@@ -110,25 +120,40 @@ def build(out_dir: Path, seed: int = 0) -> dict[str, dict]:
     """Write every task's jsonl and PROVENANCE.md; returns what was made."""
     out_dir.mkdir(parents=True, exist_ok=True)
     made = {}
-    sources = [("wordnet", wordnet_tasks), ("vader", vader_tasks), ("fortunes", fortune_tasks),
-               ("wordnet-generation", generation_tasks)]
+    sources = [
+        ("wordnet", wordnet_tasks),
+        ("vader", vader_tasks),
+        ("fortunes", fortune_tasks),
+        ("wordnet-generation", generation_tasks),
+    ]
     for source, fn in sources:
         for name, (rows, description) in fn(random.Random(f"{seed}:{source}")).items():
             if source != "wordnet-generation" and name not in CLASSIFICATION:
                 continue
             (out_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             counts = {s: sum(r["split"] == s for r in rows) for s in GEN_SPLITS}
-            made[name] = {"source": source.split("-")[0], "description": description, "rows": counts,
-                          "kind": "generation" if source == "wordnet-generation" else "classification"}
-    lines = ["# LLM study tasks: provenance and licences", "",
-             "Built by `mergelab demo build-llm-data` (seed 0) from text that Debian and PyPI packages ship.",
-             "Classification rows are the demo's (same builder, same seeds); generation rows keep every",
-             "reference WordNet gives, and rougeL scores the best-matching one.", "",
-             "| task | kind | what | train / eval / probe | source |", "|---|---|---|---|---|"]
+            made[name] = {
+                "source": source.split("-")[0],
+                "description": description,
+                "rows": counts,
+                "kind": "generation" if source == "wordnet-generation" else "classification",
+            }
+    lines = [
+        "# LLM study tasks: provenance and licences",
+        "",
+        "Built by `mergelab demo build-llm-data` (seed 0) from text that Debian and PyPI packages ship.",
+        "Classification rows are the demo's (same builder, same seeds); generation rows keep every",
+        "reference WordNet gives, and rougeL scores the best-matching one.",
+        "",
+        "| task | kind | what | train / eval / probe | source |",
+        "|---|---|---|---|---|",
+    ]
     for name, m in made.items():
         r = m["rows"]
-        lines.append(f"| {name} | {m['kind']} | {m['description']} | {r['train']} / {r['eval']} / {r['probe']} | "
-                     f"{DEMO_SOURCES[m['source']]} |")
+        lines.append(
+            f"| {name} | {m['kind']} | {m['description']} | {r['train']} / {r['eval']} / {r['probe']} | "
+            f"{DEMO_SOURCES[m['source']]} |"
+        )
     (out_dir / "PROVENANCE.md").write_text("\n".join(lines) + "\n")
     (out_dir / "tasks.json").write_text(json.dumps(made, indent=2))
     return made

@@ -10,8 +10,7 @@ class Accuracy(evaluate.Metric):
             description="Fraction of predictions equal to the reference.",
             citation="",
             inputs_description="predictions, references: lists of ints",
-            features=datasets.Features({"predictions": datasets.Value("int64"),
-                                        "references": datasets.Value("int64")}),
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
     def _compute(self, predictions, references):

@@ -10,8 +10,7 @@ class F1(evaluate.Metric):
             description="Macro-averaged F1 over the labels present in references or predictions.",
             citation="",
             inputs_description="predictions, references: lists of ints",
-            features=datasets.Features({"predictions": datasets.Value("int64"),
-                                        "references": datasets.Value("int64")}),
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
     def _compute(self, predictions, references):
