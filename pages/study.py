@@ -7,13 +7,14 @@ import streamlit as st
 import yaml
 
 from mergelab import choices
+from mergelab.analysis import views
 from mergelab.io.errors import LoadError
+from mergelab.io.yaml_files import YamlFileError, load_yaml
 from mergelab.merging import mergekit_bridge, registry
 from mergelab.study import form, planner
 from mergelab.study.bundled import BUNDLED
 from mergelab.study.errors import SpecError
 from mergelab.study.spec import dump_spec, parse_spec
-from mergelab.study.yaml_files import load_yaml
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, switch_study
 from mergelab.ui.widgets import md_escape
@@ -54,13 +55,12 @@ if pending is not None and source != ("upload", pending[0], study):  # a new fil
             data = mergekit_bridge.study_draft(mergekit_bridge.from_mergekit(data))
             st.info("Imported a mergekit config: name the tasks, give each its data, then register.")
         _load_draft(data, ("upload", file_id, study))
-    except (SpecError, mergekit_bridge.MergekitImportError, registry.MethodError) as exc:
+    except (YamlFileError, SpecError, mergekit_bridge.MergekitImportError, registry.MethodError) as exc:
         st.error(str(exc))
     except UnicodeDecodeError:
         st.error(f"{filename} is not UTF-8 text; save it as UTF-8")
 elif pending is None and (source is None or source[-1] != study):  # first visit, or the sidebar's study changed
-    text = store.spec_text(study) if study else ""
-    _load_draft(yaml.safe_load(text) if text else {}, ("study", study))
+    _load_draft(views.spec_dict(store, study) if study else {}, ("study", study))
 draft = st.session_state["study_draft"]
 
 # Validation messages appear next to the section they concern: one placeholder per section,

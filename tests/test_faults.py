@@ -5,7 +5,6 @@ traceback, and leave the store's rows and files byte-identical."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from faultworld import World
+from faultworld import snapshot as _snapshot
 from safetensors.torch import load_file, save_file
 
 from mergelab import cli
@@ -28,66 +29,9 @@ from mergelab.storage.store import Store
 from mergelab.study import executors, planner
 from mergelab.study.bundled import open_store
 
-from tinymodels import make_lora, make_tiny_causal_study, make_tiny_study
+from tinymodels import make_lora, make_tiny_study
 
 MERGELAB = [sys.executable, "-m", "mergelab"]
-
-
-# --- the world the bad inputs are tried against -------------------------------------------------
-class World:
-    """A tiny causal study run to completion in a store (rows and state files to protect), its
-    base and adapters, and a folder of broken variants made on demand."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.spec_path = make_tiny_causal_study(root / "study")
-        self.study = self.spec_path.parent
-        self.base = self.study / "base"
-        self.good = [self.study / "adapters" / f"c{i}" for i in range(3)]
-        self.db = root / "store" / "mergelab.db"
-        store = open_store(self.db)  # bundled studies loaded once, so later opens write nothing
-        planner.prepare(store, self.spec_path)
-        out = executors.run_worker(store, "tiny-causal")
-        assert out["failed"] == 0
-        self.spec = yaml.safe_load(self.spec_path.read_text())
-        self.bad = root / "bad"
-        self.bad.mkdir()
-        self._n = 0
-
-    def fresh(self, name: str) -> Path:
-        self._n += 1
-        return self.bad / f"{self._n}-{name}"
-
-    def adapter(self, name: str, edit) -> str:
-        """A copy of adapter c1 changed by ``edit(folder)``."""
-        folder = self.fresh(name)
-        shutil.copytree(self.good[1], folder)
-        edit(folder)
-        return str(folder)
-
-    def base_copy(self, name: str, edit) -> str:
-        folder = self.fresh(name)
-        shutil.copytree(self.base, folder)
-        edit(folder)
-        return str(folder)
-
-    def spec_file(self, change=None, text: str | bytes | None = None) -> str:
-        """A spec YAML beside the good one (so relative paths resolve), changed by ``change(d)``
-        or given as raw ``text``."""
-        self._n += 1
-        path = self.study / f"bad-{self._n}.yaml"
-        if text is not None:
-            (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
-            return str(path)
-        data = json.loads(json.dumps(self.spec))
-        change(data)
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        return str(path)
-
-    def data_file(self, name: str, content: bytes) -> str:
-        path = self.study / "data" / f"{name}.jsonl"
-        path.write_bytes(content)
-        return f"data/{name}.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -444,21 +388,6 @@ CASES = [
 ]
 
 
-def _snapshot(db: Path) -> tuple[str, dict]:
-    """Every row of the store (as SQL) and the bytes of every file beside it."""
-    con = sqlite3.connect(db)
-    try:
-        rows = "\n".join(con.iterdump())
-    finally:
-        con.close()
-    files = {
-        str(p.relative_to(db.parent)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(db.parent.rglob("*"))
-        if p.is_file() and not p.name.startswith(db.name)
-    }
-    return rows, files
-
-
 def test_the_fault_table_is_large_and_covers_every_command():
     assert len(CASES) >= 60
     assert len({c[0] for c in CASES}) == len(CASES)
@@ -504,7 +433,7 @@ def test_bad_input_in_a_real_process(world, case_id):
 
 def test_names_never_become_paths_outside_the_store(world, tmp_path):
     """A name that escaped validation still cannot place a file outside the store's folder."""
-    from mergelab.storage.store import StoreError
+    from mergelab.storage.errors import StoreError
 
     store = Store(tmp_path / "s" / "m.db")
     with pytest.raises(StoreError, match="outside"):
@@ -845,7 +774,7 @@ def test_full_disk_gives_the_real_error_and_loses_nothing(world, tmp_path, monke
             del store_.transaction
 
     monkeypatch.setattr(jobs, "finish", finish_on_a_full_disk)
-    from mergelab.storage.store import StoreError
+    from mergelab.storage.errors import StoreError
 
     with pytest.raises(StoreError, match="disk is full") as info:
         executors.run_worker(store, "tiny-causal")
@@ -907,7 +836,7 @@ def test_bundled_study_half_loaded_by_a_full_disk_loads_whole_next_time(tmp_path
     whose states are missing."""
     import errno
 
-    from mergelab.storage.store import StoreError
+    from mergelab.storage.errors import StoreError
 
     real_copy = shutil.copy2
     calls = {"n": 0}
@@ -935,9 +864,9 @@ def test_study_page_shows_what_an_imported_yaml_asks_for(db_path, monkeypatch):
     the worker it starts gets the flags only when ticked there."""
     from streamlit.testing.v1 import AppTest
 
+    from mergelab.io.yaml_files import load_yaml
     from mergelab.study import executors
     from mergelab.study.grants import Grants
-    from mergelab.study.yaml_files import load_yaml
 
     monkeypatch.setenv("MERGELAB_NO_AUTOSTART", "1")
     root = Path(__file__).resolve().parent.parent

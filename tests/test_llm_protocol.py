@@ -359,3 +359,19 @@ def test_predictor_comparison_on_one_group_has_nothing_to_combine(db_path):
     assert list(t5.index) == ["default"]
     assert l2_last["p_expected"] == pytest.approx(t5.loc["default", "p_expected"], abs=1e-9)
     assert l2_last["n"] == t5.loc["default", "n"] == 8
+
+
+def test_trainers_on_one_study_keep_every_training_record(tmp_path):
+    """Two `mergelab train --tasks …` processes on one study (to use two cores) both append to
+    training.json; every row survives, however their writes interleave."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mergelab.study.train import _record_training
+
+    summary = tmp_path / "training.json"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: _record_training(summary, f"t{i:02d}", {"task": f"t{i:02d}", "n": i}), range(40)))
+    rows = json.loads(summary.read_text())
+    assert [r["task"] for r in rows] == [f"t{i:02d}" for i in range(40)]
+    assert not list(tmp_path.glob("*.tmp"))

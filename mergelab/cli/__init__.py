@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "method_given"):
             _method_params(parser, args, rest)
         return args.func(args)
+    except BrokenPipeError:  # the reader left (`mergelab report | head`): stop quietly, as SIGPIPE would
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except EXPECTED_ERRORS as exc:
         print(f"mergelab: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -41,7 +41,9 @@ def adapter_names(paths: list[str]) -> dict[str, str]:
 
 def exists_or_hub_id(value: str, what: str) -> None:
     from ..io.content import is_local, looks_like_hub_id
+    from ..io.hub import check_package_reference
 
+    check_package_reference(value, what)
     if not (is_local(value) or looks_like_hub_id(value) or value.startswith("pypi:")):
         raise ValueError(f"{what} {value} does not exist (give a local folder or a hub id org/name)")
 
@@ -76,3 +78,14 @@ def finish_line(store, study: str, out: dict, seconds: float) -> int:
     advice = "; ".join(hint[k] for k in ("failed", "cancelled", "queued") if k in left)
     print(f"study {study!r} is not complete: {parts} of {sum(counts.values())} units ({advice})", file=sys.stderr)
     return 1
+
+
+def check_ray_address(address: str | None, source: str) -> None:
+    """ValueError naming ``source`` (the flag or the spec field) if the Ray cluster at ``address``
+    cannot be used; see :func:`mergelab.study.ray_address.check_reachable`."""
+    from ..study.ray_address import check_reachable
+
+    try:
+        check_reachable(address)
+    except ValueError as exc:
+        raise ValueError(f"{source} {address}: {exc}") from None

@@ -14,12 +14,14 @@ from .progress import module_bar
 def _from_mergekit(args) -> None:
     """Fill --base, --adapters, --method and its parameters from a mergekit YAML (flags given on the
     command line as well win)."""
-    from ..merging.mergekit_bridge import from_mergekit
+    from ..io.yaml_files import read_yaml_file
+    from ..merging.mergekit_bridge import MergekitImportError, from_mergekit
 
     path = Path(args.from_mergekit)
-    if not path.is_file():
-        raise ValueError(f"mergekit config {path} does not exist")
-    merge = from_mergekit(path.read_text())
+    try:
+        merge = from_mergekit(read_yaml_file(path, "mergekit config"))
+    except MergekitImportError as exc:
+        raise MergekitImportError(f"{path}: {exc}") from None
     args.base = args.base or merge["base"]
     args.adapters = args.adapters or merge["adapters"]
     if args.method_given is None:

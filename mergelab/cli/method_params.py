@@ -35,8 +35,9 @@ def epilog() -> str:
     return "\n".join(lines)
 
 
-def _value(method: registry.Method, p: registry.Param, text: str):
-    """One parameter value from text, by its declaration (a per-adapter list is comma-separated)."""
+def _value(method: registry.Method, p: registry.Param, text: str, given_as: str):
+    """One parameter value from text, by its declaration (a per-adapter list is comma-separated);
+    ``given_as`` names where the user typed it (``--density``, ``--param density=…``) in errors."""
 
     def one(t: str):
         t = t.strip()
@@ -45,13 +46,13 @@ def _value(method: registry.Method, p: registry.Param, text: str):
                 return True
             if t.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ParamError(f"{method.label}: {p.name} must be true or false, got {t!r}")
+            raise ParamError(f"{method.label}: {p.name} must be true or false, got {t!r} ({given_as})")
         try:
             v = p.kind(t) if p.kind is not int else int(t)
         except ValueError:
-            raise ParamError(f"{method.label}: {p.name} must be a {p.kind.__name__}, got {t!r}") from None
+            raise ParamError(f"{method.label}: {p.name} must be a {p.kind.__name__}, got {t!r} ({given_as})") from None
         if isinstance(v, float) and not math.isfinite(v):
-            raise ParamError(f"{method.label}: {p.name} must be a finite number, got {t!r}")
+            raise ParamError(f"{method.label}: {p.name} must be a finite number, got {t!r} ({given_as})")
         return v
 
     parts = text.split(",") if p.per_adapter else [text]
@@ -84,7 +85,7 @@ def parse(method_name: str, rest: list[str], given: list[str] | None, reserved: 
                 break
         if not values:
             raise ParamError(f"{method.label}: {name} needs a value")
-        out[p.name] = _value(method, p, ",".join(values))
+        out[p.name] = _value(method, p, ",".join(values), name)
     for pair in given or []:
         name, eq, text = pair.partition("=")
         p = next((q for q in method.params if q.name == name.strip()), None)
@@ -93,7 +94,7 @@ def parse(method_name: str, rest: list[str], given: list[str] | None, reserved: 
                 f"{method.label}: --param takes NAME=VALUE with NAME one of "
                 f"{[q.name for q in method.params] or 'nothing (it has no parameters)'}, got {pair!r}"
             )
-        out[p.name] = _value(method, p, text)
+        out[p.name] = _value(method, p, text, f"--param {p.name}=…")
     return out
 
 

@@ -174,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (b, t):
         p.set_defaults(func=studies.cmd_demo)
 
+    db = sub.add_parser("dashboard", help="open the dashboard (a Streamlit server on this machine)")
+    db.add_argument("--db", help="store file (default: $MERGELAB_DB, else the checkout's or your data folder's)")
+    db.add_argument("--port", type=positive_int, default=8501)
+    db.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="where the server listens (127.0.0.1: this machine only; 0.0.0.0 exposes it to your network)",
+    )
+    db.set_defaults(func=studies.cmd_dashboard)
+
     sub.add_parser("methods", help="list merge methods and their parameters").set_defaults(func=merging.cmd_methods)
     sub.add_parser("paper", help="recompute the paper's statistics from data/paper").set_defaults(
         func=merging.cmd_paper

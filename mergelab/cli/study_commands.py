@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
-from .common import finish_line, grants, open_store
+from .common import check_ray_address, finish_line, grants, open_store
 from .progress import event_printer
 
 
 def cmd_run(args) -> int:
     from ..storage import jobs
     from ..study import executors, planner
+    from ..study.spec import parse_spec
 
+    spec = parse_spec(Path(args.spec))
+    executor = args.executor or spec.executor
+    address = args.address or spec.ray_address
+    if executor == "ray":  # an unreachable cluster fails here, before the store is touched
+        check_ray_address(address, "--address" if args.address else "ray_address")
     store = open_store(args.db)
-    spec, counts = planner.prepare(store, args.spec, grants=grants(args), replace=args.replace)
+    spec, counts = planner.prepare_spec(store, spec, grants=grants(args), replace=args.replace)
     if args.recompute:
         n = jobs.requeue(store, spec.name, [u["unit_key"] for u in planner.plan_units(spec)])
         print(
@@ -35,7 +42,6 @@ def cmd_run(args) -> int:
     on_event, state = event_printer()
     state["total"] = int(status.get("queued", 0) + status.get("running", 0))
     started = time.time()
-    executor = args.executor or spec.executor
     out = executors.run_worker(
         store,
         spec.name,
@@ -43,7 +49,7 @@ def cmd_run(args) -> int:
         grants=grants(args),
         on_event=on_event,
         executor=executor,
-        address=args.address or spec.ray_address,
+        address=address,
         actors=args.actors,
     )
     if "bar" in state:
@@ -65,6 +71,8 @@ def cmd_worker(args) -> int:
     from ..storage import jobs
     from ..study import executors
 
+    if args.executor == "ray":
+        check_ray_address(args.address, "--address")
     store = open_store(args.db)
     lock = None
     if args.dashboard:  # the one worker the dashboard starts per store: a second one stops here
@@ -198,3 +206,39 @@ def cmd_demo(args) -> int:
         train_all(demo / "tasks", demo / "adapters", seed=args.seed, only=args.tasks)
         return 0
     raise ValueError(f"unknown demo command {args.demo_command!r}")
+
+
+def cmd_dashboard(args) -> int:
+    """Open the dashboard on the store (the bundled studies load into it the first time)."""
+    import os
+    import subprocess
+
+    from ..config import APP_ROOT, default_db_path
+
+    if importlib.util.find_spec("streamlit") is None:  # looked up, never imported: the engine stays UI-free
+        raise ValueError("the dashboard needs Streamlit: pip install 'mergelab[dashboard]'")
+    if not (APP_ROOT / "app.py").is_file():
+        raise ValueError(
+            f"the dashboard's files are not in {APP_ROOT}: install MergeLab from its wheel or run "
+            "from a checkout (streamlit run app.py)"
+        )
+    db = Path(args.db).resolve() if args.db else default_db_path()
+    env = {**os.environ, "MERGELAB_DB": str(db)}
+    print(f"MergeLab dashboard at http://{args.address}:{args.port} (store {db}); Ctrl-C stops it", file=sys.stderr)
+    return subprocess.call(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP_ROOT / "app.py"),
+            "--server.address",
+            args.address,
+            "--server.port",
+            str(args.port),
+            "--server.headless",
+            "true",
+        ],
+        cwd=APP_ROOT,
+        env=env,
+    )

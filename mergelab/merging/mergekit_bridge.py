@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from ..io.yaml_files import YamlFileError, load_yaml
 from . import registry
 
 
@@ -43,6 +44,8 @@ def mergekit_yaml(*args, **kwargs) -> str:
 # --- the other direction: a mergekit YAML users already have -------------------------------------------
 #: mergekit parameters MergeLab computes the same way but does not take (their mergekit default is kept)
 IGNORED = {"int8_mask", "normalize_weights"}
+#: the most models a mergekit YAML may list (a merge of more adapters is not a task group)
+MAX_MODELS = 256
 
 
 class MergekitImportError(ValueError):
@@ -74,9 +77,27 @@ def from_mergekit(config: dict | str) -> dict:
     ``mergelab merge`` or a study draft. Models must be ``base+adapter`` references (LoRA adapters)
     on one base, or full checkpoints of it; one clear MergekitImportError for anything else."""
     if isinstance(config, str):
-        config = yaml.safe_load(config)
+        try:
+            config = load_yaml(config, what="mergekit config")
+        except YamlFileError as exc:
+            raise MergekitImportError("; ".join(exc.problems)) from None
     if not isinstance(config, dict) or "merge_method" not in config:
         raise MergekitImportError("not a mergekit merge config: it has no merge_method")
+    models = config.get("models") or []
+    if not isinstance(models, list):
+        raise MergekitImportError(f"models must be a list of models, got {type(models).__name__}")
+    if len(models) > MAX_MODELS:
+        raise MergekitImportError(f"models lists {len(models):,} models; MergeLab merges at most {MAX_MODELS}")
+    for i, entry in enumerate(models):
+        if isinstance(entry, dict):
+            if not isinstance(entry.get("model"), str):
+                raise MergekitImportError(f"models[{i}] has no model (a base+adapter reference or a model folder)")
+            if not isinstance(entry.get("parameters") or {}, dict):
+                raise MergekitImportError(f"models[{i}].parameters must be a mapping of name: value")
+        elif not isinstance(entry, str):
+            raise MergekitImportError(f"models[{i}] must be a model reference or a mapping with model:")
+    if not isinstance(config.get("parameters") or {}, dict):
+        raise MergekitImportError("parameters must be a mapping of name: value")
     if "slices" in config:
         raise MergekitImportError(
             "mergekit 'slices' (layer ranges per model) have no MergeLab equivalent; use 'models' with whole models"
@@ -92,7 +113,7 @@ def from_mergekit(config: dict | str) -> dict:
     if base is not None and "+" in str(base):  # two-model slerp: the base is one of the models
         base = str(base).partition("+")[0]
     adapters, bases, per_model = [], set(), []
-    for entry in config.get("models") or []:
+    for entry in models:
         ref = str(entry["model"] if isinstance(entry, dict) else entry)
         if "+" in ref:
             b, _, adapter = ref.partition("+")

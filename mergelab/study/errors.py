@@ -11,10 +11,10 @@ class SpecError(ValueError):
     (a dotted path such as ``tasks.c0.template``, or "" for the spec as a whole). Its text is one line
     (the CLI prints it as is); ``issues`` keeps them apart, as (field, message), for the UI."""
 
-    def __init__(self, problems: Sequence[str | tuple[str, str]], source: str | None = None):
+    def __init__(self, problems: Sequence[str | tuple[str, str]], source: str | None = None, what: str = "study spec"):
         self.issues = [p if isinstance(p, tuple) else ("", p) for p in problems]
         self.source = source
-        where = f"invalid study spec {source}" if source else "invalid study spec"
+        where = f"invalid {what} {source}" if source else f"invalid {what}"
         super().__init__(f"{where}: " + "; ".join(self.problems))
 
     @property

@@ -164,6 +164,19 @@ def check_against_base(spec: StudySpec, aset) -> None:
                 f"{layers}, or -1 … -{layers + 1} counting from the last",
             )
         )
+    if isinstance(layers, int) and spec.hidden.layers is not None and -(layers + 1) <= spec.hidden.layer <= layers:
+        beyond = [n for n in spec.hidden.layers if n > layers]
+        analysed = spec.hidden.layer % (layers + 1)
+        if beyond:
+            problems.append(("hidden.layers", f"{beyond} are beyond this base's layers: 0 (embeddings) to {layers}"))
+        elif analysed not in spec.hidden.layers:
+            problems.append(
+                (
+                    "hidden.layers",
+                    f"{spec.hidden.layers} leaves out the analysed layer hidden.layer = {spec.hidden.layer} "
+                    f"(layer {analysed} of this base); HiddenSim and MDS are computed on it",
+                )
+            )
     if spec.architecture == "encoder":
         for task in spec.all_tasks:
             adapter = aset.adapters[aset.names.index(task)]

@@ -125,7 +125,13 @@ class RayExecutor(Executor):
     ):
         import ray
 
+        from .ray_address import check_reachable
+
         if not ray.is_initialized():
+            try:
+                check_reachable(address)
+            except ValueError as exc:
+                raise ValueError(f"Ray address {address}: {exc}") from None
             kwargs = {"address": address} if address else {"num_cpus": num_cpus}
             ray.init(
                 include_dashboard=False,

@@ -24,12 +24,12 @@ from ..choices import (
     Pooling,
 )
 from ..io.content import content_id, is_local, looks_like_hub_id, resolve_reference
+from ..io.yaml_files import YamlFileError, load_yaml, read_yaml_file
 from ..merging import registry
 from ..storage.roles import Swap, parse_swap_name, swap_name
 from .draw import draw_groups
 from .errors import SpecError
 from .key_fields import STUDY_FIELDS_ADDED_LATER, TASK_FIELDS_ADDED_LATER, TASK_FIELDS_REMOVED, set_later
-from .yaml_files import load_yaml, read_yaml_file
 
 #: Study and task names: they name files and folders, so letters, digits, '_', '.', '-' only,
 #: starting with a letter or digit, at most 64 characters.
@@ -71,8 +71,21 @@ def check_template(template: str) -> list[str]:
 
 
 def read_spec_file(path: str | Path) -> str:
-    """The text of a study spec file (see :func:`~.yaml_files.read_yaml_file`)."""
-    return read_yaml_file(path, "spec file")
+    """The text of a study spec file (see :func:`~mergelab.io.yaml_files.read_yaml_file`); SpecError
+    if it cannot be read."""
+    try:
+        return read_yaml_file(path, "spec file")
+    except YamlFileError as exc:
+        raise SpecError(exc.problems) from None
+
+
+def load_spec_yaml(text: str, source: str | None = None):
+    """A study spec's YAML text parsed the one strict way (:func:`~mergelab.io.yaml_files.load_yaml`);
+    SpecError if it is not valid YAML or too large."""
+    try:
+        return load_yaml(text, source)
+    except YamlFileError as exc:
+        raise SpecError(exc.problems, source) from None
 
 
 class TaskSpec(BaseModel):
@@ -160,6 +173,12 @@ class RandomGroups(BaseModel):
         description="no task in two groups: a random partition of draw_from "
         "(groups that share tasks are not independent evidence)",
     )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix):
+        _check_name(f"{prefix}1", "random_groups.prefix (with a group number after it)", GROUP_PATTERN)
+        return prefix
 
 
 class SwapSpec(BaseModel):
@@ -310,6 +329,15 @@ class StudySpec(BaseModel):
         swaps = {s.name for s in self.swaps}
         return {g: t for g, t in self.groups.items() if g not in swaps}
 
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, address):
+        if address is not None:
+            from .ray_address import parse_address
+
+            parse_address(address)
+        return address
+
     @model_validator(mode="after")
     def _some_group(self):
         if not self.groups and not self.pool:  # a pool alone: experts (and base) screened, nothing merged yet
@@ -318,6 +346,11 @@ class StudySpec(BaseModel):
 
     @model_validator(mode="after")
     def _pairwise(self):
+        if self.pair_methods and not self.pairwise:
+            raise ValueError(
+                "pair_methods names the methods pairs are merged with, but pairwise names no group to "
+                "expand into pairs; add pairwise: [<group>] or drop pair_methods"
+            )
         for g in self.pairwise:
             if g not in self.groups:
                 raise ValueError(f"pairwise: {g!r} is not a group (groups: {sorted(self.groups)})")
@@ -392,9 +425,9 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
     ):
         source = str(data)
         root = root or Path(data).resolve().parent
-        data = load_yaml(read_spec_file(data), source)
+        data = load_spec_yaml(read_spec_file(data), source)
     elif isinstance(data, str):
-        data = load_yaml(data)
+        data = load_spec_yaml(data)
     if not isinstance(data, dict):
         raise SpecError(["the spec must be a mapping with name, base, adapters, tasks, groups"], source)
     try:
@@ -446,6 +479,14 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
             problems.append((f"adapters.{name}", f"folder {path} does not exist"))
     if not (is_local(spec.base) or looks_like_hub_id(spec.base) or spec.base.startswith("pypi:")):
         problems.append(("base", f"folder {spec.base} does not exist"))
+    elif spec.base.startswith("pypi:"):
+        from ..io.errors import LoadError
+        from ..io.hub import check_package_reference
+
+        try:
+            check_package_reference(spec.base)
+        except LoadError as exc:
+            problems.append(("base", str(exc)))
     if problems:
         raise SpecError(problems, source)
     return spec

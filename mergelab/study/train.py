@@ -17,6 +17,7 @@ skipped unless ``force`` (so an interrupted training resumes).
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -56,6 +57,42 @@ def _examples(spec: StudySpec, task: str, split: str) -> list[tuple[str, list[st
     if t.labels:
         return [(t.template.format(**r), [field_text(r[t.label_field])]) for r in rows]
     return [(t.template.format(**r), references(r[t.target_field])) for r in rows]
+
+
+def check_config(config: TrainConfig) -> None:
+    """ValueError naming the option, before any model loads: a learning rate that cannot train (not
+    finite, not positive, above 10), a seed outside 0 … 2³² − 1, no target module."""
+
+    from ..choices import SEED_MAX
+
+    if not (isinstance(config.lr, float | int) and math.isfinite(config.lr) and 0 < config.lr <= 10):
+        raise ValueError(f"--lr must be a finite number in (0, 10], got {config.lr}")
+    if isinstance(config.seed, bool) or not 0 <= config.seed <= SEED_MAX:
+        raise ValueError(f"--seed must be a whole number from 0 to {SEED_MAX}, got {config.seed}")
+    if not config.targets:
+        raise ValueError("--targets names no module")
+
+
+def check_rank(base_folder: Path, config: TrainConfig) -> None:
+    """ValueError if the rank is not below the smaller side of some targeted module (read from the
+    base's weight headers, nothing loaded): LoRA at that rank is not low-rank."""
+    from ..io.weights import BaseWeights
+
+    weights = BaseWeights(base_folder)
+    dims = {}
+    for key in weights.keys():
+        if key.endswith(".weight") and any(f".{t}." in f".{key}" for t in config.targets):
+            shape = weights.shape(key)
+            if len(shape) == 2:
+                dims[key] = min(shape)
+    if not dims:
+        raise ValueError(f"--targets {config.targets} match no 2-D weight of the base {base_folder}")
+    smallest = min(dims.values())
+    if config.rank >= smallest:
+        raise ValueError(
+            f"--rank {config.rank} is not below the smallest targeted module's side ({smallest}); "
+            f"give a rank under {smallest}"
+        )
 
 
 def _check_causal(spec: StudySpec) -> None:
@@ -140,6 +177,11 @@ def train_task(
         sched.step()
         opt.zero_grad()
         losses.append(float(loss))
+        if not math.isfinite(losses[-1]):
+            raise ValueError(
+                f"training {task} diverged at step {step + 1} (loss {losses[-1]}); lower --lr "
+                f"(it was {config.lr}); nothing was written"
+            )
         if progress:
             progress(step + 1, config.steps, losses[-1])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +217,10 @@ def train_study(
     """Train every task's adapter (or ``tasks``') that does not exist yet; record each in
     ``training.json`` beside the adapters as it finishes."""
     _check_causal(spec)
+    check_config(config)
+    from ..io.hub import resolve_dir
+
+    check_rank(resolve_dir(spec.base, what="base model"), config)
     wanted = tasks or spec.all_tasks
     unknown = [t for t in wanted if t not in spec.tasks]
     if unknown:
@@ -188,10 +234,22 @@ def train_study(
             continue
         res = train_task(spec, task, out, config, progress=progress_for(task) if progress_for else None)
         report.append(res)
-        summary = out.parent / "training.json"
-        done = {r["task"]: r for r in json.loads(summary.read_text())} if summary.exists() else {}
-        done[task] = {**res, "config": asdict(config)}
-        summary.write_text(json.dumps(sorted(done.values(), key=lambda r: r["task"]), indent=2))
+        _record_training(out.parent / "training.json", task, {**res, "config": asdict(config)})
         if on_task:
             on_task(task, res)
     return report
+
+
+def _record_training(summary: Path, task: str, row: dict) -> None:
+    """Add one task's training record to ``training.json``, under a lock and by atomic replace, so
+    several `mergelab train` processes on one study (each given its own ``--tasks``) keep every row."""
+    import fcntl
+    import os
+
+    with open(summary.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = {r["task"]: r for r in json.loads(summary.read_text())} if summary.exists() else {}
+        done[task] = row
+        tmp = summary.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(sorted(done.values(), key=lambda r: r["task"]), indent=2))
+        os.replace(tmp, summary)

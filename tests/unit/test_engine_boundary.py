@@ -204,3 +204,26 @@ def test_the_cycle_check_sees_a_lazy_cycle(tmp_path):
     (fake / "storage" / "store.py").write_text("def f():\n    from .states import g\n")
     (fake / "storage" / "states.py").write_text("from .store import f\n")
     assert import_cycles(fake) == [["storage.states", "storage.store"]]
+
+
+def test_every_test_file_has_a_name_of_its_own():
+    """pytest's default (rootdir-relative "prepend") import mode imports each test file by its basename,
+    so two files called test_x.py in different folders stop the whole collection on a clean clone
+    ("import file mismatch"), even where a warm __pycache__ hid it locally."""
+    names: dict[str, list[str]] = {}
+    root = ENGINE.parent
+    for path in sorted((root / "tests").rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(root)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}
+
+
+def test_the_wheel_lists_every_package():
+    """pyproject.toml names the packages one by one (it maps mergelab._bundle onto the checkout), so a
+    new subpackage left off that list would be missing from every installed copy."""
+    import tomllib
+
+    root = ENGINE.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(root).parts) for p in ENGINE.rglob("__init__.py")}
+    assert on_disk <= listed, sorted(on_disk - listed)
+    assert listed - on_disk == {"mergelab._bundle"}

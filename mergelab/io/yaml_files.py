@@ -1,19 +1,29 @@
 """Reading the YAML files MergeLab takes (study specs, mergekit configs) the one strict way: UTF-8,
 bounded in size, a key given twice is an error, and aliases may not expand a small file into a huge
-one (the "billion laughs"); every failure is one :class:`~.errors.SpecError` naming the file."""
+one (the "billion laughs"); every failure is one :class:`YamlFileError` naming the file. Study specs
+turn it into a :class:`~mergelab.study.errors.SpecError`, mergekit imports into a MergekitImportError."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-
-from .errors import SpecError
 
 #: the largest YAML file read (a study with hundreds of tasks is well under 1 MB)
 MAX_BYTES = 1_000_000
 #: the most nodes a document may expand to, aliases counted each time they are used
 MAX_NODES = 200_000
+
+
+class YamlFileError(ValueError):
+    """A YAML file or text MergeLab will not read; ``problems`` lists why, one line each."""
+
+    def __init__(self, problems: Sequence[str], source: str | None = None, what: str = "study spec"):
+        self.problems = list(problems)
+        self.source, self.what = source, what
+        where = f"invalid {what} {source}" if source else f"invalid {what}"
+        super().__init__(f"{where}: " + "; ".join(self.problems))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -47,23 +57,26 @@ def _expanded_nodes(node, memo: dict) -> int:
     return memo[key]
 
 
-def load_yaml(text: str, source: str | None = None):
-    """Parse YAML text as :func:`~.spec.parse_spec` does — duplicate keys refused, no Python tags,
-    at most :data:`MAX_BYTES` of text expanding to at most :data:`MAX_NODES` nodes; SpecError on
+def load_yaml(text: str, source: str | None = None, what: str = "study spec"):
+    """Parse YAML text the one strict way — duplicate keys refused, no Python tags,
+    at most :data:`MAX_BYTES` of text expanding to at most :data:`MAX_NODES` nodes; YamlFileError on
     failure."""
     if len(text) > MAX_BYTES:
-        raise SpecError([f"the YAML is {len(text):,} characters; MergeLab reads at most {MAX_BYTES:,}"], source)
+        raise YamlFileError(
+            [f"the YAML is {len(text):,} characters; MergeLab reads at most {MAX_BYTES:,}"], source, what
+        )
     try:
         loader = _UniqueKeyLoader(text)
         try:
             node = loader.get_single_node()
             if node is not None and _expanded_nodes(node, {}) > MAX_NODES:
-                raise SpecError(
+                raise YamlFileError(
                     [
                         f"the YAML expands to more than {MAX_NODES:,} values (aliases that repeat "
                         "other aliases?); MergeLab does not read it"
                     ],
                     source,
+                    what,
                 )
             return loader.construct_document(node) if node is not None else None
         finally:
@@ -72,42 +85,25 @@ def load_yaml(text: str, source: str | None = None):
         problem = getattr(exc, "problem", None) or str(exc)
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError([f"not valid YAML{at}: {' '.join(str(problem).split())}"], source) from None
-
-
-def read_spec_file(path: str | Path) -> str:
-    """The text of a spec file, or one SpecError saying why it cannot be read."""
-    path = Path(path)
-    if path.is_dir():
-        raise SpecError([f"{path} is a folder; give the study's YAML file"])
-    if not path.exists():
-        raise SpecError([f"spec file {path} does not exist"])
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(
-            [f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); save it as UTF-8"]
-        ) from None
-    except OSError as exc:
-        raise SpecError([f"cannot read {path}: {exc.strerror or exc}"]) from None
+        raise YamlFileError([f"not valid YAML{at}: {' '.join(str(problem).split())}"], source, what) from None
 
 
 def read_yaml_file(path: str | Path, what: str = "spec file") -> str:
-    """The text of a YAML file, or one SpecError saying why it cannot be read: a folder, missing,
+    """The text of a YAML file, or one YamlFileError saying why it cannot be read: a folder, missing,
     larger than :data:`MAX_BYTES`, not UTF-8, unreadable."""
     path = Path(path)
     if path.is_dir():
-        raise SpecError([f"{path} is a folder; give the {what} itself"])
+        raise YamlFileError([f"{path} is a folder; give the {what} itself"])
     if not path.exists():
-        raise SpecError([f"{what} {path} does not exist"])
+        raise YamlFileError([f"{what} {path} does not exist"])
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
-            raise SpecError([f"{path} is {size:,} bytes; MergeLab reads YAML files of at most {MAX_BYTES:,}"])
+            raise YamlFileError([f"{path} is {size:,} bytes; MergeLab reads YAML files of at most {MAX_BYTES:,}"])
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(
+        raise YamlFileError(
             [f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); save it as UTF-8"]
         ) from None
     except OSError as exc:
-        raise SpecError([f"cannot read {path}: {exc.strerror or exc}"]) from None
+        raise YamlFileError([f"cannot read {path}: {exc.strerror or exc}"]) from None
