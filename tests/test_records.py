@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mergelab.storage import snapshot
+from mergelab.storage import jobs, snapshot
 from mergelab.storage.store import Store
 
 
@@ -49,3 +49,7 @@ def test_a_run_keeps_a_record_per_eval_row(tmp_path):
     other.upsert_study("tiny-causal", "tiny-causal", "live", "", store.spec_text("tiny-causal"))
     snapshot.load_rows(other, "tiny-causal", tmp_path / "snap")
     pd.testing.assert_frame_equal(other.row_records("tiny-causal"), rec)
+    # a unit the spec no longer plans (a method revision re-keyed it) does not ship
+    done = [key for _, key, _ in jobs.done_keys(store, "tiny-causal")]
+    snapshot.export(store, "tiny-causal", tmp_path / "planned", units=set(done[1:]))
+    assert list(pd.read_csv(tmp_path / "planned" / "jobs.csv")["unit_key"]) == done[1:]

@@ -159,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("study")
     sn.add_argument("--db")
     sn.add_argument("--out", help="folder (default: data/<study>/results)")
+    sn.add_argument(
+        "--spec",
+        help="the study's YAML (default: data/<study>/study.yaml): only its planned units ship, never "
+        "units a method revision superseded",
+    )
     sn.set_defaults(func=studies.cmd_demo)
     b2 = dsub.add_parser(
         "build-llm-data",

@@ -188,7 +188,14 @@ def cmd_demo(args) -> int:
         if not store.has_study(args.study):
             raise ValueError(f"study {args.study!r} is not in the store {store.path}")
         out = Path(args.out) if args.out else DATA_DIR / args.study / "results"
-        export(store, args.study, out)
+        spec_path = Path(args.spec) if args.spec else DATA_DIR / args.study / "study.yaml"
+        if not spec_path.is_file():
+            raise ValueError(f"no study spec at {spec_path}: give --spec, so only the planned units ship")
+        from ..study import planner
+        from ..study.spec import parse_spec
+
+        planned = {u["unit_key"] for u in planner.plan_units(parse_spec(spec_path))}
+        export(store, args.study, out, units=planned)
         print(f"wrote {out} (results.csv, pair_metrics.csv, jobs.csv, states/)")
         return 0
     if args.demo_command == "build-llm-data":

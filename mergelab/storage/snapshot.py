@@ -15,7 +15,14 @@ from .store import Store
 RECORDS_FILE = "records.parquet"
 
 
-def export(store: Store, study_id: str, out: Path) -> None:
+def export(store: Store, study_id: str, out: Path, units: set[str] | None = None) -> None:
+    """Write the study's rows, records, finished units and states into ``out``.
+
+    Args:
+        units: the unit keys the study's spec plans now; finished units outside it (superseded when a
+            method's revision re-keyed its units) stay out, so a store loading the snapshot holds
+            exactly the planned units. None ships every finished unit.
+    """
     out.mkdir(parents=True, exist_ok=True)
     store.results(study_id).to_csv(out / "results.csv", index=False)
     store.pair_metrics(study_id).to_csv(out / "pair_metrics.csv", index=False)
@@ -24,9 +31,8 @@ def export(store: Store, study_id: str, out: Path) -> None:
         records.to_parquet(out / RECORDS_FILE, index=False, compression="zstd")
     else:
         (out / RECORDS_FILE).unlink(missing_ok=True)
-    pd.DataFrame(jobs.done_keys(store, study_id), columns=["kind", "unit_key", "payload"]).to_csv(
-        out / "jobs.csv", index=False
-    )
+    done = [row for row in jobs.done_keys(store, study_id) if units is None or row[1] in units]
+    pd.DataFrame(done, columns=["kind", "unit_key", "payload"]).to_csv(out / "jobs.csv", index=False)
     target = out / "states"
     if target.exists():
         for f in target.glob("*.safetensors"):
