@@ -551,10 +551,17 @@ def predictor_sentence(comparison: pd.DataFrame) -> str:
         if best["groups_tested"]
         else ""
     )
+    covers_zero = bool(best["ci_low"] <= 0 <= best["ci_high"]) or not np.isfinite(best["ci_low"])
+    caveat = (
+        " Its interval, which resamples whole tasks (the permutation bar does not, and tasks recur across "
+        "groups), covers 0: within noise, so this is a lead to test on new groups, not a finding."
+        if covers_zero
+        else ""
+    )
     return (
         f"**Strongest signal above the family-wise permutation bar ({bar_text}): {best['predictor']}** "
         f"({best['level']}), r = {_r(best['r'])} (95 % interval {_r(best['ci_low'])} to {_r(best['ci_high'])}), "
-        f"{way}{rep}."
+        f"{way}{rep}.{caveat}"
     )
 
 

@@ -407,3 +407,30 @@ def test_admission_applies_the_preregistered_rule(tmp_path):
     assert "gain" in table.loc["weak", "why_not"]
     assert not table.loc["low", "admitted"] and "one row moves Eq. 1" in table.loc["low", "why_not"]
     assert table.loc["good", "points_per_row"] == pytest.approx(1e4 / (300 * table.loc["good", "expert_score"]))
+
+
+def _comparison_row(**kw) -> dict:
+    row = dict(
+        level="task in group",
+        predictor="MDS cosine L20 last",
+        r=-0.74,
+        ci_low=-0.90,
+        ci_high=0.04,
+        direction="in the expected direction",
+        familywise_q95=0.70,
+        beats_null=True,
+        beats_familywise=True,
+        groups_expected=0,
+        groups_tested=0,
+    )
+    return {**row, **kw}
+
+
+def test_a_predictor_above_the_bar_whose_interval_covers_zero_is_not_called_a_finding():
+    """llm13 after the TA fix: one of 36 signals clears the family-wise permutation bar, but its
+    task-cluster interval (tasks recur across the overlapping groups) covers 0. The sentence must say
+    it is within noise, not that it tracks collapse."""
+    text = story.predictor_sentence(pd.DataFrame([_comparison_row()]))
+    assert "covers 0" in text and "within noise" in text and "not a finding" in text
+    clear = story.predictor_sentence(pd.DataFrame([_comparison_row(ci_high=-0.2)]))
+    assert "covers 0" not in clear and "within noise" not in clear
