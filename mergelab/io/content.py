@@ -12,16 +12,21 @@ from pathlib import Path
 _CONTENT_CACHE: dict[tuple, str] = {}
 
 
-def content_id(value: str) -> str:
+def content_id(value: str, every_file: bool = False) -> str:
     """A local file or folder → digest of its contents (folders: their *.json, *.jsonl and
     *.safetensors files, and data files — parquet, csv, arrow, json(l) — in subfolders too;
     large weight files by name, size and their first and last MiB); anything else (a hub id,
-    pypi:…) → itself."""
+    pypi:…) → itself. ``every_file``: a folder's files of every kind (a folder of lm-eval task YAMLs
+    and the data files they read)."""
     path = Path(value)
     if not is_local(value):
         return value
     if path.is_file():
         files = [path]
+    elif every_file:  # a folder of task definitions (lm-eval YAMLs) with their data: every file counts
+        files = sorted(
+            f for f in path.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(path).parts)
+        )
     else:  # a model/adapter folder's weights, its json files and a dataset folder's data files at any depth
         files = sorted(
             set(path.glob("*.safetensors"))

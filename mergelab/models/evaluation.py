@@ -47,6 +47,7 @@ class Evaluation:
 
     score: float
     records: list[dict]
+    metric: str | None = None  # set when the task names its own metric (an lm-eval task); else the spec's
 
 
 def row_id(prompt: str) -> str:

@@ -8,11 +8,12 @@ from functools import cache
 from pathlib import Path
 
 from ..io.content import content_id
+from ..models import lm_eval_bridge
 from ..models.evaluation import field_text, references
 from .errors import SpecError
 from .spec import StudySpec, TaskSpec
 
-__all__ = ["TaskData", "field_text", "load_all", "load_task", "references"]
+__all__ = ["LmEvalTaskData", "TaskData", "field_text", "load_all", "load_task", "references"]
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -87,7 +88,71 @@ def _read_splits(source: str, _content: str) -> dict[str, tuple[dict, ...]]:
     return {name: tuple(split.to_list()) for name, split in ds.items()}
 
 
-def load_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: int) -> TaskData:
+@dataclass
+class LmEvalTaskData:
+    """A task scored by lm-evaluation-harness: its documents and probe documents, its prompts built
+    by lm-eval's task definition (``lm_eval_bridge``)."""
+
+    name: str
+    spec: TaskSpec
+    config: lm_eval_bridge.LmEvalTask
+    task: object  # lm-eval's Task
+    eval_rows: list[dict]
+    probe_rows: list[dict]
+
+    def prompt(self, row: dict) -> str:
+        return lm_eval_bridge.prompt(self.task, row)
+
+
+def lm_eval_config(task: TaskSpec, eval_limit: int | None) -> lm_eval_bridge.LmEvalTask:
+    """What lm-eval is asked for a study task: its ``lm_eval`` settings; the study's eval_limit caps
+    the documents scored (lm-eval's --limit: the first N, not a sample)."""
+    le = task.lm_eval
+    assert le is not None
+    limits = [n for n in (le.limit, eval_limit) if n]
+    return lm_eval_bridge.LmEvalTask(
+        name=le.task,
+        include_path=None if task.data == lm_eval_bridge.BUILTIN else task.data,
+        num_fewshot=le.num_fewshot,
+        limit=min(limits) if limits else None,
+        metric=le.metric,
+        filter=le.filter,
+    )
+
+
+def load_lm_eval_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: int) -> LmEvalTaskData:
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise SpecError(
+            [(f"tasks.{name}.lm_eval", "lm-eval is not installed: pip install 'mergelab[lm-eval]'")]
+        ) from None
+    config = lm_eval_config(task, eval_limit)
+    try:
+        lm_task = lm_eval_bridge.load_task(config)
+        lm_eval_bridge.primary_metric(lm_task, config)
+    except lm_eval_bridge.LmEvalTaskError as exc:
+        raise SpecError([(f"tasks.{name}.lm_eval", str(exc))]) from None
+    docs = lm_eval_bridge.eval_docs(lm_task, config.limit)
+    probes = lm_eval_bridge.probe_docs(lm_task)
+    if not docs:
+        raise SpecError([(f"tasks.{name}.lm_eval", f"lm-eval task {config.name!r} has no documents to score")])
+    if len(probes) < k:
+        raise SpecError(
+            [
+                (
+                    f"tasks.{name}.lm_eval",
+                    f"hidden.k = {k} but lm-eval task {config.name!r} has {len(probes)} documents for probes",
+                )
+            ]
+        )
+    probes = random.Random(f"probe:{seed}:{name}").sample(probes, len(probes))[:k]
+    return LmEvalTaskData(name, task, config, lm_task, docs, probes)
+
+
+def load_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: int) -> TaskData | LmEvalTaskData:
+    if task.lm_eval is not None:
+        return load_lm_eval_task(name, task, k, eval_limit, seed)
     splits = _load_splits(task.data)
     problems = []
 
@@ -147,7 +212,7 @@ def load_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: i
     return TaskData(name, task, eval_rows, probes)
 
 
-def load_all(spec: StudySpec, k: int | None = None) -> dict[str, TaskData]:
+def load_all(spec: StudySpec, k: int | None = None) -> dict[str, TaskData | LmEvalTaskData]:
     """Every task of the study, checked; all problems reported together."""
     out, problems = {}, []
     for name in spec.all_tasks:

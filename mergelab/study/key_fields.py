@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 # Fields added after studies were shipped: they enter unit keys only when set to something
 # other than their default, so the keys (and finished results) of older studies stay valid.
-TASK_FIELDS_ADDED_LATER = {"max_new_tokens"}
+TASK_FIELDS_ADDED_LATER = {"max_new_tokens", "lm_eval"}
 STUDY_FIELDS_ADDED_LATER = {"dtype"}
 # Fields removed since studies were shipped, with the value they always had: unit keys keep them,
 # so shipped results stay recognised.

@@ -29,13 +29,19 @@ def _revision(method: str) -> list[dict]:
     return [{"method_revision": rev}] if rev > 1 else []
 
 
+def data_id(task) -> str:
+    """A task's data by content: its file or dataset folder; for an lm_eval task, every file of its
+    folder of task YAMLs (an edited YAML is another task)."""
+    return content_id(task.data, every_file=task.lm_eval is not None)
+
+
 def plan_units(spec: StudySpec) -> list[dict]:
     """Every unit of the study with its key: a hash of what determines its result, with local
     adapters and data files entering by content, not by path."""
     units = []
     tasks = spec.all_tasks
     adapter_id = {t: content_id(spec.adapters[t]) for t in tasks}
-    task_id = {t: {**spec.tasks[t].key_fields(), "data": content_id(spec.tasks[t].data)} for t in tasks}
+    task_id = {t: {**spec.tasks[t].key_fields(), "data": data_id(spec.tasks[t])} for t in tasks}
 
     def add(kind, payload, *parts):
         key = spec.fingerprint(kind, payload, *parts)
@@ -216,7 +222,7 @@ def _canonical(spec: StudySpec, keep_groups=None) -> dict:
     data["base"] = content_id(spec.base)
     data["adapters"] = {t: content_id(a) for t, a in spec.adapters.items()}
     for t, task in data["tasks"].items():
-        task["data"] = content_id(spec.tasks[t].data)
+        task["data"] = data_id(spec.tasks[t])
     if keep_groups is not None:
         data["groups"] = {g: v for g, v in data["groups"].items() if g in keep_groups}
     return data

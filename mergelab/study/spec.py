@@ -88,10 +88,25 @@ def load_spec_yaml(text: str, source: str | None = None):
         raise SpecError(exc.problems, source) from None
 
 
+class LmEvalSpec(BaseModel):
+    """A task scored by lm-evaluation-harness's own definition (see :mod:`mergelab.models.lm_eval_bridge`)."""
+
+    model_config = STRICT
+    task: str = Field(min_length=1, max_length=200, description="the lm-eval task's name (a task, not a group)")
+    num_fewshot: int | None = Field(None, ge=0, le=100, description="few-shot examples (default: the task's)")
+    limit: int | None = Field(None, ge=1, le=1_000_000, description="score the first N documents (lm-eval's --limit)")
+    metric: str | None = Field(None, max_length=100, description="the metric Eq. 1 uses (default: the task's first)")
+    filter: str = Field("none", max_length=100, description="the filter whose output is scored")
+
+
 class TaskSpec(BaseModel):
     model_config = STRICT
     data: str = Field(
-        description="local jsonl/csv/parquet file, a dataset folder in the hub's layout, or a hub dataset id"
+        description="local jsonl/csv/parquet file, a dataset folder in the hub's layout, or a hub dataset id; "
+        "for an lm_eval task, the folder of its task YAMLs, or 'lm-eval' for lm-eval's own tasks"
+    )
+    lm_eval: LmEvalSpec | None = Field(
+        None, description="score this task with lm-evaluation-harness's task definition instead of template/labels"
     )
     split: str = Field(
         "eval",
@@ -124,6 +139,12 @@ class TaskSpec(BaseModel):
 
     @model_validator(mode="after")
     def _kind(self):
+        if self.lm_eval is not None:
+            if self.labels is not None or self.target_field is not None:
+                raise ValueError(
+                    "an lm_eval task takes its prompts, answers and metric from lm-eval: drop labels / target_field"
+                )
+            return self
         if self.labels is None and self.target_field is None:
             raise ValueError("a task needs either labels (classification) or target_field (generation)")
         if self.metric == "rougeL" and self.target_field is None:
@@ -468,11 +489,21 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
                 for k, v in spec.adapters.items()
             },
             "base": resolve_reference(spec.base, root),
-            "tasks": {k: t.model_copy(update={"data": resolve_reference(t.data, root)}) for k, t in spec.tasks.items()},
+            "tasks": {
+                k: t if _lm_eval_builtin(t) else t.model_copy(update={"data": resolve_reference(t.data, root)})
+                for k, t in spec.tasks.items()
+            },
         }
     )
     for name, task in spec.tasks.items():
-        if not is_local(task.data) and not looks_like_hub_id(task.data):
+        if task.lm_eval is not None:
+            if not _lm_eval_builtin(task) and not Path(task.data).is_dir():
+                problems.append(
+                    (f"tasks.{name}.data", f"{task.data} is not a folder of lm-eval task YAMLs (or write 'lm-eval')")
+                )
+            if spec.architecture != "causal":
+                problems.append((f"tasks.{name}.lm_eval", "lm-eval tasks are scored on causal LMs only"))
+        elif not is_local(task.data) and not looks_like_hub_id(task.data):
             problems.append((f"tasks.{name}.data", f"file {task.data} does not exist"))
     for name, path in spec.adapters.items():
         if adapters_exist and not is_local(path) and not looks_like_hub_id(path):
@@ -490,6 +521,13 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
     if problems:
         raise SpecError(problems, source)
     return spec
+
+
+def _lm_eval_builtin(task: TaskSpec) -> bool:
+    """An lm_eval task from lm-eval's own registry (``data: lm-eval``), not from a folder of YAMLs."""
+    from ..models.lm_eval_bridge import BUILTIN
+
+    return task.lm_eval is not None and task.data == BUILTIN
 
 
 def dump_spec(spec: StudySpec) -> str:

@@ -25,7 +25,7 @@ from ..io.content import content_id
 from ..storage.jobs import UnitOutput
 from ..storage.states import expert_name, merged_name
 from ..storage.store import RECORD_KEY
-from .data import TaskData, load_all
+from .data import LmEvalTaskData, TaskData, load_all
 from .grants import NO_GRANTS, Grants, check_grants
 from .spec import StudySpec
 
@@ -77,6 +77,17 @@ class StudyContext:
         self.data = load_all(spec)
         self.spec = spec
         return True
+
+    def evaluate(self, task: str):
+        """The model as it is now, scored on ``task``: by MergeLab's scorers, or by lm-eval's task
+        definition for an lm_eval task (the same model object, weights swapped in place)."""
+        data = self.data[task]
+        if isinstance(data, LmEvalTaskData):
+            from ..models import lm_eval_bridge
+
+            m = self.model
+            return lm_eval_bridge.evaluate(m.model, m.tokenizer, data.config, m.batch_size, m.device)
+        return self.model.evaluate_rows(data)
 
     def probe_texts(self, tasks: list[str]) -> tuple[list[str], list[str]]:
         texts, owners = [], []
@@ -140,6 +151,8 @@ def run_unit(ctx: StudyContext, job: dict, progress: Progress = lambda f, m: Non
 
 def _scored(spec: StudySpec, evaluation, task: str, **fields) -> UnitOutput:
     """A result row and its per-row records (keyed like it) for one evaluation."""
+    if evaluation.metric:  # an lm-eval task names its own metric
+        fields = {"metric": evaluation.metric, **fields}
     result = _row(spec, task, score=evaluation.score, **fields)
     key = {k: result[k] for k in RECORD_KEY}
     return UnitOutput(results=[result], records=[{**key, **r} for r in evaluation.records])
@@ -149,10 +162,10 @@ def _run(ctx: StudyContext, kind: str, p: dict, unit_key: str, progress: Progres
     spec, model = ctx.spec, ctx.model
     if kind == "base":  # the untrained base on a task: what the expert must beat
         model.use("base", {})
-        return _scored(spec, model.evaluate_rows(ctx.data[p["task"]]), p["task"], model="base", method="base")
+        return _scored(spec, ctx.evaluate(p["task"]), p["task"], model="base", method="base")
     if kind == "expert":
         model.use_expert(p["task"])
-        ev = model.evaluate_rows(ctx.data[p["task"]])
+        ev = ctx.evaluate(p["task"])
         return _scored(
             spec, ev, p["task"], model=f"expert:{p['task']}", method="expert", expert_score=ev.score, loss=0.0
         )
@@ -162,7 +175,7 @@ def _run(ctx: StudyContext, kind: str, p: dict, unit_key: str, progress: Progres
         model.use(f"merged:{p['group']}:{p['method']}", deltas, model.head_of(p["task"]))
         return _scored(
             spec,
-            model.evaluate_rows(ctx.data[p["task"]]),
+            ctx.evaluate(p["task"]),
             p["task"],
             group_name=p["group"],
             method=p["method"],

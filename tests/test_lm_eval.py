@@ -1,0 +1,228 @@
+"""Study tasks defined by lm-evaluation-harness (issue 26): custom task YAMLs over local JSON files
+(hub datasets cannot be fetched here), scored on the tiny causal model MergeLab holds, and checked
+against lm-eval's own `simple_evaluate` with `peft=<adapter>` and on a merged model saved as a folder."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+lm_eval = pytest.importorskip("lm_eval")
+
+from mergelab.storage.store import Store  # noqa: E402
+from mergelab.study.errors import SpecError  # noqa: E402
+from mergelab.study.spec import parse_spec  # noqa: E402
+
+from tinymodels import WORDS, make_lora, make_tiny_causal_study, run_study  # noqa: E402
+
+LIMIT = 7
+
+
+def _write_lm_eval_tasks(folder: Path) -> None:
+    """A multiple-choice task (log-likelihood of each choice) and a generate-until task scored by
+    exact match after a regex filter, both over local JSON lines with train and test splits."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+    for split, n in (("train", 6), ("test", 12)):
+        mc = [
+            {"question": " ".join(rng.sample(WORDS, 3)), "choices": ["yes", "no", "maybe"], "answer": i % 3}
+            for i in range(n)
+        ]
+        gen = [{"prompt": " ".join(rng.sample(WORDS, 3)), "answer": rng.choice(WORDS)} for _ in range(n)]
+        (folder / f"mc_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mc))
+        (folder / f"gen_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gen))
+    common = "dataset_path: json\ntraining_split: train\ntest_split: test\n"
+    (folder / "toy_mc.yaml").write_text(
+        "task: toy_mc\n" + common + "dataset_kwargs:\n  data_files:\n"
+        f"    train: {folder}/mc_train.jsonl\n    test: {folder}/mc_test.jsonl\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{question}} ? answer :"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        "doc_to_target: answer\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    (folder / "toy_gen.yaml").write_text(
+        "task: toy_gen\n" + common + "dataset_kwargs:\n  data_files:\n"
+        f"    train: {folder}/gen_train.jsonl\n    test: {folder}/gen_test.jsonl\n"
+        "output_type: generate_until\n"
+        'doc_to_text: "{{prompt}} ? answer :"\n'
+        "doc_to_target: answer\n"
+        "generation_kwargs:\n  until: ['\\n', '.']\n  max_gen_toks: 4\n  do_sample: false\n"
+        "filter_list:\n  - name: first_word\n    filter:\n"
+        "      - function: regex\n        regex_pattern: '(\\w+)'\n      - function: take_first\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+
+
+def _vocab_as_the_tokenizer(base: Path) -> None:
+    """lm-eval's `hf` backend with `peft=` resizes the embeddings to len(tokenizer) whenever the
+    config's vocab_size differs (for adapters that added tokens), which changes every log-likelihood
+    of a model whose vocabulary is padded. The tiny base (vocab 96, 18 words) is cut to its
+    tokenizer so that lm-eval scores the same model as MergeLab and PEFT."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model.resize_token_embeddings(len(AutoTokenizer.from_pretrained(base)))
+    model.save_pretrained(base)
+
+
+@pytest.fixture(scope="module")
+def mixed_study(tmp_path_factory):
+    """One MergeLab task (c0) and two lm-eval tasks in one group, experts and a TIES merge run."""
+    root = tmp_path_factory.mktemp("lmeval")
+    spec_path = make_tiny_causal_study(root)
+    spec = yaml.safe_load(spec_path.read_text())
+    _write_lm_eval_tasks(root / "lm_tasks")
+    base = Path(spec["base"])
+    _vocab_as_the_tokenizer(base)
+    for i, name in enumerate(("le_mc", "le_gen")):
+        make_lora(base, root / "adapters" / name, 20 + i, scale=0.3)
+        spec["adapters"][name] = f"adapters/{name}"
+    spec["tasks"]["le_mc"] = {"data": "lm_tasks", "lm_eval": {"task": "toy_mc"}}
+    spec["tasks"]["le_gen"] = {"data": "lm_tasks", "lm_eval": {"task": "toy_gen", "filter": "first_word"}}
+    for name in ("c1", "c2"):
+        spec["tasks"].pop(name)
+        spec["adapters"].pop(name)
+    spec.update(
+        name="mixed", groups={"g": ["c0", "le_mc", "le_gen"]}, methods={"TIES": {}}, eval_limit=LIMIT, base_scores=True
+    )
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    store = Store(root / "m.db")
+    run_study(store, spec_path, "mixed")
+    return root, spec_path, store
+
+
+def _peft_scores(base: Path, adapter: Path | None, task: str, include: Path, merged: Path | None = None) -> dict:
+    from lm_eval.tasks import TaskManager
+
+    args = f"pretrained={merged or base},device=cpu,dtype=float32,batch_size=4"
+    if adapter is not None:
+        args += f",peft={adapter}"
+    out = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=args,
+        tasks=[task],
+        task_manager=TaskManager(include_path=str(include), include_defaults=False),
+        limit=LIMIT,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
+    return out
+
+
+def test_a_study_mixes_mergelab_and_lm_eval_tasks(mixed_study):
+    _, _, store = mixed_study
+    rows = store.results("mixed")
+    le = rows[rows.task.isin(["le_mc", "le_gen"])]
+    assert set(le.method) == {"base", "expert", "TIES"}
+    assert dict(zip(le.task, le.metric)) == {"le_mc": "acc", "le_gen": "exact_match"}
+    c0 = rows[rows.task == "c0"]
+    assert set(c0.metric) == {"accuracy"} and set(c0.method) == {"base", "expert", "TIES"}
+    rec = store.row_records("mixed")
+    for r in le.itertuples():
+        sub = rec[(rec.task == r.task) & (rec.model == r.model) & (rec.group_name == r.group_name)]
+        assert len(sub) == LIMIT and sub["score"].mean() == pytest.approx(r.score)
+    mc = rec[(rec.task == "le_mc") & (rec.method == "expert")]
+    assert all(len(json.loads(x) if isinstance(x, str) else x) == 3 for x in mc["label_logprobs"])
+    # rows pair up across models by prompt, as MergeLab's own tasks do
+    assert (rec[rec.task == "le_mc"].groupby("row")["row_id"].nunique() == 1).all()
+
+
+@pytest.mark.parametrize("task,lm_task,metric", [("le_mc", "toy_mc", "acc"), ("le_gen", "toy_gen", "exact_match")])
+def test_an_experts_score_equals_lm_evals_with_peft(mixed_study, task, lm_task, metric):
+    root, spec_path, store = mixed_study
+    spec = parse_spec(spec_path)
+    rows = store.results("mixed")
+    ours = rows[(rows.task == task) & (rows.method == "expert")]["score"].item()
+    out = _peft_scores(Path(spec.base), Path(spec.adapters[task]), lm_task, root / "lm_tasks")
+    key = f"{metric},{'none' if task == 'le_mc' else 'first_word'}"
+    assert ours == pytest.approx(100 * out["results"][lm_task][key])
+    if task == "le_mc":  # the same log-likelihoods, row by row (ΔW merged into W vs PEFT's side branch)
+        rec = store.row_records("mixed")
+        mine = rec[(rec.task == task) & (rec.method == "expert")].sort_values("row")["label_logprobs"]
+        theirs = [
+            [r[0] for r in s["filtered_resps"]] for s in sorted(out["samples"][lm_task], key=lambda s: s["doc_id"])
+        ]
+        mine = [json.loads(x) if isinstance(x, str) else list(x) for x in mine]
+        assert mine == [pytest.approx(t, abs=1e-4) for t in theirs]
+
+
+def test_a_merges_score_equals_lm_eval_on_the_merged_folder(mixed_study, tmp_path):
+    from mergelab import cli
+
+    root, spec_path, store = mixed_study
+    spec = parse_spec(spec_path)
+    merged = tmp_path / "merged"
+    members = spec.groups["g"]
+    code = cli.main(
+        [
+            "merge",
+            "--base",
+            spec.base,
+            "--adapters",
+            *[spec.adapters[t] for t in members],
+            "--method",
+            "ties",
+            "--out",
+            str(merged),
+        ]
+    )
+    assert code == 0
+    rows = store.results("mixed")
+    ours = rows[(rows.task == "le_mc") & (rows.method == "TIES")]["score"].item()
+    out = _peft_scores(Path(spec.base), None, "toy_mc", root / "lm_tasks", merged=merged)
+    assert ours == pytest.approx(100 * out["results"]["toy_mc"]["acc,none"])
+
+
+def test_lm_eval_tasks_are_checked_before_any_model_loads(mixed_study, tmp_path):
+    from mergelab.study.data import load_all
+
+    root, spec_path, _ = mixed_study
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["base"], spec["adapters"] = spec["base"], {k: str(root / v) for k, v in spec["adapters"].items()}
+    spec["tasks"] = {k: {**t, "data": str(root / t["data"])} for k, t in spec["tasks"].items()}
+
+    def problems(**changes):
+        bad = json.loads(json.dumps(spec))
+        bad["tasks"]["le_mc"] = {**bad["tasks"]["le_mc"], **changes}
+        with pytest.raises(SpecError) as err:
+            load_all(parse_spec(bad, root=root))
+        return str(err.value)
+
+    assert "not among the task YAMLs" in problems(lm_eval={"task": "no_such_task"})
+    assert "has no metric 'bleu'" in problems(lm_eval={"task": "toy_mc", "metric": "bleu"})
+    with pytest.raises(SpecError, match="drop labels"):
+        parse_spec(
+            {**spec, "tasks": {**spec["tasks"], "le_mc": {**spec["tasks"]["le_mc"], "labels": ["a"]}}}, root=root
+        )
+    with pytest.raises(SpecError, match="not a folder of lm-eval task YAMLs"):
+        parse_spec(
+            {**spec, "tasks": {**spec["tasks"], "le_mc": {**spec["tasks"]["le_mc"], "data": str(root / "nope")}}},
+            root=root,
+        )
+
+
+def test_an_edited_task_yaml_is_another_unit(mixed_study, tmp_path):
+    import shutil
+
+    from mergelab.study import planner
+
+    root, spec_path, _ = mixed_study
+    copy = tmp_path / "study"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("*.db*", "states"))
+    before = {u["unit_key"] for u in planner.plan_units(parse_spec(copy / "study.yaml"))}
+    assert before == {u["unit_key"] for u in planner.plan_units(parse_spec(spec_path))}  # by content, not path
+    yml = copy / "lm_tasks" / "toy_mc.yaml"
+    yml.write_text(yml.read_text().replace("? answer :", "? reply :"))
+    after = planner.plan_units(parse_spec(copy / "study.yaml"))
+    new = [u for u in after if u["unit_key"] not in before]
+    # its expert and base are scored again; another task's expert and base are not (merges and hidden
+    # states of the group are keyed by every member's task, so they are new too)
+    assert new
+    assert any(u["kind"] == "expert" and u["payload"]["task"] == "le_mc" for u in new)
+    assert not any(u["payload"].get("task") == "c0" and u["kind"] in ("expert", "base") for u in new)
