@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .. import threads
 from .parser import build_parser
 
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, RuntimeError)
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = _parse(parser, argv)
     _logging("debug" if os.environ.get("MERGELAB_DEBUG") else args.log_level)
     try:
+        threads.apply(args.threads)
         if hasattr(args, "method_given"):
             _method_params(parser, args, rest)
         return args.func(args)

@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much of the library's log to show on stderr (workers started by the dashboard "
         "log at info into worker.log)",
     )
+    parser.add_argument(
+        "--threads",
+        metavar="N",
+        help="intra-op CPU threads for this command and the workers it starts (default: $MERGELAB_THREADS, "
+        "else $OMP_NUM_THREADS, else the cores this process may use: affinity and cgroup quota); idle "
+        "threads wait passively unless $OMP_WAIT_POLICY says otherwise",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def base_args(p, from_mergekit: bool = False):

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import threads
 from ..io.content import content_id, is_local
 from .executor_base import Executor, InProcess, Outcome, rss_mb
 from .grants import NO_GRANTS, Grants
@@ -109,6 +110,13 @@ class _Actor:
         return self.name
 
 
+def actor_threads(cpus_per_actor: float, environ=os.environ) -> dict[str, str]:
+    """The thread settings an actor starts with (see :mod:`mergelab.threads`): passive waiting, and as
+    many intra-op threads as the CPUs it reserves (at least 1) unless ``$MERGELAB_THREADS`` says."""
+    n = threads.chosen_threads(environ=environ) if environ.get(threads.ENV) else max(1, int(cpus_per_actor))
+    return {"OMP_WAIT_POLICY": environ.get("OMP_WAIT_POLICY", "PASSIVE"), "OMP_NUM_THREADS": str(n)}
+
+
 class RayExecutor(Executor):
     """Hands units to Ray actors (see the module's docstring)."""
 
@@ -166,9 +174,8 @@ class RayExecutor(Executor):
     def _start_actor(self) -> str:
         self._n += 1
         name = f"actor-{self._n}"
-        opts = {"num_gpus": 1} if self.gpu else {"num_cpus": self.cpus_per_actor}
-        if self.actor_env:
-            opts["runtime_env"] = {"env_vars": self.actor_env}
+        opts: dict = {"num_gpus": 1} if self.gpu else {"num_cpus": self.cpus_per_actor}
+        opts["runtime_env"] = {"env_vars": {**actor_threads(self.cpus_per_actor), **self.actor_env}}
         self.actors[name] = self._remote.options(**opts).remote(self.device, self.grants, name)
         self.idle.append(name)
         self.done_by.setdefault(name, 0)

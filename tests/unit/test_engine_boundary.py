@@ -37,7 +37,7 @@ def test_checker_sees_a_streamlit_import(tmp_path):
 LAYERS = ["io", "merging", "models", "storage", "study", "analysis", "viz", "ui"]
 #: Top-level modules: config is below everything; the command line and the package's entry points
 #: sit above everything.
-BOTTOM, TOP = {"config", "choices"}, {"cli", "__main__", "__init__"}
+BOTTOM, TOP = {"config", "choices", "threads"}, {"cli", "__main__", "__init__"}
 
 
 def _mergelab_imports(path: Path, root: Path = ENGINE) -> set[str]:
