@@ -45,6 +45,20 @@ if len(records):
     )
 else:
     st.caption("This study has no per-row records (computed before MergeLab kept them): recompute it to export them.")
+if st.button("Build lm-evaluation-harness result files", key="export_lm_eval_build"):
+    from mergelab.analysis.lm_eval_results import documents
+    from mergelab.storage.lm_eval_files import lm_eval_zip
+
+    with st.spinner("Writing one results file and its samples per model…"):
+        st.session_state[f"lm_eval_zip:{study}"] = lm_eval_zip(documents(store, study))
+if st.session_state.get(f"lm_eval_zip:{study}"):
+    st.download_button(
+        "Download lm-eval results (zip: <model>/results_<time>.json, samples_<task>_<time>.jsonl)",
+        st.session_state[f"lm_eval_zip:{study}"],
+        file_name=f"{study}-lm-eval.zip",
+        mime="application/zip",
+        key="export_lm_eval_dl",
+    )
 st.download_button(
     "Pair metrics (CSV)",
     store.pair_metrics(study).to_csv(index=False),

@@ -145,6 +145,19 @@ def test_export_builds_the_papers_report_and_never_offers_another_studys(app):
     assert not any(b.key == "export_dl" for b in at.get("download_button"))
 
 
+def test_export_offers_lm_eval_result_files(app):
+    import io
+    import zipfile
+
+    at = app("export", "demo")
+    at.button(key="export_lm_eval_build").click().run()
+    _no_failure(at)
+    names = zipfile.ZipFile(io.BytesIO(at.session_state["lm_eval_zip:demo"])).namelist()
+    assert any(n.startswith("merged__default__TIES/results_") and n.endswith(".json") for n in names)
+    assert any(n.startswith("expert__wn_pos/samples_wn_pos_") and n.endswith(".jsonl") for n in names)
+    assert any(b.key == "export_lm_eval_dl" for b in at.get("download_button"))
+
+
 def test_chart_html_works_offline():
     import pandas as pd
 

@@ -8,6 +8,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -226,3 +227,44 @@ def test_an_edited_task_yaml_is_another_unit(mixed_study, tmp_path):
     assert new
     assert any(u["kind"] == "expert" and u["payload"]["task"] == "le_mc" for u in new)
     assert not any(u["payload"].get("task") == "c0" and u["kind"] in ("expert", "base") for u in new)
+
+
+def test_report_writes_lm_eval_result_files_that_lm_eval_reads(mixed_study, tmp_path):
+    from lm_eval import utils as lm_utils
+
+    from mergelab import cli
+
+    root, spec_path, store = mixed_study
+    out = tmp_path / "lm-eval-out"
+    assert cli.main(["report", str(spec_path), "--db", str(store.path), "--format", "lm-eval", "--out", str(out)]) == 0
+    files = [str(p) for p in out.rglob("*") if p.is_file()]
+    results = lm_utils.get_results_filenames(files)
+    models = {Path(f).parent.name for f in results}
+    assert models == {"base", "expert__c0", "expert__le_mc", "expert__le_gen", "merged__g__TIES"}
+    expert = json.loads(Path(lm_utils.get_latest_filename([f for f in results if "expert__le_mc" in f])).read_text())
+    for key in (
+        "results",
+        "group_subtasks",
+        "configs",
+        "versions",
+        "n-shot",
+        "higher_is_better",
+        "n-samples",
+        "config",
+    ):
+        assert key in expert, key
+    # the same number lm-eval prints for this expert on these documents, on lm-eval's 0–1 scale
+    theirs = _peft_scores(Path(parse_spec(spec_path).base), root / "adapters" / "le_mc", "toy_mc", root / "lm_tasks")
+    assert expert["results"]["le_mc"]["acc,none"] == pytest.approx(theirs["results"]["toy_mc"]["acc,none"])
+    assert expert["n-samples"]["le_mc"] == {"original": LIMIT, "effective": LIMIT}
+    assert "peft=" in expert["config"]["model_args"]
+    samples = [f for f in lm_utils.get_sample_results_filenames(files) if "expert__le_mc" in f]
+    assert [lm_utils.get_file_task_name(Path(f).name) for f in samples] == ["le_mc"]
+    lines = [json.loads(x) for x in Path(samples[0]).read_text().splitlines()]
+    assert [s["doc_id"] for s in lines] == list(range(LIMIT)) and all(len(s["filtered_resps"]) == 3 for s in lines)
+    accs = np.array([s["acc"] for s in lines])  # the stderr of a mean metric, as lm-eval reports it
+    assert accs.mean() == pytest.approx(expert["results"]["le_mc"]["acc,none"])
+    assert accs.std(ddof=1) / np.sqrt(LIMIT) == pytest.approx(expert["results"]["le_mc"]["acc_stderr,none"])
+    merged = json.loads(Path(next(f for f in results if "merged__g__TIES" in f)).read_text())
+    assert set(merged["results"]) == {"c0", "le_mc", "le_gen"} and merged["config"]["merge_method"] == "TIES"
+    assert "exact_match,first_word" in merged["results"]["le_gen"] and "acc,none" in merged["results"]["c0"]

@@ -144,7 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("spec", nargs="?", help="study YAML (or use --study)")
     rp.add_argument("--study")
     rp.add_argument("--db")
-    rp.add_argument("--format", choices=["csv", "json"], default="csv")
+    rp.add_argument(
+        "--format",
+        choices=["csv", "json", "lm-eval"],
+        default="csv",
+        help="csv / json: the tables on stdout; lm-eval: lm-evaluation-harness result files per model "
+        "(results_<time>.json, samples_<task>_<time>.jsonl) under --out",
+    )
+    rp.add_argument("--out", help="folder for --format lm-eval")
     rp.set_defaults(func=studies.cmd_report)
 
     tr = sub.add_parser("train", help="train one LoRA adapter per task of a causal study (where its spec points)")

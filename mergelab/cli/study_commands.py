@@ -116,6 +116,16 @@ def cmd_report(args) -> int:
     store = open_store(args.db)
     if not store.has_study(study):
         raise ValueError(f"study {study!r} is not in the store {store.path}; run it first")
+    if args.format == "lm-eval":
+        from ..analysis.lm_eval_results import documents
+        from ..storage.lm_eval_files import write_lm_eval
+
+        if not args.out:
+            raise ValueError("--format lm-eval writes files: give --out FOLDER")
+        written = write_lm_eval(documents(store, study), Path(args.out))
+        models = len({p.parent for p in written})
+        print(f"wrote {len(written)} lm-eval files for {models} models under {args.out}", file=sys.stderr)
+        return 0
     summary = protocol.summary(store, study)
     if args.format == "json":
         clean = {k: v.astype(object).where(v.notna(), None).to_dict(orient="records") for k, v in summary.items()}
