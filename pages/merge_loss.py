@@ -68,3 +68,24 @@ for note in sorted({n for n in sub["note"] if n}):
     st.warning(f"Some merging losses are {note} — shown as gaps; every other number is as measured.")
 if collapsed:
     st.error(f"Collapse under every method (best loss ≤ {collapse}%): {', '.join(collapsed)}")
+
+st.subheader("Normalized score: merged ÷ expert (MergeBench)")
+st.caption(
+    "The same comparison on MergeBench's scale: 1.00 = the merge keeps the expert's score (it equals "
+    "1 + Eq. 1 / 100). Per task, then the mean over the group's tasks and over each category the study "
+    "declares (`categories:` in its YAML); 95 % intervals resample each task's eval rows, the mean taken "
+    "inside every resample."
+)
+normalized = cached(protocol.normalized_scores, store, study)
+show_table(
+    normalized[normalized["group_name"] == group]
+    .drop(columns=["group_name"])
+    .style.format({"normalized": "{:.3f}", "ci_low": "{:.3f}", "ci_high": "{:.3f}"}, na_rep="undefined"),
+    column_config={
+        "level": "averaged over",
+        "n_tasks": "tasks",
+        "normalized": "merged ÷ expert",
+        "ci_low": "95 % low",
+        "ci_high": "95 % high",
+    },
+)

@@ -56,6 +56,15 @@ def test_merge_loss_flags_collapse(app):
     assert any("Collapse under every method" in e.value and "wn_pos" in e.value for e in at.error)
 
 
+def test_merge_loss_shows_normalized_scores(app):
+    at = app("merge_loss")
+    assert any("Normalized score" in h.value for h in at.subheader)
+    frames = [d.value for d in at.dataframe]
+    table = next(f.data if hasattr(f, "data") else f for f in frames if "level" in getattr(f, "data", f).columns)
+    assert {"task", "group mean"} <= set(table["level"])
+    assert ((table["normalized"] > 0) & (table["normalized"] < 2)).all()
+
+
 def test_run_page_lists_done_units(app):
     at = app("run")
     assert any("units done" in str(p.proto) for p in at.get("progress"))

@@ -331,6 +331,9 @@ def summary(store: Store, study_id: str, *, n_boot: int = 1000) -> dict[str, pd.
     out = {
         "experts": expert_evidence(store, study_id, draws),
         "losses": uncertainty.loss_intervals(draws, views.loss_table(store, study_id)),
+        "normalized": uncertainty.normalized_scores(
+            draws, views.loss_table(store, study_id), views.spec_dict(store, study_id).get("categories") or {}
+        ),
     }
     for group, tasks in evidence_groups(store, study_id).items():
         if views.has_states(store, study_id, tasks):
@@ -362,6 +365,15 @@ def loss_intervals(store: Store, study_id: str) -> pd.DataFrame:
     """Every merging loss (:func:`~.views.loss_table`) with its 95 % interval and SE (paired bootstrap
     over eval rows) or a ``ci_note`` saying why it has none."""
     return uncertainty.loss_intervals(uncertainty.draws_for(store, study_id), views.loss_table(store, study_id))
+
+
+def normalized_scores(store: Store, study_id: str) -> pd.DataFrame:
+    """Merged ÷ expert per task, per group and per category the spec declares (``categories:``),
+    with intervals (:func:`~.uncertainty.normalized_scores`)."""
+    categories = views.spec_dict(store, study_id).get("categories") or {}
+    return uncertainty.normalized_scores(
+        uncertainty.draws_for(store, study_id), views.loss_table(store, study_id), categories
+    )
 
 
 def best_loss_intervals(store: Store, study_id: str, group: str) -> pd.DataFrame:

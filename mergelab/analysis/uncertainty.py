@@ -135,6 +135,12 @@ class Draws:
             return None, "undefined: no merged score"
         return np.max(np.vstack(samples), axis=0), ""
 
+    def ratio(self, task: str, group: str, method: str) -> tuple[np.ndarray | None, str]:
+        """Resampled merged ÷ expert score of ``task`` (MergeBench's normalized performance), or
+        (None, why not). It is 1 + Eq. 1 / 100, resample by resample."""
+        loss, why = self.loss(task, group, method)
+        return (None, why) if loss is None else (1 + loss / 100, "")
+
     def difference(self, task: str, key_a: tuple[str, str], key_b: tuple[str, str]) -> np.ndarray | None:
         """Resampled score difference a − b on one task (same rows), e.g. expert − base."""
         if task not in self.tasks or key_a not in self.tasks[task].draws or key_b not in self.tasks[task].draws:
@@ -276,3 +282,54 @@ def reliability(best: pd.DataFrame, draws: Draws | None = None) -> Reliability:
     noise = float((ok["se"] ** 2).mean())
     rel = 1 - noise / observed if observed > 0 else np.nan
     return Reliability(rel, observed, noise, len(ok), n_rows)
+
+
+def normalized_scores(
+    draws: Draws, losses: pd.DataFrame, categories: dict[str, list[str]] | None = None
+) -> pd.DataFrame:
+    """MergeBench's normalized performance, defined once: per merge and task, merged ÷ expert score
+    (= 1 + Eq. 1 / 100); then per merge, the mean over the group's tasks ("group mean") and over the
+    tasks of each declared category present in the group ("category: <name>"). Intervals: paired
+    bootstrap over each task's eval rows, the mean taken inside every resample (tasks are resampled
+    independently: their rows differ).
+
+    Args:
+        draws: the study's resampled scores.
+        losses: :func:`~.views.loss_table` rows (group_name, method, task, loss).
+        categories: {category: [task, ...]} from the study spec; None or {} for none.
+    Returns:
+        columns group_name, method, level ("task" / "group mean" / "category: …"), task (the task,
+        or the tasks averaged), n_tasks, normalized, ci_low, ci_high, note.
+    """
+    rows = []
+    for (group, method), sub in losses.groupby(["group_name", "method"], sort=False):
+        samples: dict[str, np.ndarray] = {}
+        for r in sub.itertuples():
+            s, why = draws.ratio(r.task, group, method)
+            lo, hi, _ = interval(s)
+            value = 1 + r.loss / 100 if np.isfinite(r.loss) else np.nan
+            rows.append(
+                dict(group_name=group, method=method, level="task", task=r.task, n_tasks=1, normalized=value,
+                     ci_low=lo, ci_high=hi, note=why)
+            )  # fmt: skip
+            if s is not None:
+                samples[r.task] = s
+        sets = {"group mean": list(sub["task"])}
+        for name, members in (categories or {}).items():
+            present = [t for t in members if t in set(sub["task"])]
+            if present:
+                sets[f"category: {name}"] = present
+        for level, tasks in sets.items():
+            values = sub.set_index("task").loc[tasks, "loss"]
+            mean = float(np.mean(1 + values / 100)) if values.notna().all() else np.nan
+            have = [samples[t] for t in tasks if t in samples]
+            lo, hi, _ = interval(np.mean(np.vstack(have), axis=0)) if len(have) == len(tasks) else (np.nan,) * 3
+            note = "" if len(have) == len(tasks) else "some tasks have no interval (see their rows)"
+            rows.append(
+                dict(group_name=group, method=method, level=level, task=", ".join(tasks), n_tasks=len(tasks),
+                     normalized=mean, ci_low=lo, ci_high=hi, note=note)
+            )  # fmt: skip
+    return pd.DataFrame(
+        rows,
+        columns=["group_name", "method", "level", "task", "n_tasks", "normalized", "ci_low", "ci_high", "note"],
+    )

@@ -245,6 +245,11 @@ class StudySpec(BaseModel):
         "none: all",
     )
     base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
+    categories: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="task categories for normalized scores (merged ÷ expert averaged per category, as "
+        "MergeBench reports); analysis only, no unit depends on them",
+    )
     executor: ExecutorKind = Field(
         "local", description="where `mergelab run` runs units: this machine, or a Ray cluster (results are the same)"
     )
@@ -473,6 +478,10 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
             problems.append((where, f"unknown task {task!r} (tasks: {sorted(spec.tasks)})"))
         if task not in spec.adapters:
             problems.append(("adapters", f"no adapter for task {task!r}"))
+    for category, members in spec.categories.items():
+        unknown = [t for t in members if t not in spec.tasks]
+        if unknown:
+            problems.append((f"categories.{category}", f"unknown tasks {unknown} (tasks: {sorted(spec.tasks)})"))
     for method, params in spec.methods.items():
         try:
             m = registry.get(method)

@@ -434,3 +434,44 @@ def test_a_predictor_above_the_bar_whose_interval_covers_zero_is_not_called_a_fi
     assert "covers 0" in text and "within noise" in text and "not a finding" in text
     clear = story.predictor_sentence(pd.DataFrame([_comparison_row(ci_high=-0.2)]))
     assert "covers 0" not in clear and "within noise" not in clear
+
+
+def test_normalized_scores_are_merged_over_expert_with_row_bootstrap_intervals(tmp_path):
+    """MergeBench's normalized performance (merged ÷ expert per task, then averaged over the group and
+    over each declared category), checked against a plain-numpy paired bootstrap over rows."""
+    store = Store(tmp_path / "n.db")
+    merged = {"a": 0.45, "b": 0.55, "c": 0.7}
+    truth = degenerate.records_study(
+        store,
+        "ns",
+        {"g": ["a", "b", "c"]},
+        expert_p={"a": 0.9, "b": 0.6, "c": 0.7},
+        merged_p=lambda g, m, t: merged[t],
+        methods=("TIES",),
+        n_rows=300,
+    )
+    draws = uncertainty.Draws(store, "ns", n_boot=2000)
+    frame = uncertainty.normalized_scores(
+        draws, views.loss_table(store, "ns"), {"hard": ["a", "b"], "none here": ["z"]}
+    )
+    assert list(frame["level"]) == ["task"] * 3 + ["group mean", "category: hard"]
+    ratio = {t: truth[("g", "TIES", t)].mean() / truth[("", "expert", t)].mean() for t in "abc"}
+    per_task = frame[frame.level == "task"].set_index("task")
+    for t in "abc":
+        assert per_task.loc[t, "normalized"] == pytest.approx(ratio[t])
+    group = frame[frame.level == "group mean"].iloc[0]
+    hard = frame[frame.level == "category: hard"].iloc[0]
+    assert group["normalized"] == pytest.approx(np.mean(list(ratio.values())))
+    assert hard["normalized"] == pytest.approx((ratio["a"] + ratio["b"]) / 2) and hard["n_tasks"] == 2
+    # independent: resample each task's rows (expert and merge paired), the mean over tasks inside
+    rng = np.random.default_rng(1)
+    means = []
+    for _ in range(4000):
+        r = []
+        for t in "abc":
+            idx = rng.integers(0, 300, 300)
+            r.append(truth[("g", "TIES", t)][idx].mean() / truth[("", "expert", t)][idx].mean())
+        means.append(np.mean(r))
+    low, high = np.percentile(means, [2.5, 97.5])
+    assert group["ci_low"] == pytest.approx(low, abs=0.02) and group["ci_high"] == pytest.approx(high, abs=0.02)
+    assert group["ci_low"] < group["normalized"] < group["ci_high"]
