@@ -254,7 +254,10 @@ def test_register_switches_the_study_everywhere(server, page):
     page.get_by_role("button", name="Register and queue all units").click()
     page.get_by_text("registered").first.wait_for(timeout=120_000)
     sidebar = page.locator("[data-testid='stSidebar']")
-    sidebar.get_by_text("demo-browser").first.wait_for(timeout=60_000)
+    from playwright.sync_api import expect
+
+    # Streamlit 1.67's selectbox shows its value in an <input>, not as text
+    expect(sidebar.get_by_role("combobox", name="Study")).to_have_value("demo-browser", timeout=60_000)
     assert "study=demo-browser" in page.url
     _nav(page, "Run")
     page.get_by_text("units done").first.wait_for(timeout=60_000)

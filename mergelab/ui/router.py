@@ -30,11 +30,20 @@ def run() -> None:
     st.set_page_config(page_title="MergeLab", page_icon=":material/science:", layout="wide")
     pages = {
         section: [
-            st.Page(f"pages/{name}.py", title=title, icon=icon, default=name == "overview")
+            st.Page(
+                f"pages/{name}.py",
+                title=title,
+                icon=icon,
+                default=name == "overview",
+                url_path="home" if name == "overview" else None,  # served at /; its own path below
+            )
             for name, title, icon in items
         ]
         for section, items in MENU.items()
     }
+    # The default page is served at "/" only; /overview (a link someone shares, a bookmark) is the
+    # same page under its own name, kept out of the menu.
+    pages["Story"].append(st.Page("pages/overview.py", title="Overview", url_path="overview", visibility="hidden"))
     nav = st.navigation(pages)
     st.sidebar.title("MergeLab")
     study_picker()
