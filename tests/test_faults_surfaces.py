@@ -98,6 +98,13 @@ def _bad_values(p: registry.Param) -> list[tuple[str, str]]:
     return out
 
 
+def _merge(w: World, *extra: str, base: str | Path | None = None, adapters: int | None = 2) -> list[str]:
+    """`mergelab merge` of the world's good adapters (the first ``adapters`` of them; None: all) into
+    a fresh folder, with ``extra`` flags."""
+    chosen = w.good if adapters is None else w.good[:adapters]
+    return ["merge", "--base", str(base or w.base), "--adapters", *map(str, chosen), "--out", str(w.fresh("o")), *extra]
+
+
 def _method_cases() -> list:
     cases = []
     for method in registry.METHODS.values():
@@ -107,19 +114,7 @@ def _method_cases() -> list:
                 cases.append(
                     (
                         f"method-{method.name}-{p.name}-{suffix}",
-                        lambda w, m=method.name, p=p, v=value: [
-                            "merge",
-                            "--base",
-                            str(w.base),
-                            "--adapters",
-                            *map(str, w.good[:2]),
-                            "--out",
-                            str(w.fresh("out")),
-                            "--method",
-                            m,
-                            "--param",
-                            f"{p.name}={v}",
-                        ],
+                        lambda w, m=method.name, p=p, v=value: _merge(w, "--method", m, "--param", f"{p.name}={v}"),
                         p.name,
                     )
                 )
@@ -209,37 +204,12 @@ CASES = [
     # LoRA-native methods' flags -------------------------------------------------------------------------
     (
         "method-slerp-three-with-t",
-        lambda w: [
-            "merge",
-            "--base",
-            str(w.base),
-            "--adapters",
-            *map(str, w.good),
-            "--out",
-            str(w.fresh("o")),
-            "--method",
-            "slerp",
-            "--t",
-            "0.3",
-        ],
+        lambda w: _merge(w, "--method", "slerp", "--t", "0.3", adapters=None),
         "slerp",
     ),
     (
         "method-knots-density-list",
-        lambda w: [
-            "merge",
-            "--base",
-            str(w.base),
-            "--adapters",
-            *map(str, w.good[:2]),
-            "--out",
-            str(w.fresh("o")),
-            "--method",
-            "knots",
-            "--density",
-            "0.5",
-            "0.4",
-        ],
+        lambda w: _merge(w, "--method", "knots", "--density", "0.5", "0.4"),
         "density",
     ),
     *_method_cases(),
@@ -248,7 +218,7 @@ CASES = [
         (
             f"base-{command}-{label}",
             lambda w, command=command, ref=ref: {
-                "merge": ["merge", "--base", ref, "--adapters", *map(str, w.good[:2]), "--out", str(w.fresh("o"))],
+                "merge": _merge(w, base=ref),
                 "conflicts": ["conflicts", "--base", ref, "--adapters", *map(str, w.good[:2])],
                 "export": [
                     "export-mergekit",
@@ -272,28 +242,12 @@ CASES = [
     ],
     (
         "base-gguf-garbage",
-        lambda w: [
-            "merge",
-            "--base",
-            str(_garbage_gguf(w)),
-            "--adapters",
-            *map(str, w.good[:2]),
-            "--out",
-            str(w.fresh("o")),
-        ],
+        lambda w: _merge(w, base=str(_garbage_gguf(w))),
         "gguf",
     ),
     (
         "base-gguf-missing",
-        lambda w: [
-            "merge",
-            "--base",
-            str(w.study / "nope.gguf"),
-            "--adapters",
-            *map(str, w.good[:2]),
-            "--out",
-            str(w.fresh("o")),
-        ],
+        lambda w: _merge(w, base=str(w.study / "nope.gguf")),
         "nope.gguf",
     ),
     # train -------------------------------------------------------------------------------------------
@@ -432,18 +386,7 @@ def test_bad_input_in_a_real_process(world, case_id):
 
 # --- valid inputs that used to fail ---------------------------------------------------------------------
 def _merge_flags(w: World, method: str, *flags) -> list[str]:
-    return [
-        "merge",
-        "--base",
-        str(w.base),
-        "--adapters",
-        *map(str, w.good[:2]),
-        "--out",
-        str(w.fresh("o")),
-        "--method",
-        method,
-        *flags,
-    ]
+    return _merge(w, "--method", method, *flags)
 
 
 VALID = [
