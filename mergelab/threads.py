@@ -38,8 +38,8 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
         cores the quota allows, or None (no quota, or no cgroup files to read).
     """
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
+        quota_text, period_text = (root / "cpu.max").read_text().split()[:2]
+        return None if quota_text == "max" else int(quota_text) / int(period_text)
     except (OSError, ValueError):
         pass
     for folder in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):

@@ -261,7 +261,8 @@ def test_method_declarations_drive_validation():
     assert ties.name == "ties"
     values = ties.resolve(3)
     assert values["density"] == [0.2, 0.2, 0.2] and values["normalize"] is True
-    assert registry.get("TA").resolve(4)["lambda"] == 0.25
+    # TA's default λ is 0.3 for any n (issue 21: λ = 1/n made every TA merge equal LA's); LA stays 1/n
+    assert registry.get("TA").resolve(4)["lambda"] == 0.3 and registry.get("TA").resolve(2)["lambda"] == 0.3
     with pytest.raises(registry.MethodError, match="outside"):
         ties.resolve(3, {"density": 1.5})
     with pytest.raises(registry.MethodError, match="one value per adapter"):

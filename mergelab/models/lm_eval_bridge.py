@@ -86,7 +86,7 @@ def primary_metric(task, cfg: LmEvalTask) -> str:
     """The metric Eq. 1 uses: ``cfg.metric`` or the task's first; refused if lower is better."""
     names = [m["metric"] for m in task.config.metric_list or []] or list(task.higher_is_better())
     metric = cfg.metric or (names[0] if names else None)
-    if metric not in names:
+    if metric is None or metric not in names:
         raise LmEvalTaskError(f"lm-eval task {cfg.name!r} has no metric {metric!r} (it has {names})")
     if not task.higher_is_better().get(metric, True):
         raise LmEvalTaskError(

@@ -489,7 +489,7 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
             for n in sizes:
                 m.resolve(n, params)
         except registry.MethodError as exc:
-            problems.append((f"registry.{method}", str(exc)))
+            problems.append((f"methods.{method}", str(exc)))
     spec = spec.model_copy(
         update={
             # adapters to be trained are folders to write: local paths, never hub ids
@@ -504,16 +504,16 @@ def parse_spec(data: dict | str | Path, root: Path | None = None, *, adapters_ex
             },
         }
     )
-    for name, task in spec.tasks.items():
-        if task.lm_eval is not None:
-            if not _lm_eval_builtin(task) and not Path(task.data).is_dir():
+    for name, task_spec in spec.tasks.items():
+        if task_spec.lm_eval is not None:
+            if not _lm_eval_builtin(task_spec) and not Path(task_spec.data).is_dir():
                 problems.append(
-                    (f"tasks.{name}.data", f"{task.data} is not a folder of lm-eval task YAMLs (or write 'lm-eval')")
+                    (f"tasks.{name}.data", f"{task_spec.data} is not a folder of lm-eval task YAMLs, nor 'lm-eval'")
                 )
             if spec.architecture != "causal":
                 problems.append((f"tasks.{name}.lm_eval", "lm-eval tasks are scored on causal LMs only"))
-        elif not is_local(task.data) and not looks_like_hub_id(task.data):
-            problems.append((f"tasks.{name}.data", f"file {task.data} does not exist"))
+        elif not is_local(task_spec.data) and not looks_like_hub_id(task_spec.data):
+            problems.append((f"tasks.{name}.data", f"file {task_spec.data} does not exist"))
     for name, path in spec.adapters.items():
         if adapters_exist and not is_local(path) and not looks_like_hub_id(path):
             problems.append((f"adapters.{name}", f"folder {path} does not exist"))

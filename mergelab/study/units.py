@@ -57,7 +57,7 @@ class StudyContext:
         check_grants(spec, grants)
         self.spec = spec
         self.device = pick_device(device)
-        self.data: dict[str, TaskData] = load_all(spec)
+        self.data: dict[str, TaskData | LmEvalTaskData] = load_all(spec)
         tasks = spec.all_tasks
         self.aset = load_adapter_set(spec.base, {t: spec.adapters[t] for t in tasks}, allow_pickle=spec.allow_pickle)
         self.model = LoadedModel(
