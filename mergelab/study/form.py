@@ -75,6 +75,8 @@ def task_from_row(row: dict, kept: dict) -> dict:
             "probe_split": cell_text(row.get("probe_split")) or "probe",
         }
     )
+    if out.get("lm_eval"):  # lm-eval's task definition gives prompts, answers and metric
+        return out
     if labels:
         out.update(labels=labels, label_field=answer or "label")
     else:
