@@ -74,6 +74,8 @@ def documents(store: Store, study_id: str) -> list[dict]:
         raise ValueError(f"study {study_id!r} has no scores yet: run it first")
     records = store.row_records(study_id)
     spec = views.spec_dict(store, study_id)
+    by_result = {key: part.sort_values("row") for key, part in records.groupby(["group_name", "model", "task"])}
+    no_records = records.iloc[0:0]
     tasks = spec.get("tasks") or {}
     out = []
     for model, part in rows.groupby("model", sort=False):
@@ -92,8 +94,7 @@ def documents(store: Store, study_id: str) -> list[dict]:
             name, factor = lm_eval_metric(r.metric)
             le = (tasks.get(r.task) or {}).get("lm_eval") or {}
             filt = le.get("filter", "none")
-            key = (records.group_name == r.group_name) & (records.model == r.model) & (records.task == r.task)
-            rec = records[key].sort_values("row")
+            rec = by_result.get((r.group_name, r.model, r.task), no_records)
             scores = rec["score"].astype(float) * factor
             n = len(rec)
             stderr = float(scores.std(ddof=1) / math.sqrt(n)) if n > 1 and r.metric != "f1" else None

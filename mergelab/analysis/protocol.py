@@ -327,13 +327,12 @@ def summary(store: Store, study_id: str, *, n_boot: int = 1000) -> dict[str, pd.
     interval), merging losses with intervals, each evidence group's HiddenSim and MDS, Table 5,
     its power, Table 3, Table 4 (pairs), the swaps with their intervals, the predictor comparison."""
     draws = uncertainty.draws_for(store, study_id)
+    losses = views.loss_table(store, study_id)
     kw = views.hidden_settings(store, study_id)
     out = {
         "experts": expert_evidence(store, study_id, draws),
-        "losses": uncertainty.loss_intervals(draws, views.loss_table(store, study_id)),
-        "normalized": uncertainty.normalized_scores(
-            draws, views.loss_table(store, study_id), views.spec_dict(store, study_id).get("categories") or {}
-        ),
+        "losses": uncertainty.loss_intervals(draws, losses),
+        "normalized": normalized_scores(store, study_id, draws, losses),
     }
     for group, tasks in evidence_groups(store, study_id).items():
         if views.has_states(store, study_id, tasks):
@@ -367,12 +366,16 @@ def loss_intervals(store: Store, study_id: str) -> pd.DataFrame:
     return uncertainty.loss_intervals(uncertainty.draws_for(store, study_id), views.loss_table(store, study_id))
 
 
-def normalized_scores(store: Store, study_id: str) -> pd.DataFrame:
+def normalized_scores(
+    store: Store, study_id: str, draws: uncertainty.Draws | None = None, losses: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Merged ÷ expert per task, per group and per category the spec declares (``categories:``),
-    with intervals (:func:`~.uncertainty.normalized_scores`)."""
-    categories = views.spec_dict(store, study_id).get("categories") or {}
+    with intervals (:func:`~.uncertainty.normalized_scores`); ``draws`` and ``losses`` when the caller
+    has them already."""
     return uncertainty.normalized_scores(
-        uncertainty.draws_for(store, study_id), views.loss_table(store, study_id), categories
+        draws or uncertainty.draws_for(store, study_id),
+        views.loss_table(store, study_id) if losses is None else losses,
+        views.spec_dict(store, study_id).get("categories") or {},
     )
 
 

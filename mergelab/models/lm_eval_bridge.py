@@ -136,13 +136,15 @@ def _hflm(model, tokenizer, batch_size: int, device):
     return _MODELS[key]
 
 
-def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu") -> Evaluation:
+def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu", task=None) -> Evaluation:
     """Score the model as it is now on one lm-eval task, through lm-eval's ``simple_evaluate``.
 
     Args:
         model: a loaded transformers causal LM (MergeLab swaps experts and merges into it).
         tokenizer: its tokenizer.
         cfg: the task as the study names it.
+        task: lm-eval's Task for ``cfg`` when the caller loaded it already (its metric, output type and
+            choices are read from it); None loads it.
     Returns:
         the task's primary metric (× 100 for proportions) and one record per scored document: its
         position, a hash of its prompt, its own score, the target, the prediction (the chosen
@@ -150,7 +152,7 @@ def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu
     """
     import lm_eval
 
-    task = load_task(cfg)
+    task = task if task is not None else load_task(cfg)
     metric = primary_metric(task, cfg)
     out = lm_eval.simple_evaluate(
         model=_hflm(model, tokenizer, batch_size, device),

@@ -86,7 +86,7 @@ class StudyContext:
             from ..models import lm_eval_bridge
 
             m = self.model
-            return lm_eval_bridge.evaluate(m.model, m.tokenizer, data.config, m.batch_size, m.device)
+            return lm_eval_bridge.evaluate(m.model, m.tokenizer, data.config, m.batch_size, m.device, data.task)
         return self.model.evaluate_rows(data)
 
     def probe_texts(self, tasks: list[str]) -> tuple[list[str], list[str]]:
