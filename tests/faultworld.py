@@ -87,3 +87,26 @@ def snapshot(db: Path) -> tuple[str, dict]:
         if p.is_file() and not p.name.startswith(db.name)
     }
     return rows, files
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """``mergelab ARGS`` in this process: (exit code, what it wrote to stderr)."""
+    from mergelab import cli
+
+    capsys.readouterr()
+    try:
+        code = cli.main(args)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def assert_one_clear_line(code, err: str, expected: str | None = None) -> None:
+    """Bad input's contract: exit 2, exactly one non-blank line on stderr, no traceback, and that
+    line names ``expected`` (case-insensitive) when given."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"exit {code}: {err[-1500:]}"
+    assert len(lines) == 1, err[-2000:]
+    assert "Traceback" not in err
+    if expected is not None:
+        assert expected.lower() in lines[0].lower(), lines[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from faultworld import World
+from faultworld import World, assert_one_clear_line, run_cli
 from faultworld import snapshot as _snapshot
 from safetensors.torch import load_file, save_file
 
@@ -401,17 +401,7 @@ def test_bad_input_gives_one_line_and_changes_nothing(world, case, capsys, monke
     monkeypatch.chdir(world.study)
     args = argv(world)
     before = _snapshot(world.db)
-    capsys.readouterr()
-    try:
-        code = cli.main(args)
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, f"exit {code}: {err[-1500:]}"
-    assert len(lines) == 1, err[-2000:]
-    assert "Traceback" not in err
-    assert expected.lower() in lines[0].lower(), lines[0]
+    assert_one_clear_line(*run_cli(args, capsys), expected)
     assert _snapshot(world.db) == before
 
 
@@ -425,8 +415,7 @@ def test_bad_input_in_a_real_process(world, case_id):
     argv = next(c[1] for c in CASES if c[0] == case_id)(world)
     before = _snapshot(world.db)
     res = subprocess.run([*MERGELAB, *argv], capture_output=True, text=True, cwd=world.study)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert_one_clear_line(res.returncode, res.stderr)
     assert "pwned" not in res.stdout
     assert _snapshot(world.db) == before
 
