@@ -416,3 +416,41 @@ def test_a_worker_context_follows_edited_data_and_retrained_adapters(study, tmp_
     shutil.rmtree(copy / "adapters" / "task1")
     make_lora(minilm_path(), copy / "adapters" / "task1", 99, kind="classifier", num_labels=2, scale=0.2)
     assert not ctx.refresh(parse_spec(copy / "study.yaml"))
+
+
+def test_a_spec_that_only_adds_units_extends_the_stored_study(study, tmp_path):
+    """A preregistered study scores experts and base first (admission), then adds its groups:
+    the second spec plans every unit of the first and more, so the stored study is extended —
+    finished units are kept, not recomputed — without --replace. A spec that changes a planned
+    unit is still refused, naming the difference, and loses nothing."""
+    data = _spec(study)
+    names = list(data["groups"]["g"])
+    pool_only = study.parent / "pool.yaml"
+    pool_only.write_text(yaml.safe_dump({**data, "groups": {}, "pool": names}))
+    db = tmp_path / "x.db"
+    store = Store(db)
+    planner.prepare(store, pool_only)
+    assert executors.run_worker(store, "tiny")["failed"] == 0
+    before = jobs.jobs_frame(store, "tiny").set_index("unit_key")
+    rows_before = store.results("tiny")
+    assert set(rows_before["method"]) == {"expert"}
+
+    grouped = study.parent / "grouped.yaml"
+    grouped.write_text(yaml.safe_dump({**data, "pool": []}))
+    _, counts = planner.prepare(store, grouped)  # no --replace needed: nothing planned before changes
+    assert counts["new"] > 0
+    frame = jobs.jobs_frame(store, "tiny").set_index("unit_key")
+    assert (frame.loc[before.index, "status"] == "done").all()
+    assert executors.run_worker(store, "tiny")["failed"] == 0
+    after = jobs.jobs_frame(store, "tiny").set_index("unit_key")
+    assert (after.loc[before.index, "attempts"] == 1).all()  # zero finished units recomputed
+    kept = store.results("tiny").merge(rows_before, on=list(rows_before.columns))
+    assert len(kept) == len(rows_before)
+    assert store.groups("tiny") == {"g": names}
+
+    changed = study.parent / "changed.yaml"
+    changed.write_text(yaml.safe_dump({**data, "pool": [], "methods": {"LA": {}, "TIES": {"density": 0.5}}}))
+    with pytest.raises(ValueError, match="another spec.*methods"):
+        planner.prepare(store, changed)
+    assert len(store.results("tiny")) == len(store.results("tiny").drop_duplicates())
+    assert (jobs.jobs_frame(store, "tiny").status == "done").all()

@@ -249,6 +249,19 @@ def spec_differences(stored: StudySpec, new: StudySpec) -> list[str]:
     return out
 
 
+def _only_adds_units(stored: StudySpec, new: StudySpec) -> bool:
+    """Whether ``new`` plans every unit ``stored`` plans (same keys: same tasks, data, adapters and
+    parameters) and its tasks are the same: it only extends the study (groups drawn or declared
+    after the experts and base were scored), so no stored row stops meaning what it meant."""
+    if set(stored.all_tasks) != set(new.all_tasks):
+        return False
+    try:
+        before = {u["unit_key"] for u in plan_units(stored)}
+    except (OSError, ValueError):
+        return False
+    return before <= {u["unit_key"] for u in plan_units(new)}
+
+
 def prepare(
     store: Store,
     spec_path: str | Path,
@@ -296,6 +309,8 @@ def prepare_spec(
             diff = spec_differences(stored, spec)
         except SpecError:
             stored, diff = None, ["its stored spec, which no longer loads"]
+        if diff and not replace and stored is not None and _only_adds_units(stored, spec):
+            diff = []  # e.g. groups added after a preregistered admission: finished units stay done
         if diff and not replace:
             raise ValueError(
                 f"study {spec.name!r} is already in the store {store.path} with another spec "
