@@ -375,3 +375,36 @@ def test_trainers_on_one_study_keep_every_training_record(tmp_path):
     rows = json.loads(summary.read_text())
     assert [r["task"] for r in rows] == [f"t{i:02d}" for i in range(40)]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_hypothesis_tests_follow_table5_and_the_conflict_metrics(db_path):
+    """H1 is Table 5's Fisher-z row; H2 combines each conflict metric over the same disjoint groups
+    in its own expected direction; without a verified swap H3 says so."""
+    from mergelab.analysis import hypotheses
+    from mergelab.study.bundled import open_store
+
+    import degenerate
+
+    store = open_store(db_path)
+    tasks = [f"t{i}" for i in range(10)]
+    degenerate.make(store, "hyp", groups={"r1": tasks[:5], "r2": tasks[5:]})
+    out = hypotheses.hypothesis_tests(store, "hyp").set_index("hypothesis", append=True)
+    t5 = protocol.table5(store, "hyp").set_index("group")
+    h1 = out.xs("H1", level="hypothesis").iloc[0]
+    assert h1["estimate"] == pytest.approx(t5.loc["combined", "r"])
+    assert h1["p_expected"] == pytest.approx(t5.loc["combined", "p_expected"])
+    assert h1["verdict"] == hypotheses.correlation_verdict(h1["estimate"], h1["p_expected"], -1)
+    assert h1["detectable_r"] == pytest.approx(stats.detectable_r(5 - 3 + 5 - 3 + 3))
+    h2 = out.xs("H2", level="hypothesis")
+    assert len(h2) == 4
+    frame, _ = predictors.task_level_rows(store, "hyp")
+    sub = frame[frame["group"] == "r1"]
+    r1 = stats.correlation(sub["mean sign_change_ratio"], sub["best_loss"], -1)
+    sub = frame[frame["group"] == "r2"]
+    r2 = stats.correlation(sub["mean sign_change_ratio"], sub["best_loss"], -1)
+    want = stats.fisher_combine([r1.r, r2.r], [r1.n, r2.n], -1)
+    sign = h2[h2["claim"].str.startswith("sign_change_ratio")].iloc[0]
+    assert sign["estimate"] == pytest.approx(want.r) and sign["p_expected"] == pytest.approx(want.p_expected)
+    assert sign["verdict"] == ("contradicted" if want.supports else "supported")
+    h3 = out.xs("H3", level="hypothesis").iloc[0]
+    assert h3["verdict"] == "not measured" and "no verified swap" in h3["note"]

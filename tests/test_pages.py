@@ -117,3 +117,16 @@ def test_task_swap_end_to_end(app, db_path):
 
     theory = views.theory(store, "demo", "swap:default:wn_pos->vader_intensity")
     assert len(theory) == n_methods and (theory["delta_max"] >= theory["lower"]).all()
+
+
+def test_statistics_page_states_each_claims_verdict(app, db_path):
+    """The preregistered tests on the Statistics page come from analysis.hypotheses: on llm13 (three
+    groups that share tasks) H1 cannot be combined, and the page says so instead of a verdict."""
+    from mergelab.analysis import hypotheses
+
+    at = app("statistics", study="llm13")
+    text = " ".join(m.value for m in at.markdown)
+    assert "The paper's claims, tested on this study" in [h.value for h in at.subheader]
+    for sentence in hypotheses.sentences(hypotheses.hypothesis_tests(open_store(db_path), "llm13")):
+        assert sentence in text
+    assert "**H1** — MDS predicts the best merging loss (r < 0): not measured" in text

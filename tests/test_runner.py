@@ -53,6 +53,9 @@ def test_run_and_report_end_to_end(study, tmp_path):
     sim = out["hiddensim:g"]
     assert [row[row["task"]] for row in sim] == [1.0, 1.0, 1.0]
     assert all(m["mds"] >= 1 for m in out["mds_vs_best_loss:g"])
+    # the preregistered tests are reported with a verdict each, even where they cannot run (one group)
+    verdicts = {(r["hypothesis"], r["verdict"]) for r in out["hypotheses"]}
+    assert ("H1", "not measured") in verdicts and ("H3", "not measured") in verdicts
     assert len(store.pair_metrics("tiny")) == 3 * 4
     merged = store.results("tiny").query("method != 'expert'")  # LA and TIES with default params: own hashes
     assert merged.groupby("method")["params_hash"].nunique().to_dict() == {"LA": 1, "TIES": 1}

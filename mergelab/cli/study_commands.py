@@ -104,7 +104,7 @@ def cmd_worker(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..analysis import protocol
+    from ..analysis import hypotheses, protocol
     from ..study.spec import parse_spec
 
     if args.spec:
@@ -127,6 +127,7 @@ def cmd_report(args) -> int:
         print(f"wrote {len(written)} lm-eval files for {models} models under {args.out}", file=sys.stderr)
         return 0
     summary = protocol.summary(store, study)
+    summary["hypotheses"] = hypotheses.hypothesis_tests(store, study, t5=summary["table5"], swaps=summary.get("swaps"))
     if args.format == "json":
         clean = {k: v.astype(object).where(v.notna(), None).to_dict(orient="records") for k, v in summary.items()}
         print(json.dumps(clean, indent=2, default=float))
