@@ -56,6 +56,12 @@ def test_run_and_report_end_to_end(study, tmp_path):
     # the preregistered tests are reported with a verdict each, even where they cannot run (one group)
     verdicts = {(r["hypothesis"], r["verdict"]) for r in out["hypotheses"]}
     assert ("H1", "not measured") in verdicts and ("H3", "not measured") in verdicts
+    md = subprocess.run(
+        [*MERGELAB, "report", str(study), "--db", str(db), "--format", "markdown"], capture_output=True, text=True
+    )
+    assert md.returncode == 0, md.stderr
+    assert "## The paper's claims, tested" in md.stdout and "**H1** — MDS predicts" in md.stdout
+    assert "| group" in md.stdout  # Table 5, as a Markdown table
     assert len(store.pair_metrics("tiny")) == 3 * 4
     merged = store.results("tiny").query("method != 'expert'")  # LA and TIES with default params: own hashes
     assert merged.groupby("method")["params_hash"].nunique().to_dict() == {"LA": 1, "TIES": 1}

@@ -105,7 +105,8 @@ def hypothesis_tests(
                 "hypothesis": "H1",
                 "claim": "MDS predicts the best merging loss (r < 0)",
                 "verdict": "not measured",
-                "note": "fewer than two disjoint groups with merged scores",
+                "note": "fewer than two groups that share no task have merged scores; the combined test needs "
+                "independent groups",
             }
         )
     frame, _ = task_level_rows(store, study_id)
@@ -144,7 +145,7 @@ def hypothesis_tests(
                 + ("; significant the other way" if predicts == "contradicted" else ""),
             )
         else:
-            row.update(verdict="not measured", note="fewer than two disjoint groups with this metric")
+            row.update(verdict="not measured", note="fewer than two groups that share no task have this metric")
         rows.append(row)
     eff = swaps if swaps is not None else protocol.swap_effects(store, study_id)
     done = eff[eff["merged_tasks"] == eff["tasks"]] if len(eff) else eff

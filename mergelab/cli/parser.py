@@ -146,10 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--db")
     rp.add_argument(
         "--format",
-        choices=["csv", "json", "lm-eval"],
+        choices=["csv", "json", "markdown", "lm-eval"],
         default="csv",
-        help="csv / json: the tables on stdout; lm-eval: lm-evaluation-harness result files per model "
-        "(results_<time>.json, samples_<task>_<time>.jsonl) under --out",
+        help="csv / json: the tables on stdout; markdown: the findings as one document on stdout (the "
+        "paper's claims tested, Table 5, experts vs base, swaps, signals); lm-eval: lm-evaluation-harness "
+        "result files per model (results_<time>.json, samples_<task>_<time>.jsonl) under --out",
     )
     rp.add_argument("--out", help="folder for --format lm-eval")
     rp.set_defaults(func=studies.cmd_report)

@@ -128,7 +128,11 @@ def cmd_report(args) -> int:
         return 0
     summary = protocol.summary(store, study)
     summary["hypotheses"] = hypotheses.hypothesis_tests(store, study, t5=summary["table5"], swaps=summary.get("swaps"))
-    if args.format == "json":
+    if args.format == "markdown":
+        from ..analysis.markdown_report import document
+
+        print(document(study, summary, summary["hypotheses"]), end="")
+    elif args.format == "json":
         clean = {k: v.astype(object).where(v.notna(), None).to_dict(orient="records") for k, v in summary.items()}
         print(json.dumps(clean, indent=2, default=float))
     else:
