@@ -9,3 +9,4 @@ from . import threads as _threads
 
 # Before torch loads OpenMP: passive waiting and a thread count from the usable cores (mergelab.threads).
 _threads.prepare_environment()
+_threads.limit_loaded_blas()

@@ -8,6 +8,13 @@ scoring run takes 1.5-5x longer than with one thread (issue 27). So MergeLab
 - waits passively (``OMP_WAIT_POLICY=PASSIVE``) unless the environment says otherwise, and
 - uses as many threads as the cores it may run on: its CPU affinity, capped by a cgroup CPU quota.
 
+NumPy's BLAS (OpenBLAS in numpy's wheels) is a second pool of threads that spin while they wait. The
+analyses multiply small matrices (probes × hidden size), where a second thread never pays and, on a
+loaded machine, a spinning one made `mergelab report` 1.5x slower (a 40 × 576 Gram matrix: 0.08 ms
+with one thread, 2.1 ms with two, under load). So numpy's BLAS gets one thread
+(``OPENBLAS_NUM_THREADS=1``) unless the environment says otherwise; torch's own threads are chosen
+as below.
+
 Precedence for the thread count: ``--threads`` (every command), then ``$MERGELAB_THREADS``, then
 ``$OMP_NUM_THREADS``, then the usable cores. Both settings are put in the environment when
 ``mergelab`` is imported, before torch loads OpenMP, so the dashboard, every worker process and each
@@ -26,6 +33,8 @@ ENV = "MERGELAB_THREADS"
 #: the most threads asked for that MergeLab accepts (a typo such as 40000 is refused, not obeyed)
 MAX_THREADS = 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: numpy's BLAS threads (read when numpy loads OpenBLAS); see :func:`limit_loaded_blas` for later
+BLAS_ENV = "OPENBLAS_NUM_THREADS"
 
 
 def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
@@ -97,6 +106,7 @@ def prepare_environment(environ=os.environ) -> None:
     loads it) and for every process started from this one. Respects what the user set; a bad
     ``$MERGELAB_THREADS`` is left for :func:`apply` to report."""
     environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    environ.setdefault(BLAS_ENV, "1")
     try:
         n = chosen_threads(environ=environ)
     except ValueError:
@@ -120,3 +130,18 @@ def apply(threads: int | None = None, environ=os.environ) -> int:
     if torch is not None and hasattr(torch, "set_num_threads"):
         torch.set_num_threads(n)
     return n
+
+
+def limit_loaded_blas(environ=os.environ) -> None:
+    """Hold numpy's already-loaded BLAS to ``$OPENBLAS_NUM_THREADS`` threads: when numpy was imported
+    before MergeLab (``streamlit run`` imports it first) the variable came too late for OpenBLAS to
+    read it, so it is applied through threadpoolctl."""
+    if "numpy" not in sys.modules or not environ.get(BLAS_ENV, "").strip():
+        return
+    try:
+        n = parse_threads(environ[BLAS_ENV], f"${BLAS_ENV}")
+    except ValueError:
+        return  # OpenBLAS's own reading of it stands
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n, user_api="blas")

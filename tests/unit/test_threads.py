@@ -1,6 +1,9 @@
 """Threads chosen on purpose (mergelab.threads, issue 27): the usable cores from affinity and the cgroup
 quota, the precedence of --threads / $MERGELAB_THREADS / $OMP_NUM_THREADS, passive waiting by default."""
 
+import os
+import subprocess
+import sys
 import types
 
 import pytest
@@ -71,10 +74,10 @@ def test_environment_waits_passively_and_respects_the_user(monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     env: dict[str, str] = {}
     threads.prepare_environment(env)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "2"}
-    env = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"}
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1"}
+    env = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "4"}
     threads.prepare_environment(env)
-    assert env == {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"}
+    assert env == {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "4"}
     env = {"OMP_NUM_THREADS": "1", "MERGELAB_THREADS": "3"}
     threads.prepare_environment(env)
     assert env["OMP_NUM_THREADS"] == "3"
@@ -97,3 +100,16 @@ def test_ray_actors_get_their_reserved_cpus_as_threads():
     assert actor_threads(2.0, {}) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "2"}
     assert actor_threads(0.5, {})["OMP_NUM_THREADS"] == "1"
     assert actor_threads(1.0, {"MERGELAB_THREADS": "4"})["OMP_NUM_THREADS"] == "4"
+
+
+def test_numpy_blas_loaded_first_is_held_to_one_thread():
+    """`streamlit run` imports numpy before MergeLab: the thread limit is applied to the loaded BLAS."""
+    code = (
+        "import numpy, threadpoolctl; import mergelab; "
+        "print(max(i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env["OMP_NUM_THREADS"] = "2"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
