@@ -10,7 +10,7 @@ scoring run takes 1.5-5x longer than with one thread (issue 27). So MergeLab
 
 NumPy's BLAS (OpenBLAS in numpy's wheels) is a second pool of threads that spin while they wait. The
 analyses multiply small matrices (probes × hidden size), where a second thread never pays and, on a
-loaded machine, a spinning one made `mergelab report` 1.5x slower (a 40 × 576 Gram matrix: 0.08 ms
+loaded machine, a spinning one made `mergelab report` 1.9x slower (13.3 s vs 7.1 s; a 40 × 576 Gram matrix: 0.08 ms
 with one thread, 2.1 ms with two, under load). So numpy's BLAS gets one thread
 (``OPENBLAS_NUM_THREADS=1``) unless the environment says otherwise; torch's own threads are chosen
 as below.
