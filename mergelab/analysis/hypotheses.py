@@ -114,7 +114,7 @@ def hypothesis_tests(
     for metric in CONFLICTS:
         col = f"mean {metric}"
         expect = predictor_of(col).expect
-        row = {
+        row: dict[str, object] = {
             "hypothesis": "H2",
             "claim": f"{metric} does not predict the best loss",
             "measure": f"Pearson r of the task's mean {metric} in its group with the best loss "
