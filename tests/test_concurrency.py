@@ -105,3 +105,20 @@ def test_the_dashboards_worker_beside_a_cli_worker(spec, tmp_path, bundled_count
         codes, errs, took = _together(commands)
         _check(db, codes, errs, bundled_counts)
         _report("dashboard + CLI worker", trial, took, db)
+
+
+def test_openers_wait_for_a_slow_bundled_load_instead_of_failing(tmp_path):
+    """The first process to open a fresh store loads the bundled studies in one write transaction;
+    on a loaded machine that outlasted SQLite's busy timeout and the other openers failed with
+    "database is locked" (seen with 8 workers at load 7). They now wait for the load, however long
+    it takes. Forced here: the load is held 4 s (MERGELAB_BUNDLED_LOAD_DELAY_S) against a 1 s busy
+    timeout (MERGELAB_BUSY_TIMEOUT_S)."""
+    db = tmp_path / "mergelab.db"
+    env = {**ENV, "MERGELAB_BUNDLED_LOAD_DELAY_S": "4", "MERGELAB_BUSY_TIMEOUT_S": "1"}
+    code = f"from mergelab.study.bundled import open_store; open_store({str(db)!r}); print('ok')"
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, **pipes) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-500:] for o in outs]
+    store = Store(db)
+    assert _bundled_counts(store) == _bundled_counts(open_store(tmp_path / "alone.db"))

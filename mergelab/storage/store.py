@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sqlite3
 import threading
@@ -110,6 +111,15 @@ INSERT_RECORDS = (
 )
 
 
+def busy_timeout_s() -> float:
+    """How long a write waits for another process's transaction: 30 s, or ``$MERGELAB_BUSY_TIMEOUT_S``
+    (a test knob; long work that may exceed it runs under :meth:`Store.exclusive` instead)."""
+    try:
+        return max(0.1, float(os.environ.get("MERGELAB_BUSY_TIMEOUT_S", "") or 30.0))
+    except ValueError:
+        return 30.0
+
+
 class Store:
     """One SQLite database file in WAL mode. Cheap to open; safe across processes. Opening a
     store made by an older release migrates it (:mod:`.schema`)."""
@@ -139,10 +149,25 @@ class Store:
         return self.path.parent / "states"
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        busy = busy_timeout_s()
+        con = sqlite3.connect(self.path, timeout=busy, isolation_level=None)
         con.execute("PRAGMA foreign_keys=ON")
-        con.execute("PRAGMA busy_timeout=30000")
+        con.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
         return con
+
+    @contextmanager
+    def exclusive(self, name: str):
+        """Hold an exclusive lock named ``name`` for this store, across processes on this machine
+        (a file lock beside the store file), waiting as long as another process holds it: for work
+        that may outlast SQLite's busy timeout, such as loading the bundled studies."""
+        import fcntl
+
+        with open(self.path.parent / f".{self.path.name}.{name}.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def transaction(self):

@@ -3,6 +3,8 @@ SmolLM2 LLM study — loaded into every store on open, and the builders of their
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from ...config import DATA_DIR, default_db_path
@@ -25,6 +27,9 @@ def load_shipped(store: Store, spec_path: Path, results: Path) -> str:
     with store.batch():  # the study is stored whole or not at all
         register(store, spec, description=readme.read_text() if readme.exists() else "")
         snapshot.load_rows(store, spec.name, results)
+        delay = float(os.environ.get("MERGELAB_BUNDLED_LOAD_DELAY_S", "0") or 0)
+        if delay:  # a test knob: a load as slow as on a loaded machine (tests/test_concurrency.py)
+            time.sleep(delay)
     return spec.name
 
 
@@ -35,9 +40,20 @@ def open_store(path: str | Path | None = None) -> Store:
     never duplicates or loses rows; user studies already in the file are untouched.
     """
     store = Store(path or default_db_path())
-    if not store.has_study(paper_rows.STUDY_ID):
-        paper_rows.load_into(store)
-    for study_id, folder in BUNDLED.items():
-        if not store.has_study(study_id) and (folder / "results" / "results.csv").exists():
-            load_shipped(store, folder / "study.yaml", folder / "results")
+    if _missing(store):
+        # one process loads, the others wait for it (a load can outlast SQLite's busy timeout on a
+        # loaded machine), then find everything there
+        with store.exclusive("bundled-load"):
+            if not store.has_study(paper_rows.STUDY_ID):
+                paper_rows.load_into(store)
+            for study_id, folder in BUNDLED.items():
+                if not store.has_study(study_id) and (folder / "results" / "results.csv").exists():
+                    load_shipped(store, folder / "study.yaml", folder / "results")
     return store
+
+
+def _missing(store: Store) -> bool:
+    """Whether a bundled study (or the paper's rows) is not in the store yet."""
+    return not store.has_study(paper_rows.STUDY_ID) or any(
+        not store.has_study(s) and (f / "results" / "results.csv").exists() for s, f in BUNDLED.items()
+    )
