@@ -32,7 +32,7 @@ FMT = {
 
 if study != paper.STUDY_ID and len(groups) > 1:
     st.subheader("The paper's claims, tested on this study")
-    tests = cached(hypotheses.hypothesis_tests, store, study)
+    tests = cached(hypotheses.hypothesis_tests, store, study, t5=cached(protocol.table5, store, study))
     for sentence in hypotheses.sentences(tests):
         st.markdown(sentence)
     st.caption(

@@ -40,20 +40,21 @@ def open_store(path: str | Path | None = None) -> Store:
     never duplicates or loses rows; user studies already in the file are untouched.
     """
     store = Store(path or default_db_path())
-    if _missing(store):
+    if _absent(store):
         # one process loads, the others wait for it (a load can outlast SQLite's busy timeout on a
-        # loaded machine), then find everything there
+        # loaded machine), then find everything there: asked again under the lock
         with store.exclusive("bundled-load"):
-            if not store.has_study(paper_rows.STUDY_ID):
-                paper_rows.load_into(store)
-            for study_id, folder in BUNDLED.items():
-                if not store.has_study(study_id) and (folder / "results" / "results.csv").exists():
-                    load_shipped(store, folder / "study.yaml", folder / "results")
+            for study_id in _absent(store):
+                if study_id == paper_rows.STUDY_ID:
+                    paper_rows.load_into(store)
+                else:
+                    load_shipped(store, BUNDLED[study_id] / "study.yaml", BUNDLED[study_id] / "results")
     return store
 
 
-def _missing(store: Store) -> bool:
-    """Whether a bundled study (or the paper's rows) is not in the store yet."""
-    return not store.has_study(paper_rows.STUDY_ID) or any(
-        not store.has_study(s) and (f / "results" / "results.csv").exists() for s, f in BUNDLED.items()
-    )
+def _absent(store: Store) -> list[str]:
+    """The paper's rows and the bundled studies that are shipped but not in the store yet."""
+    paper = [] if store.has_study(paper_rows.STUDY_ID) else [paper_rows.STUDY_ID]
+    return paper + [
+        s for s, folder in BUNDLED.items() if not store.has_study(s) and (folder / "results" / "results.csv").exists()
+    ]
