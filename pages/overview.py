@@ -9,7 +9,7 @@ from mergelab.analysis import predictors, protocol, story, uncertainty, views
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
-from mergelab.ui.widgets import chart, need_study, show_table
+from mergelab.ui.widgets import chart, claims_tested, need_study, show_table
 from mergelab.viz import figures
 
 page_start()  # through app.py's router, also when opened by a deep link
@@ -77,6 +77,7 @@ h = cached(story.headline, store, study)
 st.subheader("The headline")
 for sentence in story.sentences(h):
     st.markdown(sentence)
+comparison = None
 if h.task is not None:
     with st.spinner("Checking which signal tracked collapse here…"):
         comparison = cached(predictors.predictor_comparison, store, study)
@@ -129,6 +130,8 @@ if h.task is not None:
             "overview_loss",
         )
         st.caption(story.chart_note("loss_bars", losses=sub))
+
+claims_tested(store, study, comparison=comparison)
 
 st.subheader("Where to look next")
 c1, c2, c3, c4 = st.columns(4)

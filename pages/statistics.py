@@ -4,11 +4,11 @@ beside the paper's printed numbers."""
 
 import streamlit as st
 
-from mergelab.analysis import grouping, hypotheses, paper, predictors, protocol, story
+from mergelab.analysis import grouping, paper, predictors, protocol, story
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, group_picker
-from mergelab.ui.widgets import chart, need_study, show_table
+from mergelab.ui.widgets import chart, claims_tested, need_study, show_table
 from mergelab.viz import figures
 
 page_start()  # through app.py's router, also when opened by a deep link
@@ -30,18 +30,7 @@ FMT = {
     "p_value": "{:.3g}",
 }
 
-if study != paper.STUDY_ID and len(groups) > 1:
-    st.subheader("The paper's claims, tested on this study")
-    tests = cached(hypotheses.hypothesis_tests, store, study, t5=cached(protocol.table5, store, study))
-    for sentence in hypotheses.sentences(tests):
-        st.markdown(sentence)
-    st.caption(
-        "H1 and H2: Pearson r per disjoint group, combined by Fisher's z, one-sided in the direction the "
-        "claim states (a correlation the other way never counts as support). H2 claims a conflict metric "
-        "does *not* predict the loss, so a metric that does makes it 'contradicted'. H3: the verified "
-        "swap's change of the worst best-loss with its paired-bootstrap interval; one swap is one "
-        "observation."
-    )
+claims_tested(store, study, t5=cached(protocol.table5, store, study))
 
 st.subheader("Does MDS predict the best merging loss? (Table 5)")
 if not groups:

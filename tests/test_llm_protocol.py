@@ -408,3 +408,39 @@ def test_hypothesis_tests_follow_table5_and_the_conflict_metrics(db_path):
     assert sign["verdict"] == ("contradicted" if want.supports else "supported")
     h3 = out.xs("H3", level="hypothesis").iloc[0]
     assert h3["verdict"] == "not measured" and "no verified swap" in h3["note"]
+
+
+def test_h2_reads_the_predictor_comparison_and_one_choice_of_disjoint_groups(db_path, monkeypatch):
+    """H2 is the predictor comparison's combined row for each conflict metric (one computation, one
+    choice of disjoint groups): a group with fewer than 4 tested tasks never takes the place of one
+    that can be tested, the combined row carries its interval, and a caller that has the comparison
+    does not rebuild the task rows."""
+    from mergelab.analysis import hypotheses
+    from mergelab.study.bundled import open_store
+
+    import degenerate
+
+    store = open_store(db_path)
+    tasks = [f"t{i}" for i in range(13)]
+    # g0 is listed first but has 3 tasks: it cannot be tested, and it shares t5 with g2
+    degenerate.make(store, "hyp2", groups={"g0": tasks[3:6], "g1": tasks[:5], "g2": tasks[5:9], "g3": tasks[9:13]})
+    comp = predictors.predictor_comparison(store, "hyp2", n_boot=200, n_perm=200)
+    comp = comp[comp["level"] == "task in group"].set_index("predictor")
+    t5 = protocol.table5(store, "hyp2")
+    assert t5.attrs["combined_groups"] == ["g1", "g2", "g3"]
+    tests = hypotheses.hypothesis_tests(store, "hyp2", t5=t5)
+    h2 = tests[tests["hypothesis"] == "H2"].set_index("claim")
+    for metric in hypotheses.CONFLICTS:
+        row, want = h2.loc[f"{metric} does not predict the best loss"], comp.loc[f"mean {metric}"]
+        assert row["estimate"] == pytest.approx(want["combined_r"])
+        assert row["p_expected"] == pytest.approx(want["combined_p"])
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((want["combined_ci_low"], want["combined_ci_high"]))
+        assert row["groups"] == want["groups_tested"] == 3
+        assert row["detectable_r"] == pytest.approx(stats.combined_detectable_r([5, 4, 4]))
+
+    def rebuilt(*a, **k):
+        raise AssertionError("task rows rebuilt although the comparison was given")
+
+    monkeypatch.setattr(hypotheses, "task_level_rows", rebuilt)
+    again = hypotheses.hypothesis_tests(store, "hyp2", t5=t5, comparison=comp.reset_index())
+    pd.testing.assert_frame_equal(again, tests)

@@ -130,3 +130,18 @@ def test_statistics_page_states_each_claims_verdict(app, db_path):
     for sentence in hypotheses.sentences(hypotheses.hypothesis_tests(open_store(db_path), "llm13")):
         assert sentence in text
     assert "**H1** — MDS predicts the best merging loss (r < 0): not measured" in text
+
+
+def test_the_overview_answers_the_three_claims(app, db_path):
+    """Issue 23: the Overview answers H1–H3 in plain words, the same sentences as the Statistics
+    page (one computation in analysis.hypotheses); a study with one group has no combined test and
+    the Overview does not pretend otherwise."""
+    from mergelab.analysis import hypotheses
+
+    at = app("overview", study="llm13")
+    text = " ".join(m.value for m in at.markdown)
+    assert "The paper's claims, tested on this study" in [h.value for h in at.subheader]
+    for sentence in hypotheses.sentences(hypotheses.hypothesis_tests(open_store(db_path), "llm13")):
+        assert sentence in text
+    demo = app("overview", study="demo")
+    assert "The paper's claims, tested on this study" not in [h.value for h in demo.subheader]

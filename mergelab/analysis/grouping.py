@@ -45,6 +45,13 @@ def disjoint_groups(groups: dict[str, list[str]]) -> list[str]:
     return chosen
 
 
+def testable_disjoint_groups(groups: dict[str, list[str]], tested: dict[str, int]) -> list[str]:
+    """The groups a combined test uses: :func:`disjoint_groups` among those with at least 4 tested
+    tasks (``tested``: group → tasks with both values; Fisher's z weighs a group by n − 3), so a
+    group that cannot be tested never takes the place of one that can."""
+    return disjoint_groups({g: t for g, t in groups.items() if tested.get(g, 0) > 3})
+
+
 def overlap_warning(groups: dict[str, list[str]]) -> str:
     """A plain sentence when groups share tasks ('' when they are disjoint)."""
     ov = overlaps(groups)

@@ -20,8 +20,8 @@ import pandas as pd
 from ..merging.conflicts import METRICS as CONFLICTS
 from ..storage.store import Store
 from . import protocol, stats
-from .grouping import disjoint_groups, evidence_groups
-from .predictors import _correlation, predictor_of, task_level_rows
+from .grouping import evidence_groups
+from .predictors import combine_over_groups, predictor_of, task_level_rows
 
 COLUMNS = [
     "hypothesis",
@@ -60,22 +60,38 @@ def interval_verdict(low: float, high: float) -> str:
     return "within noise"
 
 
-def combined_detectable_r(ns) -> float:
-    """The smallest |r| a Fisher-z combination of groups of sizes ``ns`` detects with 80 % power
-    (one-sided, α = 0.05): that of one group with the same Σ(n − 3)."""
-    w = sum(max(int(n) - 3, 0) for n in ns)
-    return stats.detectable_r(w + 3) if w > 0 else np.nan
+def _conflict_combinations(store: Store, study_id: str, comparison: pd.DataFrame | None) -> dict[str, dict]:
+    """Each conflict metric's combination over the disjoint groups: the predictor comparison's
+    task-level rows when the caller has them, else :func:`~.predictors.combine_over_groups` on the
+    task rows (the same function the comparison uses)."""
+    cols = [f"mean {m}" for m in CONFLICTS]
+    if comparison is not None:
+        task = comparison[(comparison["level"] == "task in group") & comparison["predictor"].isin(cols)]
+        return {r["predictor"]: r for r in task.to_dict(orient="records")}
+    frame, _ = task_level_rows(store, study_id)
+    groups = evidence_groups(store, study_id)
+    return {
+        col: combine_over_groups(frame, col, predictor_of(col).expect, groups)
+        for col in cols
+        if len(frame) and col in frame
+    }
 
 
 def hypothesis_tests(
-    store: Store, study_id: str, *, t5: pd.DataFrame | None = None, swaps: pd.DataFrame | None = None
+    store: Store,
+    study_id: str,
+    *,
+    t5: pd.DataFrame | None = None,
+    swaps: pd.DataFrame | None = None,
+    comparison: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per test: H1, H2 (one row per conflict metric), H3 (one row per verified swap).
 
     ``verdict`` is the test's outcome on the claim as the hypothesis states it (for H2 the claim is
     that the metric does *not* predict: a metric whose combination is significant in its expected
     direction makes H2 fail for it, which reads ``contradicted``). ``t5`` and ``swaps``: Table 5 and
-    the swap effects when the caller has them already (computed here otherwise)."""
+    the swap effects, ``comparison`` the predictor comparison (H2 reads its combined rows) when the
+    caller has them already (computed here otherwise)."""
     rows = []
     t5 = t5 if t5 is not None else protocol.table5(store, study_id)
     groups_rows = t5[~t5["group"].isin(["combined", "pooled"])]
@@ -94,7 +110,7 @@ def hypothesis_tests(
                 "ci_high": c["ci_high"],
                 "p_expected": c["p_expected"],
                 "groups": len(combined_groups),
-                "detectable_r": combined_detectable_r(ns),
+                "detectable_r": stats.combined_detectable_r(ns),
                 "verdict": correlation_verdict(c["r"], c["p_expected"], -1),
                 "note": c["note"],
             }
@@ -109,8 +125,7 @@ def hypothesis_tests(
                 "independent groups",
             }
         )
-    frame, _ = task_level_rows(store, study_id)
-    disjoint = disjoint_groups(evidence_groups(store, study_id))
+    combined = _conflict_combinations(store, study_id, comparison)
     for metric in CONFLICTS:
         col = f"mean {metric}"
         expect = predictor_of(col).expect
@@ -120,27 +135,20 @@ def hypothesis_tests(
             "measure": f"Pearson r of the task's mean {metric} in its group with the best loss "
             f"(expected {'r < 0' if expect < 0 else 'r > 0'} if it did), Fisher's z over the disjoint groups",
         }
-        per = []
-        if len(frame) and col in frame:
-            for g in disjoint:
-                sub = frame[frame["group"] == g]
-                cg, _ = _correlation(sub[col], sub["best_loss"], expect)
-                if cg is not None:
-                    per.append(cg)
-        if len(per) > 1:
-            cb = stats.fisher_combine([cg.r for cg in per], [cg.n for cg in per], expect)
-            predicts = correlation_verdict(cb.r, cb.p_expected, expect)
+        c = combined.get(col)
+        if c is not None and np.isfinite(c["combined_r"]):
+            predicts = correlation_verdict(c["combined_r"], c["combined_p"], expect)
             row.update(
-                estimate=cb.r,
-                ci_low=cb.ci_low,
-                ci_high=cb.ci_high,
-                p_expected=cb.p_expected,
-                groups=cb.groups,
-                detectable_r=combined_detectable_r([cg.n for cg in per]),
+                estimate=c["combined_r"],
+                ci_low=c["combined_ci_low"],
+                ci_high=c["combined_ci_high"],
+                p_expected=c["combined_p"],
+                groups=int(c["groups_tested"]),
+                detectable_r=c["combined_detectable_r"],
                 # H2 claims the metric does not predict: it fails where the metric is significant
                 # in its expected direction, and holds otherwise (also when it runs the other way)
                 verdict="contradicted" if predicts == "supported" else "supported",
-                note=f"one-sided in the metric's expected direction; {cb.groups} groups, {cb.n} tasks; "
+                note=f"one-sided in the metric's expected direction; {int(c['groups_tested'])} groups; "
                 "not corrected for the four tests"
                 + ("; significant the other way" if predicts == "contradicted" else ""),
             )

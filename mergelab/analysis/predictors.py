@@ -16,7 +16,7 @@ from ..merging.conflicts import METRICS as CONFLICTS
 from ..storage import states as states_io
 from ..storage.store import Store
 from . import equations, stats, views
-from .grouping import disjoint_groups, evidence_groups, pair_groups
+from .grouping import evidence_groups, pair_groups, testable_disjoint_groups
 
 #: the poolings compared (first-token states of a causal LM see only the prompt's first word)
 POOLINGS = ("mean", "last")
@@ -302,6 +302,47 @@ def _pair_bootstrap_r(x, y, a, b, n_boot: int, seed: int) -> tuple[float, float]
     return float(np.percentile(rs, 2.5)), float(np.percentile(rs, 97.5))
 
 
+def combine_over_groups(rows: pd.DataFrame, column: str, expect: int, groups: dict[str, list[str]]) -> dict:
+    """Pearson r of ``column`` with the best loss in each group of :func:`testable_disjoint_groups`,
+    and Fisher's z of them combined, one-sided in the direction ``expect``.
+
+    Args:
+        rows: one row per task in its group (``group``, ``column``, ``best_loss``).
+        groups: every evidence group (name → tasks); only disjoint ones with ≥ 4 tested tasks count.
+    Returns:
+        ``groups_expected`` (groups whose r points the expected way), ``groups_tested``,
+        ``combined_r`` / ``combined_ci_low`` / ``combined_ci_high`` / ``combined_p`` (NaN with fewer
+        than two groups), ``combined_detectable_r`` (the |r| the combination detects at 80 % power).
+    """
+    ok = rows.dropna(subset=[column, "best_loss"])
+    tested = ok.groupby("group").size().to_dict() if groups and "group" in ok else {}
+    per_group = []
+    for g in testable_disjoint_groups(groups, tested):
+        sub = ok[ok["group"] == g]
+        cg, _ = _correlation(sub[column], sub["best_loss"], expect)
+        if cg is not None:
+            per_group.append(cg)
+    out = {
+        "groups_expected": sum(cg.as_expected for cg in per_group),
+        "groups_tested": len(per_group),
+        "combined_r": np.nan,
+        "combined_ci_low": np.nan,
+        "combined_ci_high": np.nan,
+        "combined_p": np.nan,
+        "combined_detectable_r": np.nan,
+    }
+    if len(per_group) > 1:
+        comb = stats.fisher_combine([cg.r for cg in per_group], [cg.n for cg in per_group], expect)
+        out.update(
+            combined_r=comb.r,
+            combined_ci_low=comb.ci_low,
+            combined_ci_high=comb.ci_high,
+            combined_p=comb.p_expected,
+            combined_detectable_r=stats.combined_detectable_r([cg.n for cg in per_group]),
+        )
+    return out
+
+
 def compare(
     frame: pd.DataFrame,
     columns: list[str],
@@ -324,8 +365,6 @@ def compare(
     null = stats.permutation_null(xs, y, strata, n_perm, seed) if columns else np.empty((n_perm, 0))
     finite = np.isfinite(null).any(axis=1)
     familywise = float(np.percentile(np.nanmax(null[finite], axis=1), 95)) if finite.any() else np.nan
-    present = set(ok_rows["group"]) if "group" in ok_rows else set()
-    disjoint = disjoint_groups({g: t for g, t in groups.items() if g in present}) if groups else []
     out = []
     for j, col in enumerate(columns):
         decl = predictor_of(col)
@@ -357,19 +396,7 @@ def compare(
             beats_null=bool(np.isfinite(r) and abs(r) > q95),
             beats_familywise=bool(np.isfinite(r) and abs(r) > familywise),
         )
-        per_group = []
-        for g in disjoint:
-            sub = ok_rows[ok_rows["group"] == g]
-            cg, _ = _correlation(sub[col], sub["best_loss"], decl.expect)
-            if cg is not None:
-                per_group.append(cg)
-        row["groups_expected"] = sum(cg.as_expected for cg in per_group)
-        row["groups_tested"] = len(per_group)
-        if len(per_group) > 1:
-            comb = stats.fisher_combine([cg.r for cg in per_group], [cg.n for cg in per_group], decl.expect)
-            row.update(combined_r=comb.r, combined_p=comb.p_expected)
-        else:
-            row.update(combined_r=np.nan, combined_p=np.nan)
+        row.update(combine_over_groups(ok_rows, col, decl.expect, groups or {}))
         out.append(row)
     return pd.DataFrame(out)
 

@@ -32,13 +32,13 @@ from . import paper as paper_tables
 from . import stats, uncertainty, views
 from .grouping import (
     _one_level_per_merge,
-    disjoint_groups,
     evidence_groups,
     identical_methods,
     overlap_warning,
     overlaps,
     pair_groups,
     swaps,
+    testable_disjoint_groups,
 )
 from .predictors import (
     PREDICTORS,
@@ -192,7 +192,7 @@ def table5(store: Store, study_id: str, draws: uncertainty.Draws | None = None, 
         rows[-1]["direction"] = direction_words(rows[-1]["r"], expect, "the paper's direction")
     out = pd.DataFrame(rows, columns=columns)
     tested = out.dropna(subset=["r"])
-    disjoint = disjoint_groups({g: groups[g] for g in tested["group"] if tested.set_index("group").loc[g, "n"] > 3})
+    disjoint = testable_disjoint_groups(groups, tested.set_index("group")["n"].to_dict())
     out.attrs["combined_groups"] = disjoint if len(disjoint) > 1 else []
     if len(disjoint) > 1:
         sub = out.set_index("group").loc[disjoint]

@@ -170,6 +170,13 @@ def detectable_r(n: int, power: float = POWER, alpha: float = ALPHA, one_sided: 
     return float(optimize.brentq(f, 1e-6, 0.999))
 
 
+def combined_detectable_r(ns) -> float:
+    """The smallest |r| a Fisher-z combination of groups of sizes ``ns`` detects with 80 % power
+    (one-sided, α = 0.05): that of one group with the same Σ(n − 3)."""
+    w = sum(max(int(n) - 3, 0) for n in ns)
+    return detectable_r(w + 3) if w > 0 else np.nan
+
+
 def groups_needed(r: float, n: int, power: float = POWER, alpha: float = ALPHA) -> float:
     """Disjoint groups of n tasks whose Fisher-z combination detects a true |r| one-sided with
     ``power``: k = ((z₁₋α + z_power) / atanh|r|)² / (n − 3)."""

@@ -127,7 +127,9 @@ def cmd_report(args) -> int:
         print(f"wrote {len(written)} lm-eval files for {models} models under {args.out}", file=sys.stderr)
         return 0
     summary = protocol.summary(store, study)
-    summary["hypotheses"] = hypotheses.hypothesis_tests(store, study, t5=summary["table5"], swaps=summary.get("swaps"))
+    summary["hypotheses"] = hypotheses.hypothesis_tests(
+        store, study, t5=summary["table5"], swaps=summary.get("swaps"), comparison=summary.get("predictors")
+    )
     if args.format == "markdown":
         from ..analysis.markdown_report import document
 

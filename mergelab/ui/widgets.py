@@ -148,3 +148,33 @@ def page_failed(exc: Exception) -> None:
     )
     with st.expander("details"):
         st.code("".join(traceback.format_exception(exc)), language="text")
+
+
+CLAIMS_TITLE = "The paper's claims, tested on this study"
+
+
+def claims_tested(store, study_id: str, *, t5=None, comparison=None) -> None:
+    """The preregistered tests (``analysis.hypotheses``) as one sentence each, with the caption
+    saying how they are computed — for a study of its own with more than one evidence group (one
+    group has nothing to combine; the paper's study holds only its printed tables). ``t5`` and
+    ``comparison``: Table 5 and the predictor comparison when the page has them already."""
+    from mergelab.analysis import grouping, hypotheses, paper, predictors, protocol
+    from mergelab.ui.cache import cached
+
+    if study_id == paper.STUDY_ID or len(grouping.evidence_groups(store, study_id)) < 2:
+        return
+    st.subheader(CLAIMS_TITLE)
+    if comparison is None:
+        with st.spinner("Comparing every predictor (1,000 task resamples and 1,000 permutations each)…"):
+            comparison = cached(predictors.predictor_comparison, store, study_id)
+    t5 = t5 if t5 is not None else cached(protocol.table5, store, study_id)
+    tests = cached(hypotheses.hypothesis_tests, store, study_id, t5=t5, comparison=comparison)
+    for sentence in hypotheses.sentences(tests):
+        st.markdown(sentence)
+    st.caption(
+        "H1 and H2: Pearson r per disjoint group, combined by Fisher's z, one-sided in the direction the "
+        "claim states (a correlation the other way never counts as support). H2 claims a conflict metric "
+        "does *not* predict the loss, so a metric that does makes it 'contradicted'. H3: the verified "
+        "swap's change of the worst best-loss with its paired-bootstrap interval; one swap is one "
+        "observation."
+    )

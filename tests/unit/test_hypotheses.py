@@ -37,9 +37,9 @@ def test_interval_verdict(low, high, verdict):
 
 def test_combined_power_is_that_of_the_summed_weights():
     # four groups of 8: Σ(n − 3) = 20, the power of one group of 23 (the plan rounded it to 0.51)
-    assert hypotheses.combined_detectable_r([8, 8, 8, 8]) == pytest.approx(stats.detectable_r(23))
-    assert round(hypotheses.combined_detectable_r([8, 8, 8, 8]), 2) == 0.50
-    assert math.isnan(hypotheses.combined_detectable_r([3, 2]))
+    assert stats.combined_detectable_r([8, 8, 8, 8]) == pytest.approx(stats.detectable_r(23))
+    assert round(stats.combined_detectable_r([8, 8, 8, 8]), 2) == 0.50
+    assert math.isnan(stats.combined_detectable_r([3, 2]))
 
 
 def test_sentences_carry_the_interval_the_power_and_the_verdict():
