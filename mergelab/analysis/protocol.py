@@ -512,18 +512,35 @@ def swap_frame(effect: pd.Series) -> pd.DataFrame:
 
 
 # --- the swap advisor ----------------------------------------------------------------------------------
-def swap_advice(store: Store, study_id: str, group: str, collapse: float = -30.0) -> pd.DataFrame:
+def worst_group(store: Store, study_id: str) -> str | None:
+    """The group (role "group", not a swap or pair) whose worst best-loss over the ``best_of``
+    methods is the lowest, among groups whose every task has one; None before any group is merged."""
+    losses = views.loss_table(store, study_id)
+    methods = views.best_of(store, study_id)
+    worst = {}
+    for g, tasks in store.groups(study_id).items():
+        best = views.best_loss(losses, g, methods)
+        if len(best) and best["best_loss"].notna().sum() == len(tasks):
+            worst[g] = float(best["best_loss"].min())
+    return min(worst, key=worst.get) if worst else None
+
+
+def swap_advice(
+    store: Store, study_id: str, group: str, collapse: float = -30.0, pool: list[str] | None = None
+) -> pd.DataFrame:
     """Replacements for ``group``'s highest-MDS task, ranked by the new group's worst MDS (hidden
     states only), each beside what the study already measured of the candidate: its best loss in
     every other group it was merged in, whether it collapsed there, and its mean pair loss with the
-    group's tasks (where pairs were merged). Candidates: the study's ``pool``, else every task of its
-    other groups. ``change``: new worst MDS − the group's now (< 0 is
+    group's tasks (where pairs were merged). Candidates: ``pool`` when given (a plan may fix them),
+    else the study's ``pool``, else every task of its other groups. ``change``: new worst MDS − the group's now (< 0 is
     better by this measure). ``attrs``: removed, current_worst_mds, any_improves."""
     groups = store.groups(study_id, role=("group", "swap"))
     tasks = groups[group]
     pool = [
-        t for t in (store.pool(study_id) or dict.fromkeys(t for g in groups.values() for t in g)) if t not in tasks
-    ]  # the spec's pool, else every other task of the study
+        t
+        for t in (pool or store.pool(study_id) or dict.fromkeys(t for g in groups.values() for t in g))
+        if t not in tasks
+    ]  # the caller's candidates, else the spec's pool, else every other task of the study
     kw = {k: v for k, v in views.hidden_settings(store, study_id).items() if k in ("layer", "pooling")}
     cands = views.swap_candidates(store, study_id, tasks, pool, **kw)
     losses = views.loss_table(store, study_id)

@@ -155,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="folder for --format lm-eval")
     rp.set_defaults(func=studies.cmd_report)
 
+    sw = sub.add_parser(
+        "swap",
+        help="which task to take out of a group and what to put in, ranked by hidden states (no merge)",
+        description="The Task swap page's advice: the group's highest-MDS task and every replacement "
+        "ranked by the new group's worst MDS (CSV on stdout, best first). Verify one by adding "
+        "`swaps: [{group, remove, add}]` to the spec and running it.",
+    )
+    sw.add_argument("spec", nargs="?", help="study YAML (or use --study)")
+    sw.add_argument("--study")
+    sw.add_argument("--db")
+    sw.add_argument("--group", help="default: the group whose worst best-loss is the lowest")
+    sw.add_argument(
+        "--candidates", nargs="+", help="tasks to rank (default: the spec's pool, else the other groups' tasks)"
+    )
+    sw.set_defaults(func=studies.cmd_swap)
+
     tr = sub.add_parser("train", help="train one LoRA adapter per task of a causal study (where its spec points)")
     tr.add_argument("spec", help="study YAML")
     tr.add_argument("--tasks", nargs="+", help="only these tasks")

@@ -103,8 +103,8 @@ def cmd_worker(args) -> int:
     return 1 if out["failed"] or state.get("refused") else 0
 
 
-def cmd_report(args) -> int:
-    from ..analysis import hypotheses, protocol
+def _stored_study(args, command: str) -> tuple:
+    """(store, study name) from ``SPEC`` or ``--study``, or one clear error."""
     from ..study.spec import parse_spec
 
     if args.spec:
@@ -112,10 +112,49 @@ def cmd_report(args) -> int:
     elif args.study:
         study = args.study
     else:
-        raise ValueError("name the study: mergelab report STUDY.yaml, or mergelab report --study NAME")
+        raise ValueError(f"name the study: mergelab {command} STUDY.yaml, or mergelab {command} --study NAME")
     store = open_store(args.db)
     if not store.has_study(study):
         raise ValueError(f"study {study!r} is not in the store {store.path}; run it first")
+    return store, study
+
+
+def cmd_swap(args) -> int:
+    from ..analysis import protocol, story, views
+
+    store, study = _stored_study(args, "swap")
+    groups = store.groups(study)
+    if args.group is not None and args.group not in groups:
+        raise ValueError(f"--group {args.group!r} is not a group of {study}: {', '.join(groups) or 'none'}")
+    group = args.group or protocol.worst_group(store, study)
+    if group is None:
+        raise ValueError(f"no group of {study} has a merged score for every task yet: name one with --group")
+    known = set(views.spec_dict(store, study).get("tasks") or {})
+    for t in args.candidates or []:
+        if t not in known:
+            raise ValueError(f"--candidates: {t!r} is not a task of {study}")
+    if len(groups[group]) < 3:
+        raise ValueError(f"{group} has {len(groups[group])} tasks: MDS needs at least 3 to rank a swap")
+    pool = args.candidates or store.pool(study) or [t for g in groups.values() for t in g]
+    if not views.has_states(store, study, list(dict.fromkeys([*groups[group], *pool]))):
+        raise ValueError(f"hidden states of {group}'s tasks and the candidates are not stored yet: run the study first")
+    advice = protocol.swap_advice(store, study, group, pool=args.candidates)
+    task, worst, collapsed = story.worst_task(store, study, group)
+    removed, now = advice.attrs["removed"], advice.attrs["current_worst_mds"]
+    print(
+        f"{group}: worst best-loss {worst:+.1f} % ({task}{', collapsed' if collapsed else ''}); "
+        f"take out {removed} (highest MDS, {now:.2f}); {len(advice)} candidates ranked by the new "
+        "group's worst MDS, best first",
+        file=sys.stderr,
+    )
+    print(advice.to_csv(index=False), end="")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..analysis import hypotheses, protocol
+
+    store, study = _stored_study(args, "report")
     if args.format == "lm-eval":
         from ..analysis.lm_eval_results import documents
         from ..storage.lm_eval_files import write_lm_eval
