@@ -517,12 +517,12 @@ def worst_group(store: Store, study_id: str) -> str | None:
     methods is the lowest, among groups whose every task has one; None before any group is merged."""
     losses = views.loss_table(store, study_id)
     methods = views.best_of(store, study_id)
-    worst = {}
+    worst: dict[str, float] = {}
     for g, tasks in store.groups(study_id).items():
         best = views.best_loss(losses, g, methods)
         if len(best) and best["best_loss"].notna().sum() == len(tasks):
             worst[g] = float(best["best_loss"].min())
-    return min(worst, key=worst.get) if worst else None
+    return min(worst, key=lambda g: worst[g]) if worst else None
 
 
 def swap_advice(
