@@ -89,3 +89,31 @@ show_table(
         "ci_high": "95 % high",
     },
 )
+
+held = cached(protocol.forgetting, store, study)
+if len(held):
+    st.subheader("Forgetting: the merge against the base on held-out tasks (MergeBench)")
+    st.caption(
+        "Each merge of this group scored on tasks outside it (`held_out:` in the study's YAML), against the "
+        "untrained base on the same eval rows: change = merged − base in points (below 0: the merge lost "
+        "skill the base had), retained = merged ÷ base. 95 % intervals resample the rows of merged and base "
+        "together; a change whose interval covers 0 is within noise."
+    )
+    show_table(
+        held[held["group_name"] == group]
+        .drop(columns=["group_name"])
+        .style.format(
+            {c: "{:.1f}" for c in ("score", "base_score", "change", "ci_low", "ci_high")} | {"retained": "{:.3f}"},
+            na_rep="undefined",
+        ),
+        column_config={
+            "level": "averaged over",
+            "n_tasks": "tasks",
+            "score": "merged",
+            "base_score": "untrained base",
+            "change": "merged − base",
+            "ci_low": "95 % low",
+            "ci_high": "95 % high",
+            "retained": "merged ÷ base",
+        },
+    )

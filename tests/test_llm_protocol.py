@@ -23,6 +23,7 @@ from mergelab.analysis import predictors, protocol, stats, views
 from mergelab.io import gguf
 from mergelab.io.adapters import BaseWeights, load_adapter, resolve_dir
 from mergelab.io.errors import LoadError
+from mergelab.storage.roles import held_out_name
 from mergelab.storage.store import Store
 from mergelab.study import executors, planner
 from mergelab.study.errors import SpecError
@@ -444,3 +445,75 @@ def test_h2_reads_the_predictor_comparison_and_one_choice_of_disjoint_groups(db_
     monkeypatch.setattr(hypotheses, "task_level_rows", rebuilt)
     again = hypotheses.hypothesis_tests(store, "hyp2", t5=t5, comparison=comp.reset_index())
     pd.testing.assert_frame_equal(again, tests)
+
+
+# --- forgetting: the merges scored on held-out tasks against the base -------------------------------
+def test_held_out_tasks_are_scored_by_every_group_merge_not_in_the_group(tmp_path):
+    spec = parse_spec(
+        _spec(
+            tmp_path,
+            groups={"g": ["c0", "c1", "c2"], "h": ["c2", "c3"]},
+            pool=["c4"],
+            held_out=["c2", "c4"],
+            base_scores=True,
+        )
+    )
+    units = planner.plan_units(spec)
+    held = [u["payload"] for u in units if u["kind"] == "merge" and u["payload"].get("held_out")]
+    n_methods = len(spec.methods)
+    # g: c4 only (c2 is its own task); h: c4 only (c2 is in h)
+    assert sorted({(p["group"], p["task"]) for p in held}) == [("g", "c4"), ("h", "c4")]
+    assert len(held) == 2 * n_methods
+    # without held_out the units are those of the same spec before the field existed
+    path = _spec(tmp_path / "b", groups={"g": ["c0", "c1", "c2"]}, pool=["c4"], base_scores=True)
+    plain = planner.plan_units(parse_spec(path))
+    data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**data, "held_out": []}, sort_keys=False))
+    assert [u["unit_key"] for u in planner.plan_units(parse_spec(path))] == [u["unit_key"] for u in plain]
+    path.write_text(yaml.safe_dump({**data, "held_out": ["c4"]}, sort_keys=False))
+    keys = {u["unit_key"] for u in planner.plan_units(parse_spec(path))}
+    assert keys > {u["unit_key"] for u in plain}  # adding held-out tasks only adds units
+    assert len(keys) - len(plain) == len(parse_spec(path).methods)
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ({"held_out": ["nope"], "base_scores": True}, "held_out: 'nope' is not a task of a group or the pool"),
+        ({"held_out": ["c4"], "base_scores": True}, "held_out: 'c4' is not a task of a group or the pool"),
+        ({"held_out": ["c4"], "pool": ["c4"]}, "held_out needs base_scores: true"),
+    ],
+)
+def test_held_out_bad_input(tmp_path, extra, words):
+    with pytest.raises(SpecError, match=words):
+        parse_spec(_spec(tmp_path, groups={"g": ["c0", "c1", "c2"]}, **extra))
+
+
+def test_forgetting_is_the_merge_against_the_base_on_held_out_tasks(tmp_path):
+    """MergeBench's forgetting: each group merge scored on tasks outside the group, against the
+    untrained base on the same rows, with a paired-bootstrap interval; Eq. 1 never sees these rows."""
+    path = _spec(tmp_path, groups={"g": ["c0", "c1", "c2"]}, pool=["c3", "c4"], held_out=["c3", "c4"], base_scores=True)
+    store = Store(tmp_path / "f.db")
+    planner.prepare(store, path)
+    assert executors.run_worker(store, "tiny-causal")["failed"] == 0
+    losses = views.loss_table(store, "tiny-causal")
+    assert set(losses["task"]) == {"c0", "c1", "c2"}
+    res = store.results("tiny-causal")
+    f = protocol.forgetting(store, "tiny-causal")
+    per_task = f[f["level"] == "task"]
+    assert len(per_task) == len(parse_spec(path).methods) * 2
+    for r in per_task.itertuples():
+        merged = res[(res.group_name == held_out_name("g")) & (res.method == r.method) & (res.task == r.task)]
+        base = res[(res.method == "base") & (res.task == r.task)]
+        assert r.score == pytest.approx(merged["score"].iloc[0])
+        assert r.change == pytest.approx(merged["score"].iloc[0] - base["score"].iloc[0])
+        assert r.ci_low <= r.change <= r.ci_high
+    mean = f[f["level"] == "mean over held-out tasks"].set_index("method")
+    for m, sub in per_task.groupby("method"):
+        assert mean.loc[m, "change"] == pytest.approx(sub["change"].mean())
+    summary = protocol.summary(store, "tiny-causal")
+    assert "forgetting" in summary
+    from mergelab.analysis.markdown_report import document
+
+    text = document("tiny-causal", summary, pd.DataFrame(columns=["hypothesis"]))
+    assert "## Forgetting: each merge against the base on held-out tasks" in text

@@ -145,3 +145,31 @@ def test_the_overview_answers_the_three_claims(app, db_path):
         assert sentence in text
     demo = app("overview", study="demo")
     assert "The paper's claims, tested on this study" not in [h.value for h in demo.subheader]
+
+
+def test_merge_loss_shows_forgetting_on_held_out_tasks(app, db_path):
+    """Issue 26: forgetting (the merge against the base on tasks outside the group) on the Merge loss
+    page, from protocol.forgetting; Eq. 1's table never shows those rows."""
+    from mergelab.analysis import protocol, views
+    from mergelab.storage.roles import held_out_name
+
+    import degenerate
+
+    store = open_store(db_path)
+    degenerate.make(store, "held", groups={"g": ["a", "b", "c"]}, pool=["d"])
+    store.add_results(
+        "held",
+        [
+            {"group_name": "", "model": "base", "task": "d", "method": "base", "metric": "accuracy", "score": 40.0},
+            {"group_name": held_out_name("g"), "model": "merged:g:LA", "task": "d", "method": "LA",
+             "metric": "accuracy", "score": 30.0},
+        ],
+    )  # fmt: skip
+    assert "d" not in set(views.loss_table(store, "held")["task"])
+    at = app("merge_loss", study="held")
+    assert any("Forgetting" in h.value for h in at.subheader)
+    frames = [getattr(d.value, "data", d.value) for d in at.dataframe]
+    table = next(f for f in frames if "retained" in f.columns)
+    row = table[table["level"] == "task"].iloc[0]
+    assert (row["task"], row["change"], row["retained"]) == ("d", -10.0, 0.75)
+    assert len(protocol.forgetting(store, "held")) == 2

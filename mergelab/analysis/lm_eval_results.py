@@ -17,6 +17,7 @@ import re
 
 import pandas as pd
 
+from ..storage.roles import HELD_OUT_PREFIX
 from ..storage.store import Store
 from . import views
 
@@ -89,7 +90,8 @@ def documents(store: Store, study_id: str) -> list[dict]:
             "n-samples": {},
             "samples": {},
         }
-        first = part.iloc[0]
+        own = part[~part["group_name"].str.startswith(HELD_OUT_PREFIX)]  # held-out rows: same model
+        first = (own if len(own) else part).iloc[0]
         for r in part.itertuples(index=False):
             name, factor = lm_eval_metric(r.metric)
             le = (tasks.get(r.task) or {}).get("lm_eval") or {}

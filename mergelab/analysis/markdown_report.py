@@ -1,6 +1,6 @@
 """A study's findings as one Markdown document (`mergelab report --format markdown`): the paper's
-claims tested, Table 5, the experts against the base, the swaps and the signals that tracked the
-loss — every sentence and number from the tables :func:`protocol.summary` and
+claims tested, Table 5, the experts against the base, the swaps, forgetting on held-out tasks and the
+signals that tracked the loss — every sentence and number from the tables :func:`protocol.summary` and
 :func:`hypotheses.hypothesis_tests` computed, in the order a reader needs them."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from . import hypotheses
 T5_COLUMNS = ["group", "n", "r", "ci_low", "ci_high", "direction", "p_expected", "reliability", "detectable_r"]
 EXPERT_COLUMNS = ["task", "metric", "expert_score", "base_score", "gain", "gain_ci_low", "gain_ci_high"]
 SWAP_COLUMNS = ["swap", "removed", "added", "worst_before", "worst_after", "change", "change_ci_low", "change_ci_high"]
+FORGETTING_COLUMNS = ["group_name", "method", "task", "n_tasks", "change", "ci_low", "ci_high", "retained"]
 PREDICTOR_COLUMNS = [
     "predictor",
     "r",
@@ -35,7 +36,7 @@ def _cell(column: str, value) -> str:
         return "—"
     if column.startswith("p_") or column == "combined_p":
         return f"{value:.3g}"
-    if column == "n":
+    if column in ("n", "n_tasks"):
         return f"{int(value)}"
     return f"{value:+.2f}" if column in SIGNED or column.startswith("gain") else f"{value:.2f}"
 
@@ -63,6 +64,11 @@ def document(study: str, summary: dict[str, pd.DataFrame], tests: pd.DataFrame) 
     swaps = summary.get("swaps")
     if swaps is not None and len(swaps):
         parts += ["", "## Verified swaps (worst best-loss, points)", "", _table(swaps, SWAP_COLUMNS)]
+    held = summary.get("forgetting")
+    if held is not None and len(held):
+        mean = held[held["level"] == "mean over held-out tasks"]
+        parts += ["", "## Forgetting: each merge against the base on held-out tasks (merged − base, points)", ""]
+        parts += [_table(mean, FORGETTING_COLUMNS)]
     pred = summary.get("predictors")
     if pred is not None and len(pred):
         task_level = pred[pred["level"] == "task in group"].copy()

@@ -343,6 +343,9 @@ def summary(store: Store, study_id: str, *, n_boot: int = 1000) -> dict[str, pd.
             out[f"hiddensim:{group}"] = frame
         out[f"mds_vs_best_loss:{group}"] = mds_vs_loss(store, study_id, group, draws)
     t5 = table5(store, study_id, draws)
+    held = forgetting(store, study_id, draws)
+    if len(held):
+        out["forgetting"] = held
     out["table5"] = t5
     power = power_summary(t5)
     out["power"] = pd.DataFrame([power])
@@ -360,6 +363,14 @@ def summary(store: Store, study_id: str, *, n_boot: int = 1000) -> dict[str, pd.
 
 
 # --- experts, losses and swaps ------------------------------------------------------------------------
+def forgetting(store: Store, study_id: str, draws: uncertainty.Draws | None = None) -> pd.DataFrame:
+    """Each group merge against the untrained base on the spec's ``held_out`` tasks
+    (:func:`~.uncertainty.forgetting`); empty when the study has none."""
+    return uncertainty.forgetting(
+        draws or uncertainty.draws_for(store, study_id), views.held_out_scores(store, study_id)
+    )
+
+
 def loss_intervals(store: Store, study_id: str) -> pd.DataFrame:
     """Every merging loss (:func:`~.views.loss_table`) with its 95 % interval and SE (paired bootstrap
     over eval rows) or a ``ci_note`` saying why it has none."""

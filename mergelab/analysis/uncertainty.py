@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..storage.roles import held_out_name
 from ..storage.store import Store
 
 N_BOOT = 2000
@@ -333,3 +334,50 @@ def normalized_scores(
         rows,
         columns=["group_name", "method", "level", "task", "n_tasks", "normalized", "ci_low", "ci_high", "note"],
     )
+
+
+FORGETTING_COLUMNS = [
+    "group_name", "method", "level", "task", "n_tasks", "score", "base_score", "change", "ci_low", "ci_high",
+    "retained", "note",
+]  # fmt: skip
+
+
+def forgetting(draws: Draws, held: pd.DataFrame) -> pd.DataFrame:
+    """Forgetting as MergeBench reports it: a group's merge scored on tasks outside the group against
+    the untrained base on the same rows. Per merge and held-out task, ``change`` = merged − base
+    (points; < 0 = the merge lost skill the base had) and ``retained`` = merged ÷ base; then per merge
+    the mean over its held-out tasks ("mean over held-out tasks"). Intervals: paired bootstrap over
+    each task's eval rows (merged and base resampled together), the mean taken inside each resample.
+
+    Args:
+        draws: the study's resampled scores.
+        held: :func:`~.views.held_out_scores` rows (group_name, method, task, score, base_score).
+    Returns:
+        one row per (group_name, method, level, task) in :data:`FORGETTING_COLUMNS`.
+    """
+    rows = []
+    for (group, method), sub in held.groupby(["group_name", "method"], sort=False):
+        samples = {}
+        for r in sub.itertuples():
+            s = draws.difference(r.task, (held_out_name(group), method), BASE)
+            lo, hi, _ = interval(s)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                retained = r.score / r.base_score if r.base_score else np.nan
+            rows.append(
+                dict(group_name=group, method=method, level="task", task=r.task, n_tasks=1, score=r.score,
+                     base_score=r.base_score, change=r.score - r.base_score, ci_low=lo, ci_high=hi,
+                     retained=retained, note="" if s is not None else NO_RECORDS)
+            )  # fmt: skip
+            if s is not None:
+                samples[r.task] = s
+        tasks = list(sub["task"])
+        have = [samples[t] for t in tasks if t in samples]
+        lo, hi, _ = interval(np.mean(np.vstack(have), axis=0)) if len(have) == len(tasks) else (np.nan,) * 3
+        rows.append(
+            dict(group_name=group, method=method, level="mean over held-out tasks", task=", ".join(tasks),
+                 n_tasks=len(tasks), score=float(sub["score"].mean()), base_score=float(sub["base_score"].mean()),
+                 change=float((sub["score"] - sub["base_score"]).mean()), ci_low=lo, ci_high=hi,
+                 retained=float(np.mean(sub["score"] / sub["base_score"].where(sub["base_score"] != 0))),
+                 note="" if len(have) == len(tasks) else "some tasks have no interval (see their rows)")
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=FORGETTING_COLUMNS)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..storage import states as states_io
+from ..storage.roles import HELD_OUT_PREFIX, held_out_parent
 from ..storage.store import Store
 from . import equations, hidden
 
@@ -25,7 +26,7 @@ def loss_table(store: Store, study_id: str) -> pd.DataFrame:
     expert_score, loss, note. Published rows keep their printed loss. Where the expert scores 0
     the loss is undefined: NaN, and ``note`` says why; every other row is as usual."""
     res = store.results(study_id)
-    merged = res[~res["method"].isin(["expert", "base"])].copy()
+    merged = res[~res["method"].isin(["expert", "base"]) & ~res["group_name"].str.startswith(HELD_OUT_PREFIX)].copy()
     experts = res[res["method"] == "expert"].set_index("task")["score"]
     missing = merged["expert_score"].isna()
     merged.loc[missing, "expert_score"] = merged.loc[missing, "task"].map(experts)
@@ -38,6 +39,17 @@ def loss_table(store: Store, study_id: str) -> pd.DataFrame:
             merged.loc[need, "score"].to_numpy(float), merged.loc[need, "expert_score"].to_numpy(float)
         )
     return merged[["group_name", "model", "task", "method", "score", "expert_score", "loss", "note"]]
+
+
+def held_out_scores(store: Store, study_id: str) -> pd.DataFrame:
+    """Each group merge scored on a held-out task (``held_out`` in the spec), beside the untrained
+    base's score on that task: group_name (the merged group), method, task, score, base_score."""
+    res = store.results(study_id)
+    rows = res[res["group_name"].str.startswith(HELD_OUT_PREFIX)].copy()
+    base = res[res["method"] == "base"].drop_duplicates("task").set_index("task")["score"]
+    rows["group_name"] = rows["group_name"].map(held_out_parent)
+    rows["base_score"] = rows["task"].map(base)
+    return rows[["group_name", "method", "task", "score", "base_score"]].reset_index(drop=True)
 
 
 def loss_extremes(losses: pd.DataFrame, collapse: float = -30.0) -> pd.DataFrame:

@@ -66,6 +66,14 @@ def plan_units(spec: StudySpec) -> list[dict]:
                     task_id[t],
                     *_revision(method),
                 )
+            for t in (t for t in spec.held_out if t not in members):  # forgetting: the merge on tasks outside
+                add(
+                    "merge",
+                    {"group": group, "method": method, "params": params, "task": t, "held_out": True},
+                    adapters,
+                    task_id[t],
+                    *_revision(method),
+                )
             add(
                 "mstates",
                 {"group": group, "method": method, "params": params},

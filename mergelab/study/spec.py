@@ -245,6 +245,11 @@ class StudySpec(BaseModel):
         "none: all",
     )
     base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
+    held_out: list[str] = Field(
+        default_factory=list,
+        description="tasks of the groups or pool that every group's merges are also scored on where the group "
+        "lacks them: forgetting, the merge against the base (MergeBench); needs base_scores",
+    )
     categories: dict[str, list[str]] = Field(
         default_factory=dict,
         description="task categories for normalized scores (merged ÷ expert averaged per category, as "
@@ -386,6 +391,15 @@ class StudySpec(BaseModel):
                 raise ValueError(f"{field_name}: {unknown} are not in methods ({sorted(self.methods)})")
         if self.base_scores and self.architecture == "encoder":
             raise ValueError("base_scores needs a causal or seq2seq base: an encoder has no task head before training")
+        for t in self.held_out:
+            if t not in self.all_tasks:
+                raise ValueError(
+                    f"held_out: {t!r} is not a task of a group or the pool (those: {sorted(self.all_tasks)})"
+                )
+        if self.held_out and not self.base_scores:
+            raise ValueError(
+                "held_out needs base_scores: true (forgetting is the merge against the untrained base on the same rows)"
+            )
         return self
 
     @property

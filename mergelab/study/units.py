@@ -23,6 +23,7 @@ import torch
 
 from ..io.content import content_id
 from ..storage.jobs import UnitOutput
+from ..storage.roles import held_out_name
 from ..storage.states import expert_name, merged_name
 from ..storage.store import RECORD_KEY
 from .data import LmEvalTaskData, TaskData, load_all
@@ -177,7 +178,7 @@ def _run(ctx: StudyContext, kind: str, p: dict, unit_key: str, progress: Progres
             spec,
             ctx.evaluate(p["task"]),
             p["task"],
-            group_name=p["group"],
+            group_name=held_out_name(p["group"]) if p.get("held_out") else p["group"],
             method=p["method"],
             model=f"merged:{p['group']}:{p['method']}",
             params_hash=spec.fingerprint(p["method"], p["params"]),
