@@ -4,9 +4,9 @@ each merge computed and swapped in place) against lm-evaluation-harness run once
 for each merge saved as a folder beforehand), whole processes, paired. Issue 26 item 5.
 
     .venv/bin/python bench/bench_lm_eval.py prepare --work /tmp/mergelab-lmeval [--rows 60]
-    farm-bench -n 3 --timeout 3000 \\
-        --vs ".venv/bin/python bench/bench_lm_eval.py lm-eval --work /tmp/mergelab-lmeval" \\
-        -- .venv/bin/python bench/bench_lm_eval.py mergelab --work /tmp/mergelab-lmeval
+    # then time these two whole processes in turn (A B A B …, e.g. under /usr/bin/time -v):
+    .venv/bin/python bench/bench_lm_eval.py mergelab --work /tmp/mergelab-lmeval
+    .venv/bin/python bench/bench_lm_eval.py lm-eval --work /tmp/mergelab-lmeval
     .venv/bin/python bench/bench_lm_eval.py compare --work /tmp/mergelab-lmeval
 
 The task is the LLM study's `vader_polarity` (its prompt and labels) as a local lm-eval multiple-
