@@ -94,3 +94,17 @@ def test_the_verdicts_follow_from_the_numbers(store):
     t5 = protocol.table5(store, "llm").set_index("group")
     assert t5.attrs["combined_groups"] == GROUPS
     assert t5.loc[GROUPS, "reliability"].notna().all()
+
+
+def test_the_markdown_report_carries_the_pairs_with_their_caveat(store):
+    """r1's 28 pairs merged with TA (the plan's budget amendment): Table 4 with the warning that the
+    pairs share tasks, and the pair losses' reliability."""
+    from mergelab.analysis.markdown_report import document
+
+    summary = protocol.summary(store, "llm", n_boot=200)
+    assert set(summary["table4_pairwise"]["method"]) == {"TA"}
+    assert (summary["table4_pairwise"]["n"] == 28).all()
+    text = document("llm", summary, hypotheses.hypothesis_tests(store, "llm", comparison=summary["predictors"]))
+    assert "(Table 4)" in text and "The pairs share tasks" in text
+    rel = summary["pair_reliability"].set_index("method").loc["TA", "reliability"]
+    assert f"Pair-loss reliability per method: TA {rel:.2f} (28 pairs)." in text
