@@ -426,12 +426,19 @@ def predictor_comparison(
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+#: the levels the strongest signal is read at, in order: per task in its group (the claim's level, where
+#: disjoint groups combine), then per pair (secondary: the pairs share tasks)
+LEVEL_ORDER = ("task in group", "pair")
+
+
 def best_predictor(comparison: pd.DataFrame) -> pd.Series | None:
     """The predictor with the largest |r| among those above the family-wise permutation bar of their
-    level; None when none is."""
+    level, at the first level of :data:`LEVEL_ORDER` that has one; None when none does."""
     if comparison.empty:
         return None
     ok = comparison[comparison["beats_familywise"]]
-    if ok.empty:
-        return None
-    return ok.loc[ok["r"].abs().idxmax()]
+    for level in (*LEVEL_ORDER, *sorted(set(ok["level"]) - set(LEVEL_ORDER))):
+        at = ok[ok["level"] == level]
+        if len(at):
+            return at.loc[at["r"].abs().idxmax()]
+    return None

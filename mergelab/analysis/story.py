@@ -552,9 +552,10 @@ def predictor_sentence(comparison: pd.DataFrame) -> str:
         else ""
     )
     covers_zero = bool(best["ci_low"] <= 0 <= best["ci_high"]) or not np.isfinite(best["ci_low"])
+    shared = "pairs share tasks" if best["level"] == "pair" else "tasks recur across groups that overlap"
     caveat = (
-        " Its interval, which resamples whole tasks (the permutation bar does not, and tasks recur across "
-        "groups), covers 0: within noise, so this is a lead to test on new groups, not a finding."
+        f" Its interval, which resamples whole tasks (the permutation bar does not, and {shared}), covers 0: "
+        "within noise, so this is a lead to test on new groups, not a finding."
         if covers_zero
         else ""
     )

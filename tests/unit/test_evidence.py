@@ -475,3 +475,25 @@ def test_normalized_scores_are_merged_over_expert_with_row_bootstrap_intervals(t
     low, high = np.percentile(means, [2.5, 97.5])
     assert group["ci_low"] == pytest.approx(low, abs=0.02) and group["ci_high"] == pytest.approx(high, abs=0.02)
     assert group["ci_low"] < group["normalized"] < group["ci_high"]
+
+
+def test_the_strongest_signal_is_read_at_the_claims_level_first():
+    """The shipped llm study: a pair-level conflict metric (r = −0.55, its task-resampled interval
+    covering 0) had a larger |r| than the same metric per task in its group (r = −0.52, interval
+    −0.73 to −0.18, all four disjoint groups the expected way), and the Overview called the signal
+    'within noise, not a finding' while H2 said it predicts the loss. The task-in-group level is the
+    claim's level (and the one the disjoint groups combine at): its strongest signal above the bar
+    is the one stated; the pair level is read only when no task-level signal clears its bar."""
+    task = _comparison_row(predictor="mean sign_change_ratio", r=-0.52, ci_low=-0.73, ci_high=-0.18,
+                           groups_expected=4, groups_tested=4, familywise_q95=0.47)  # fmt: skip
+    pair = _comparison_row(level="pair", predictor="sign_change_ratio", r=-0.55, ci_low=-0.91, ci_high=0.05,
+                           familywise_q95=0.45)  # fmt: skip
+    comp = pd.DataFrame([pair, task])
+    best = predictors.best_predictor(comp)
+    assert (best["level"], best["predictor"]) == ("task in group", "mean sign_change_ratio")
+    text = story.predictor_sentence(comp)
+    assert "mean sign_change_ratio** (task in group)" in text and "within noise" not in text
+    weak_task = _comparison_row(r=-0.2, beats_familywise=False, beats_null=False)
+    assert predictors.best_predictor(pd.DataFrame([pair, weak_task]))["level"] == "pair"
+    only_pair = story.predictor_sentence(pd.DataFrame([pair, weak_task]))
+    assert "pairs share tasks" in only_pair and "tasks recur across groups" not in only_pair
