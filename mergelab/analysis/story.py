@@ -494,6 +494,14 @@ def table4_sentences(t4: pd.DataFrame, reliability: pd.DataFrame) -> list[str]:
         f"(more similar → better) for **{k_hs} of {n_hs}** methods, the four conflict metrics for "
         f"**{k_c} of {n_c}** method × metric cells (one-sided p < {ALPHA}).{printed}"
     ]
+    if n_pairs:
+        k = (1 + np.sqrt(1 + 8 * n_pairs)) / 2  # n pairs of one group = k (k − 1) / 2
+        of = f"{int(k)} tasks" if float(k).is_integer() else "the tasks of the pairwise groups"
+        out.append(
+            f"The {n_pairs} pairs are built from {of}, so they share tasks and are not independent: these "
+            "p-values treat them as independent (as the paper's Table 4 does) and overstate the evidence. "
+            "Intervals that resample whole tasks are in the signal comparison below (level 'pair')."
+        )
     if n_pairs and n_pairs < 20:
         out.append(
             f"Only {n_pairs} pairs per method: a test this small detects only |r| ≥ "

@@ -497,3 +497,19 @@ def test_the_strongest_signal_is_read_at_the_claims_level_first():
     assert predictors.best_predictor(pd.DataFrame([pair, weak_task]))["level"] == "pair"
     only_pair = story.predictor_sentence(pd.DataFrame([pair, weak_task]))
     assert "pairs share tasks" in only_pair and "tasks recur across groups" not in only_pair
+
+
+def test_table4_words_say_the_pairs_share_tasks():
+    """Table 4's p-values treat the pairs as independent (as the paper does), but 28 pairs of 8 tasks
+    share them: the sentences must say so beside the counts of significant cells."""
+    t4 = pd.DataFrame(
+        [
+            {"metric": "sign_change_ratio", "method": "TA", "n": 28, "r": -0.55, "p_expected": 0.001,
+             "direction": "in the expected direction"},
+            {"metric": "hiddensim", "method": "TA", "n": 28, "r": 0.44, "p_expected": 0.009,
+             "direction": "in the expected direction"},
+        ]
+    )  # fmt: skip
+    text = " ".join(story.table4_sentences(t4, pd.DataFrame(columns=["method", "reliability"])))
+    assert "**1 of 1**" in text
+    assert "share tasks" in text and "8 tasks" in text and "overstate" in text
