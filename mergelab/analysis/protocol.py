@@ -536,22 +536,26 @@ def worst_group(store: Store, study_id: str) -> str | None:
     return min(worst, key=lambda g: worst[g]) if worst else None
 
 
+def swap_pool(store: Store, study_id: str, group: str, pool: list[str] | None = None) -> list[str]:
+    """The tasks that may replace one of ``group``'s: ``pool`` when given (a plan may fix them), else
+    the study's ``pool``, else every task of its groups and swaps — those in ``group`` left out."""
+    groups = store.groups(study_id, role=("group", "swap"))
+    every = pool or store.pool(study_id) or dict.fromkeys(t for g in groups.values() for t in g)
+    return [t for t in every if t not in groups[group]]
+
+
 def swap_advice(
     store: Store, study_id: str, group: str, collapse: float = -30.0, pool: list[str] | None = None
 ) -> pd.DataFrame:
     """Replacements for ``group``'s highest-MDS task, ranked by the new group's worst MDS (hidden
     states only), each beside what the study already measured of the candidate: its best loss in
     every other group it was merged in, whether it collapsed there, and its mean pair loss with the
-    group's tasks (where pairs were merged). Candidates: ``pool`` when given (a plan may fix them),
-    else the study's ``pool``, else every task of its other groups. ``change``: new worst MDS − the group's now (< 0 is
-    better by this measure). ``attrs``: removed, current_worst_mds, any_improves."""
+    group's tasks (where pairs were merged). Candidates: :func:`swap_pool`. ``change``: new worst MDS
+    − the group's now (< 0 is better by this measure). ``attrs``: removed, current_worst_mds,
+    any_improves."""
     groups = store.groups(study_id, role=("group", "swap"))
     tasks = groups[group]
-    pool = [
-        t
-        for t in (pool or store.pool(study_id) or dict.fromkeys(t for g in groups.values() for t in g))
-        if t not in tasks
-    ]  # the caller's candidates, else the spec's pool, else every other task of the study
+    pool = swap_pool(store, study_id, group, pool)
     kw = {k: v for k, v in views.hidden_settings(store, study_id).items() if k in ("layer", "pooling")}
     cands = views.swap_candidates(store, study_id, tasks, pool, **kw)
     losses = views.loss_table(store, study_id)

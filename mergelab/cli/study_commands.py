@@ -135,8 +135,8 @@ def cmd_swap(args) -> int:
             raise ValueError(f"--candidates: {t!r} is not a task of {study}")
     if len(groups[group]) < 3:
         raise ValueError(f"{group} has {len(groups[group])} tasks: MDS needs at least 3 to rank a swap")
-    pool = args.candidates or store.pool(study) or [t for g in groups.values() for t in g]
-    if not views.has_states(store, study, list(dict.fromkeys([*groups[group], *pool]))):
+    pool = protocol.swap_pool(store, study, group, args.candidates)
+    if not views.has_states(store, study, [*groups[group], *pool]):
         raise ValueError(f"hidden states of {group}'s tasks and the candidates are not stored yet: run the study first")
     advice = protocol.swap_advice(store, study, group, pool=args.candidates)
     task, worst, collapsed = story.worst_task(store, study, group)
