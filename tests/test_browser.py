@@ -277,6 +277,33 @@ def _resolved_spec(page) -> str:
     return " ".join(page.locator("[data-testid='stCode']").all_text_contents())
 
 
+def _edit_first_adapter_cell(page, grid, text: str) -> None:
+    """Type `text` into the first row's adapter cell and wait until the grid holds it.
+
+    The grid is a canvas: a double-click that lands while the page is still laying out opens no
+    editor (CI's loaded box missed it once with fixed waits), so the gesture is retried until the
+    editor shows, and the commit is read back from the grid's hidden cell DOM, not assumed."""
+    for _ in range(5):
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        grid.dblclick(position={"x": box["width"] * 0.75, "y": 35 + 17})  # first row, adapter column
+        editor = page.locator("textarea.gdg-input")
+        try:
+            editor.wait_for(state="visible", timeout=10_000)
+        except Exception:  # playwright's TimeoutError: no editor opened, try the gesture again
+            continue
+        page.keyboard.press("Control+A")
+        page.keyboard.type(text)
+        page.keyboard.press("Enter")
+        cell = grid.locator("[data-testid^='glide-cell-']", has_text=text)
+        try:
+            cell.first.wait_for(state="attached", timeout=10_000)
+            return
+        except Exception:
+            continue
+    raise AssertionError(f"the grid never held {text!r} after five edits")
+
+
 def test_typing_in_the_study_grids_does_not_rerun_the_page(server, page):
     """Defect 13 of the stakeholder issue: every cell edit in the Study form's grids re-ran the whole
     page (typing one row took 9-17 s under load). The grids are a form: an edit applies with "Apply
@@ -284,14 +311,7 @@ def test_typing_in_the_study_grids_does_not_rerun_the_page(server, page):
     _open(page, server + "/study?study=demo")
     page.get_by_text("Spec is valid").wait_for(timeout=120_000)
     grid = page.locator("[data-testid='stDataFrame']").first
-    grid.scroll_into_view_if_needed()
-    box = grid.bounding_box()
-    grid.dblclick(position={"x": box["width"] * 0.75, "y": 35 + 17})  # first row, adapter column
-    page.wait_for_timeout(300)  # the cell's editor opens
-    page.keyboard.press("Control+A")
-    page.keyboard.type("no-such-adapter")
-    page.keyboard.press("Enter")
-    page.wait_for_timeout(1000)  # the grid commits the cell
+    _edit_first_adapter_cell(page, grid, "no-such-adapter")
     seed = page.get_by_label("Seed")
     seed.fill("7")
     seed.press("Enter")  # a control outside the grids: the page re-runs once
