@@ -24,8 +24,9 @@ def generalized_task_arithmetic(
     """mergekit's ``GeneralizedTaskArithmeticMerge`` on task vectors: sparsify each (``magnitude``,
     ``random``, ``magnitude_outliers``, ``della_magprune`` or none), weight them, elect a sign per
     entry (``sum`` or ``count``) and keep agreeing entries, sum, divide by the agreeing weights
-    (``normalize``), scale by λ. TIES' magnitude trim takes the exact selection path of
-    :mod:`mergelab.merging.fastpaths` (bit-identical to mergekit's sort)."""
+    (``normalize``), scale by λ. With a consensus (TIES and its kin) the sign election and
+    disjoint mean run chunk by chunk in :func:`mergelab.merging.fastpaths.consensus_merge`, with
+    TIES' magnitude trim found by selection instead of a sort; both bit-identical to mergekit's."""
 
     @cache
     def methods():
@@ -55,6 +56,8 @@ def generalized_task_arithmetic(
 
         gta, untrimmed = methods()
         params = _mergekit_params(values)
+        if consensus:
+            return _consensus(deltas, params)
         zero = torch.zeros_like(deltas[0])
         if sparsify == "magnitude":
             norm = RescaleNorm.l1 if params.get("rescale", rescale) else None
@@ -63,6 +66,47 @@ def generalized_task_arithmetic(
                 [zero, *trimmed], untrimmed, parameters={**params, "density": 1.0}, base_index=0, name=ctx.key
             )
         return merge_tensors([zero, *deltas], gta, parameters=params, base_index=0, name=ctx.key)
+
+    def _consensus(deltas: list[torch.Tensor], params: dict) -> torch.Tensor:
+        """mergekit's merge_group for a consensus method, its parameter defaults included."""
+        from mergekit.sparsify import RescaleNorm, SparsificationMethod
+        from mergekit.sparsify import sparsify as mergekit_sparsify
+
+        from .fastpaths import consensus_merge, magnitude, magnitude_threshold
+
+        n = len(deltas)
+        density = params.get("density", [1.0] * n)
+        norm = RescaleNorm.l1 if params.get("rescale", rescale) else None
+        thresholds = None
+        if sparsify == "magnitude" and norm is None:  # TIES: the trim is folded into the chunks
+            thresholds = [magnitude_threshold(d, dens) for d, dens in zip(deltas, density)]
+            deltas = [
+                d if t is not None else magnitude(d, dens)  # ties at the k-th value: mergekit trims
+                for d, t, dens in zip(deltas, thresholds, density)
+            ]
+        elif sparsify == "magnitude":
+            deltas = [magnitude(d, dens, norm) for d, dens in zip(deltas, density)]
+        elif sparsify:  # in order, as mergekit does: random methods draw from the same seeded stream
+            defaults = {"magnitude_outliers": {"gamma": 0.01}, "della_magprune": {"epsilon": 0.15}}
+            extra = defaults.get(sparsify, {})
+            deltas = [
+                mergekit_sparsify(
+                    d,
+                    density=dens,
+                    method=SparsificationMethod(sparsify),
+                    rescale_norm=norm,
+                    **{key: params.get(key, [value] * n)[i] for key, value in extra.items()},
+                )
+                for i, (d, dens) in enumerate(zip(deltas, density))
+            ]
+        return consensus_merge(
+            deltas,
+            list(params["weight"]),
+            consensus=consensus,
+            normalize=params.get("normalize", normalize),
+            lam=params.get("lambda", 1.0),
+            thresholds=thresholds,
+        )
 
     return merge
 
