@@ -3,6 +3,7 @@
 import streamlit as st
 
 from mergelab.analysis import protocol, views
+from mergelab.storage.report_cache import cached_report
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store
@@ -20,7 +21,7 @@ st.markdown(
 report_key = f"report_html:{study}"  # one report per study: switching study never offers another's
 if st.button("Build HTML report", key="export_build"):
     with st.spinner("Building the report…"):
-        st.session_state[report_key] = build_report(store, study)
+        st.session_state[report_key] = cached_report(store, study, "html", lambda: build_report(store, study))[0]
 if st.session_state.get(report_key):
     st.download_button(
         "Download report.html",

@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "result files per model (results_<time>.json, samples_<task>_<time>.jsonl) under --out",
     )
     rp.add_argument("--out", help="folder for --format lm-eval")
+    rp.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute even if this report of these very rows and this code was kept (in cache/ beside "
+        "the store; any new row, state file or code change recomputes anyway)",
+    )
     rp.set_defaults(func=studies.cmd_report)
 
     sw = sub.add_parser(

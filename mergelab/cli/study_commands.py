@@ -105,9 +105,9 @@ def cmd_worker(args) -> int:
 
 def _stored_study(args, command: str) -> tuple:
     """(store, study name) from ``SPEC`` or ``--study``, or one clear error."""
-    from ..study.spec import parse_spec
-
     if args.spec:
+        from ..study.spec import parse_spec  # not imported for --study: `report` from its cache is ~0.5 s
+
         study = parse_spec(Path(args.spec)).name
     elif args.study:
         study = args.study
@@ -152,7 +152,7 @@ def cmd_swap(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..analysis import hypotheses, protocol
+    from ..storage.report_cache import cached_report
 
     store, study = _stored_study(args, "report")
     if args.format == "lm-eval":
@@ -165,22 +165,30 @@ def cmd_report(args) -> int:
         models = len({p.parent for p in written})
         print(f"wrote {len(written)} lm-eval files for {models} models under {args.out}", file=sys.stderr)
         return 0
+    if args.no_cache:
+        text = _report_text(store, study, args.format)
+    else:
+        text, _ = cached_report(store, study, args.format, lambda: _report_text(store, study, args.format))
+    sys.stdout.write(text)
+    return 0
+
+
+def _report_text(store, study: str, fmt: str) -> str:
+    """The whole report of ``study`` as ``mergelab report --format fmt`` prints it."""
+    from ..analysis import hypotheses, protocol
+
     summary = protocol.summary(store, study)
     summary["hypotheses"] = hypotheses.hypothesis_tests(
         store, study, t5=summary["table5"], swaps=summary.get("swaps"), comparison=summary.get("predictors")
     )
-    if args.format == "markdown":
+    if fmt == "markdown":
         from ..analysis.markdown_report import document
 
-        print(document(study, summary, summary["hypotheses"]), end="")
-    elif args.format == "json":
+        return document(study, summary, summary["hypotheses"])
+    if fmt == "json":
         clean = {k: v.astype(object).where(v.notna(), None).to_dict(orient="records") for k, v in summary.items()}
-        print(json.dumps(clean, indent=2, default=float))
-    else:
-        for name, frame in summary.items():
-            print(f"# {name}")
-            print(frame.to_csv(index=False, na_rep="undefined"))
-    return 0
+        return json.dumps(clean, indent=2, default=float) + "\n"
+    return "".join(f"# {name}\n{frame.to_csv(index=False, na_rep='undefined')}\n" for name, frame in summary.items())
 
 
 def cmd_train(args) -> int:

@@ -10,8 +10,6 @@ from pathlib import Path
 from ...config import DATA_DIR, default_db_path
 from ...storage import paper_rows, snapshot
 from ...storage.store import Store
-from ..planner import register
-from ..spec import parse_spec
 
 #: Studies shipped with results in data/<name>/ (spec, README, results/): loaded into every store.
 BUNDLED = {"llm": DATA_DIR / "llm", "llm13": DATA_DIR / "llm13", "demo": DATA_DIR / "demo"}
@@ -21,6 +19,9 @@ def load_shipped(store: Store, spec_path: Path, results: Path) -> str:
     """Load a shipped study into ``store``. Its hidden-state files are copied first (each to a
     temporary name, then renamed) and its rows written last, in one transaction: a load that fails
     half-way (a full disk) leaves no study row, so the next open loads it again, whole."""
+    from ..planner import register  # here, not at the top: opening a store that has them all is
+    from ..spec import parse_spec  # every command's first step, and these imports cost ~0.15 s
+
     spec = parse_spec(spec_path)
     snapshot.copy_states(store, spec.name, results)
     readme = spec_path.parent / "README.md"
