@@ -56,9 +56,13 @@ SETTINGS = {
     "default": {},
 }
 
+# mergelab first, as in every MergeLab process: OpenMP reads its wait policy when torch loads it
+# (before 2026-12-03 22:30 this script imported torch first, so its "default" eval rows measured
+# OpenMP's own waiting, not MergeLab's choice)
 EVAL = """
-import sys, time, torch
-import mergelab  # chooses threads and waiting before torch's OpenMP starts, as every MergeLab process
+import sys, time
+import mergelab  # chooses threads and waiting before torch's OpenMP starts
+import torch
 from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32).eval()
 g = torch.Generator().manual_seed(0)

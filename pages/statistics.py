@@ -4,11 +4,11 @@ beside the paper's printed numbers."""
 
 import streamlit as st
 
-from mergelab.analysis import grouping, paper, predictors, protocol, story
+from mergelab.analysis import grouping, paper, protocol, story
 from mergelab.ui.cache import cached
 from mergelab.ui.router import page_start
 from mergelab.ui.state import current_study, get_store, group_picker
-from mergelab.ui.widgets import chart, claims_tested, need_study, show_table
+from mergelab.ui.widgets import chart, claims_tested, need_study, predictor_comparison, show_table
 from mergelab.viz import figures
 
 page_start()  # through app.py's router, also when opened by a deep link
@@ -114,8 +114,7 @@ for sentence in story.anova_sentences(anova, printed["table3"]):
     st.markdown(sentence)
 
 st.subheader("Which signal predicts collapse?")
-with st.spinner("Comparing every predictor (1,000 task resamples and 1,000 permutations each)…"):
-    comparison = cached(predictors.predictor_comparison, store, study)
+comparison = predictor_comparison(store, study)
 if comparison.empty:
     st.info("Needs merged results with hidden states or conflict metrics.")
 else:

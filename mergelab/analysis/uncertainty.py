@@ -361,8 +361,7 @@ def forgetting(draws: Draws, held: pd.DataFrame) -> pd.DataFrame:
         for r in sub.itertuples():
             s = draws.difference(r.task, (held_out_name(group), method), BASE)
             lo, hi, _ = interval(s)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                retained = r.score / r.base_score if r.base_score else np.nan
+            retained = r.score / r.base_score if r.base_score else np.nan
             rows.append(
                 dict(group_name=group, method=method, level="task", task=r.task, n_tasks=1, score=r.score,
                      base_score=r.base_score, change=r.score - r.base_score, ci_low=lo, ci_high=hi,

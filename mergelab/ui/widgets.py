@@ -153,20 +153,28 @@ def page_failed(exc: Exception) -> None:
 CLAIMS_TITLE = "The paper's claims, tested on this study"
 
 
+def predictor_comparison(store, study_id: str):
+    """The predictor comparison (cached), under the spinner its first computation needs."""
+    from mergelab.analysis import predictors
+    from mergelab.ui.cache import cached
+
+    with st.spinner("Comparing every predictor (1,000 task resamples and 1,000 permutations each)…"):
+        return cached(predictors.predictor_comparison, store, study_id)
+
+
 def claims_tested(store, study_id: str, *, t5=None, comparison=None) -> None:
     """The preregistered tests (``analysis.hypotheses``) as one sentence each, with the caption
     saying how they are computed — for a study of its own with more than one evidence group (one
     group has nothing to combine; the paper's study holds only its printed tables). ``t5`` and
     ``comparison``: Table 5 and the predictor comparison when the page has them already."""
-    from mergelab.analysis import grouping, hypotheses, paper, predictors, protocol
+    from mergelab.analysis import grouping, hypotheses, paper, protocol
     from mergelab.ui.cache import cached
 
     if study_id == paper.STUDY_ID or len(grouping.evidence_groups(store, study_id)) < 2:
         return
     st.subheader(CLAIMS_TITLE)
     if comparison is None:
-        with st.spinner("Comparing every predictor (1,000 task resamples and 1,000 permutations each)…"):
-            comparison = cached(predictors.predictor_comparison, store, study_id)
+        comparison = predictor_comparison(store, study_id)
     t5 = t5 if t5 is not None else cached(protocol.table5, store, study_id)
     tests = cached(hypotheses.hypothesis_tests, store, study_id, t5=t5, comparison=comparison)
     for sentence in hypotheses.sentences(tests):
