@@ -2,11 +2,12 @@
 model shapes — MergeLab vs `mergekit-yaml` (base+adapter) vs a PEFT `add_weighted_adapter` script.
 
     .venv/bin/python bench/bench_merge_process.py --shape tiny|qwen2-0.5b|llama-1b|mistral-7b [--pairs 3]
+        [--methods TA TIES] [--tools mergelab mergekit-yaml peft] [--dtype float32|bfloat16]
 
-The base has the shape's real config with random float32 weights; 8 rank-16 adapters on q, k, v, o
-(random A and B, written as PEFT folders). Per method, the tools run interleaved (ours, mergekit,
-PEFT, ours, …) --pairs times, each a fresh process that reads the base and adapters from disk and
-writes a merged model folder. Reported: wall time and peak resident memory (GNU time), bytes
+The base has the shape's real config with random weights (float32, or `--dtype bfloat16`); 8 rank-16
+adapters on q, k, v, o (random A and B, float32, written as PEFT folders). Per method, the tools run
+interleaved (ours, mergekit, PEFT, ours, …) --pairs times, each a fresh process that reads the base
+and adapters from disk and writes a merged model folder. Reported: wall time and peak resident memory (GNU time), bytes
 written (output folder plus mergekit's --lora-merge-cache), as median (min–max); and max |Δ| of the
 merged weights against ours. PEFT's `ties` is TIES applied to the A and B factors separately — not
 the TIES of ΔW that MergeLab and mergekit compute — so its output differs by design; PEFT's `cat`
@@ -88,11 +89,12 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 METHODS = {"TA": ("task_arithmetic", {}, "cat"), "TIES": ("ties", {"density": 0.2}, "ties")}
 
 PEFT_SCRIPT = r"""
-import sys, json
+import os, sys, json
+import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 base, out, combo, density, *adapters = sys.argv[1:]
-model = AutoModelForCausalLM.from_pretrained(base)
+model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=getattr(torch, os.environ.get("BENCH_DTYPE", "float32")))
 names = [f"a{i}" for i in range(len(adapters))]
 model = PeftModel.from_pretrained(model, adapters[0], adapter_name=names[0])
 for n, a in zip(names[1:], adapters[1:]):
@@ -105,7 +107,7 @@ model.merge_and_unload().save_pretrained(out)
 """
 
 
-def build(shape: str, root: Path) -> tuple[Path, list[Path]]:
+def build(shape: str, root: Path, dtype: str = "float32") -> tuple[Path, list[Path]]:
     from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -113,7 +115,7 @@ def build(shape: str, root: Path) -> tuple[Path, list[Path]]:
     base = root / "base"
     torch.manual_seed(0)
     config = AutoConfig.for_model(kind, **cfg)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=getattr(torch, dtype))
     model.save_pretrained(base)
     dims = {
         name: (mod.in_features, mod.out_features)
@@ -184,18 +186,24 @@ def main():
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--tools", nargs="+", default=["mergelab", "mergekit-yaml", "peft"])
     parser.add_argument("--work", help="folder for the base, adapters and outputs (default: a temp folder)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="the base's weights (bfloat16: a Mistral-7B shape fits in 24 GB); PEFT loads it in the same dtype",
+    )
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix=f"mergelab-process-{args.shape}-"))
     t = time.perf_counter()
-    base, adapters = build(args.shape, work)
+    base, adapters = build(args.shape, work, args.dtype)
     base_gb = folder_bytes(base) / 1e9
     print(
         f"# whole-process merge benchmark — {time.strftime('%Y-%m-%d')} — shape {args.shape} "
-        f"(base {base_gb:.2f} GB float32, built in {time.perf_counter() - t:.0f} s), 8 adapters r=16 on "
+        f"(base {base_gb:.2f} GB {args.dtype}, built in {time.perf_counter() - t:.0f} s), 8 adapters r=16 on "
         f"{','.join(TARGETS)} — {os.cpu_count()} cores, torch {torch.__version__}, {args.pairs} interleaved pairs"
     )
     print("method,tool,wall_s,peak_rss_gb,written_gb,max_abs_diff_vs_mergelab,ok_runs")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_DTYPE": args.dtype}
     exe = Path(sys.executable).parent
     for label in args.methods:
         method, params, combo = METHODS[label]

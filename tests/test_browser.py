@@ -277,6 +277,16 @@ def _resolved_spec(page) -> str:
     return " ".join(page.locator("[data-testid='stCode']").all_text_contents())
 
 
+def _idle(page, timeout_s: float = 120) -> None:
+    """Wait until the page is not re-running (Streamlit's status widget shows while it runs): a
+    re-run re-mounts the grids, closing an open cell editor and dropping what was typed in it."""
+    page.wait_for_timeout(200)
+    running = page.locator("[data-testid='stStatusWidget']")
+    deadline = time.time() + timeout_s
+    while running.count() and running.first.is_visible() and time.time() < deadline:
+        page.wait_for_timeout(100)
+
+
 def _edit_first_adapter_cell(page, grid, text: str) -> None:
     """Type `text` into the first row's adapter cell and wait until the grid holds it.
 
@@ -284,6 +294,7 @@ def _edit_first_adapter_cell(page, grid, text: str) -> None:
     editor (CI's loaded box missed it once with fixed waits), so the gesture is retried until the
     editor shows, and the commit is read back from the grid's hidden cell DOM, not assumed."""
     for _ in range(5):
+        _idle(page)
         grid.scroll_into_view_if_needed()
         box = grid.bounding_box()
         grid.dblclick(position={"x": box["width"] * 0.75, "y": 35 + 17})  # first row, adapter column
@@ -301,7 +312,9 @@ def _edit_first_adapter_cell(page, grid, text: str) -> None:
             return
         except Exception:
             continue
-    raise AssertionError(f"the grid never held {text!r} after five edits")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "study_grid_edit_failed.png"), full_page=True)
+    raise AssertionError(f"the grid never held {text!r} after five edits (artifacts/study_grid_edit_failed.png)")
 
 
 def test_typing_in_the_study_grids_does_not_rerun_the_page(server, page):
@@ -321,6 +334,7 @@ def test_typing_in_the_study_grids_does_not_rerun_the_page(server, page):
     assert "seed: 7" in _resolved_spec(page), "the seed's re-run never showed (the grid edit broke the spec?)"
     assert page.get_by_text("Spec is valid").count() == 1  # the grid's edit is still pending
     assert "no-such-adapter" not in _resolved_spec(page)
+    _idle(page)
     page.get_by_role("button", name="Apply table edits").click()
     page.get_by_text("Fix the problems marked above").wait_for(timeout=60_000)
     assert "no-such-adapter" in _main_text(page)

@@ -69,6 +69,7 @@ def generalized_task_arithmetic(
 
     def _consensus(deltas: list[torch.Tensor], params: dict) -> torch.Tensor:
         """mergekit's merge_group for a consensus method, its parameter defaults included."""
+        assert consensus is not None  # merge() calls this only for a consensus method
         from mergekit.sparsify import RescaleNorm, SparsificationMethod
         from mergekit.sparsify import sparsify as mergekit_sparsify
 
