@@ -109,8 +109,6 @@ def consensus_merge(
     Returns:
         The merged task vector, shaped like ``deltas[0]``.
     """
-    import torch
-
     first = deltas[0]
     flat = [d.reshape(-1) for d in deltas]
     n = first.numel()

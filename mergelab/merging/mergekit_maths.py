@@ -4,7 +4,6 @@ mergekit YAML body each method exports."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -45,32 +44,23 @@ def generalized_task_arithmetic(
             method_pretty_name=None,
             method_reference_url=None,
         )
-        return gta, replace(gta, sparsification_method=None)
+        return gta
 
     def merge(deltas: list[torch.Tensor], values: dict, ctx: ModuleContext) -> torch.Tensor:
         import torch
         from mergekit.merge_methods.api import merge_tensors
-        from mergekit.sparsify import RescaleNorm
 
-        from .fastpaths import magnitude
-
-        gta, untrimmed = methods()
         params = _mergekit_params(values)
-        if consensus:
+        if consensus:  # TIES and its kin (the only ones that trim by magnitude): the chunked path
             return _consensus(deltas, params)
         zero = torch.zeros_like(deltas[0])
-        if sparsify == "magnitude":
-            norm = RescaleNorm.l1 if params.get("rescale", rescale) else None
-            trimmed = [magnitude(d, dens, norm) for d, dens in zip(deltas, params["density"])]
-            return merge_tensors(
-                [zero, *trimmed], untrimmed, parameters={**params, "density": 1.0}, base_index=0, name=ctx.key
-            )
-        return merge_tensors([zero, *deltas], gta, parameters=params, base_index=0, name=ctx.key)
+        return merge_tensors([zero, *deltas], methods(), parameters=params, base_index=0, name=ctx.key)
 
     def _consensus(deltas: list[torch.Tensor], params: dict) -> torch.Tensor:
         """mergekit's merge_group for a consensus method, its parameter defaults included."""
         assert consensus is not None  # merge() calls this only for a consensus method
         from mergekit.sparsify import RescaleNorm, SparsificationMethod
+        from mergekit.sparsify import magnitude as mergekit_magnitude
         from mergekit.sparsify import sparsify as mergekit_sparsify
 
         from .fastpaths import consensus_merge, magnitude, magnitude_threshold
@@ -82,7 +72,7 @@ def generalized_task_arithmetic(
         if sparsify == "magnitude" and norm is None:  # TIES: the trim is folded into the chunks
             thresholds = [magnitude_threshold(d, dens) for d, dens in zip(deltas, density)]
             deltas = [
-                d if t is not None else magnitude(d, dens)  # ties at the k-th value: mergekit trims
+                d if t is not None or dens >= 1 else mergekit_magnitude(d, dens)  # ties at the k-th value
                 for d, t, dens in zip(deltas, thresholds, density)
             ]
         elif sparsify == "magnitude":
