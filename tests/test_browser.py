@@ -290,31 +290,37 @@ def _idle(page, timeout_s: float = 120) -> None:
 def _edit_first_adapter_cell(page, grid, text: str) -> None:
     """Type `text` into the first row's adapter cell and wait until the grid holds it.
 
-    The grid is a canvas: a double-click that lands while the page is still laying out opens no
-    editor (CI's loaded box missed it once with fixed waits), so the gesture is retried until the
-    editor shows, and the commit is read back from the grid's hidden cell DOM, not assumed."""
+    The grid is a canvas. Two gestures failed on CI's loaded box: a double-click whose clicks the
+    grid read as two single clicks (no editor), and a fixed x offset into the adapter column. So:
+    one click well inside the first row's task cell, ArrowRight to the adapter cell, Enter to open
+    its editor, `fill` the editor, Enter to commit; then the value is read back from the grid's
+    hidden cell DOM, not assumed. Each attempt's outcome goes into the failure message."""
+    attempts = []
     for _ in range(5):
         _idle(page)
         grid.scroll_into_view_if_needed()
-        box = grid.bounding_box()
-        grid.dblclick(position={"x": box["width"] * 0.75, "y": 35 + 17})  # first row, adapter column
+        grid.click(position={"x": 100, "y": 35 + 17})  # first row's task cell (its column is wide)
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("Enter")
         editor = page.locator("textarea.gdg-input")
         try:
             editor.wait_for(state="visible", timeout=10_000)
         except Exception:  # playwright's TimeoutError: no editor opened, try the gesture again
+            attempts.append("no editor opened")
             continue
-        page.keyboard.press("Control+A")
-        page.keyboard.type(text)
-        page.keyboard.press("Enter")
+        before = editor.input_value()
+        editor.fill(text)
+        editor.press("Enter")
         cell = grid.locator("[data-testid^='glide-cell-']", has_text=text)
         try:
             cell.first.wait_for(state="attached", timeout=10_000)
             return
         except Exception:
-            continue
+            first_row = grid.locator("[data-testid$='-0']").all_text_contents()
+            attempts.append(f"editor held {before!r}; after Enter the first row read {first_row}")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "study_grid_edit_failed.png"), full_page=True)
-    raise AssertionError(f"the grid never held {text!r} after five edits (artifacts/study_grid_edit_failed.png)")
+    raise AssertionError(f"the grid never held {text!r} after five edits: {attempts}")
 
 
 def test_typing_in_the_study_grids_does_not_rerun_the_page(server, page):
