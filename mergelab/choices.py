@@ -10,6 +10,11 @@ from typing import Literal, get_args
 Architecture = Literal["encoder", "causal", "seq2seq"]
 #: a task's metric (accuracy and F1 for labels, rougeL for generation)
 Metric = Literal["accuracy", "f1", "rougeL"]
+#: how a task's score comes from its rows' values v and weights w (lm-eval's aggregations that are a
+#: function of the weighted mean Σv / Σw, so the per-row bootstrap resamples exactly what they
+#: aggregate): "mean" (w = 1), "perplexity" exp(−mean), "weighted_perplexity" exp(−Σv/Σw),
+#: "bits_per_byte" −Σv/Σw / ln 2 (analysis.equations.aggregate)
+Aggregation = Literal["mean", "perplexity", "weighted_perplexity", "bits_per_byte"]
 #: how a prompt's hidden states become one vector
 Pooling = Literal["mean", "last", "first"]
 #: the distance between two experts' states in HiddenSim (Eq. 2)
@@ -21,6 +26,7 @@ ExecutorKind = Literal["local", "ray"]
 
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 METRICS: tuple[str, ...] = get_args(Metric)
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
 DISTANCES: tuple[str, ...] = get_args(Distance)
 DTYPES: tuple[str, ...] = get_args(Dtype)

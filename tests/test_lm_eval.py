@@ -57,6 +57,25 @@ def _write_lm_eval_tasks(folder: Path) -> None:
         "      - function: regex\n        regex_pattern: '(\\w+)'\n      - function: take_first\n"
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
     )
+    # perplexity of whole texts (lm-eval's wikitext shape): lower is better, a ratio of sums
+    for split, n in (("train", 4), ("test", 9)):
+        texts = [{"text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))} for _ in range(n)]
+        (folder / f"ppl_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in texts))
+    (folder / "toy_ppl.yaml").write_text(
+        "task: toy_ppl\n" + common + "dataset_kwargs:\n  data_files:\n"
+        f"    train: {folder}/ppl_train.jsonl\n    test: {folder}/ppl_test.jsonl\n"
+        "output_type: loglikelihood_rolling\n"
+        'doc_to_text: ""\n'
+        'doc_to_target: "{{text}}"\n'
+        "metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n  - metric: bits_per_byte\n"
+    )
+    # a corpus-level metric (Matthews correlation): not a mean of rows, so no per-row interval
+    (folder / "toy_mcc.yaml").write_text(
+        (folder / "toy_mc.yaml")
+        .read_text()
+        .replace("task: toy_mc", "task: toy_mcc")
+        .replace("metric: acc\n    aggregation: mean", "metric: mcc\n    aggregation: matthews_corrcoef")
+    )
 
 
 def _vocab_as_the_tokenizer(base: Path) -> None:
@@ -196,6 +215,7 @@ def test_lm_eval_tasks_are_checked_before_any_model_loads(mixed_study, tmp_path)
         return str(err.value)
 
     assert "not among the task YAMLs" in problems(lm_eval={"task": "no_such_task"})
+    assert "aggregated by 'matthews_corrcoef', which is not a mean of rows" in problems(lm_eval={"task": "toy_mcc"})
     assert "has no metric 'bleu'" in problems(lm_eval={"task": "toy_mc", "metric": "bleu"})
     with pytest.raises(SpecError, match="drop labels"):
         parse_spec(
@@ -268,3 +288,70 @@ def test_report_writes_lm_eval_result_files_that_lm_eval_reads(mixed_study, tmp_
     merged = json.loads(Path(next(f for f in results if "merged__g__TIES" in f)).read_text())
     assert set(merged["results"]) == {"c0", "le_mc", "le_gen"} and merged["config"]["merge_method"] == "TIES"
     assert "exact_match,first_word" in merged["results"]["le_gen"] and "acc,none" in merged["results"]["c0"]
+
+
+@pytest.fixture(scope="module")
+def ppl_study(mixed_study, tmp_path_factory):
+    """A MergeLab task and an lm-eval perplexity task (lower is better) in one group, merged by TA."""
+    root, spec_path, _ = mixed_study
+    spec = yaml.safe_load(spec_path.read_text())
+    make_lora(Path(spec["base"]), root / "adapters" / "le_ppl", 31, scale=0.3)
+    spec["adapters"] = {"c0": spec["adapters"]["c0"], "le_ppl": "adapters/le_ppl"}
+    spec["tasks"] = {"c0": spec["tasks"]["c0"], "le_ppl": {"data": "lm_tasks", "lm_eval": {"task": "toy_ppl"}}}
+    spec.update(name="ppl", groups={"g": ["c0", "le_ppl"]}, methods={"TA": {"lambda": 1.0}})
+    path = root / "ppl.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    store = Store(tmp_path_factory.mktemp("ppl") / "p.db")
+    run_study(store, path, "ppl")
+    return root, path, store
+
+
+def test_a_lower_is_better_task_enters_eq1_with_the_right_sign(ppl_study):
+    from mergelab.analysis import protocol, uncertainty, views
+
+    root, path, store = ppl_study
+    spec = parse_spec(path)
+    rows = store.results("ppl")
+    ppl = rows[rows.task == "le_ppl"].set_index("method")
+    assert set(ppl["metric"]) == {"word_perplexity"} and set(ppl["aggregation"]) == {"weighted_perplexity"}
+    assert not ppl["higher_is_better"].any()
+    assert rows[rows.task == "c0"]["higher_is_better"].all()
+    # the expert's perplexity is lm-eval's own on the same texts
+    theirs = _peft_scores(Path(spec.base), Path(spec.adapters["le_ppl"]), "toy_ppl", root / "lm_tasks")
+    assert ppl.loc["expert", "score"] == pytest.approx(theirs["results"]["toy_ppl"]["word_perplexity,none"])
+    # the per-row records (log-likelihood, words) rebuild every stored perplexity
+    draws = uncertainty.Draws(store, "ppl")
+    for key, method in ((uncertainty.EXPERT, "expert"), (uncertainty.BASE, "base"), (("g", "TA"), "TA")):
+        assert draws.tasks["le_ppl"].point[key] == pytest.approx(ppl.loc[method, "score"], rel=1e-9)
+    rec = store.row_records("ppl")
+    assert (rec[rec.task == "le_ppl"]["weight"] >= 3).all() and rec[rec.task == "c0"]["weight"].isna().all()
+    # Eq. 1 with performance = 1 / perplexity: the sign follows which model is better
+    expert, merged = ppl.loc["expert", "score"], ppl.loc["TA", "score"]
+    loss = views.loss_table(store, "ppl").set_index("task").loc["le_ppl", "loss"]
+    assert loss == pytest.approx(100 * (expert / merged - 1)) and (loss < 0) == (merged > expert)
+    ci = protocol.loss_intervals(store, "ppl").set_index("task").loc["le_ppl"]
+    assert ci["ci_low"] <= loss <= ci["ci_high"]
+    gain = protocol.expert_evidence(store, "ppl", draws).set_index("task").loc["le_ppl"]
+    assert gain["better"] == "lower" and gain["gain"] == pytest.approx(ppl.loc["base", "score"] - expert)
+
+
+def test_lm_eval_files_keep_a_perplexitys_direction_and_row_pairs(ppl_study, tmp_path):
+    from lm_eval import utils as lm_utils
+
+    from mergelab import cli
+
+    _, path, store = ppl_study
+    out = tmp_path / "out"
+    assert cli.main(["report", str(path), "--db", str(store.path), "--format", "lm-eval", "--out", str(out)]) == 0
+    files = [str(p) for p in out.rglob("*") if p.is_file()]
+    result = next(f for f in lm_utils.get_results_filenames(files) if "expert__le_ppl" in f)
+    doc = json.loads(Path(result).read_text())
+    assert doc["higher_is_better"]["le_ppl"] == {"word_perplexity": False}
+    assert doc["configs"]["le_ppl"]["metric_list"][0]["aggregation"] == "weighted_perplexity"
+    assert doc["results"]["le_ppl"]["word_perplexity_stderr,none"] is None  # a ratio of sums: no mean's SE
+    sample = next(f for f in lm_utils.get_sample_results_filenames(files) if "expert__le_ppl" in f)
+    lines = [json.loads(x) for x in Path(sample).read_text().splitlines()]
+    ll, words = (np.array([s["word_perplexity"][i] for s in lines]) for i in (0, 1))
+    from lm_eval.api.metrics import weighted_perplexity
+
+    assert weighted_perplexity(list(zip(ll, words))) == pytest.approx(doc["results"]["le_ppl"]["word_perplexity,none"])

@@ -147,7 +147,7 @@ def test_a_store_made_by_the_previous_release_migrates(tmp_path):
     con.close()
     assert dead == {"models", "tasks", "runs", "hidden_distances"}
     store = Store(db)
-    assert store.migrated_from == 1 and store.schema_version() == 3  # through v2 to v3
+    assert store.migrated_from == 1 and store.schema_version() == 4  # through v2 and v3 to v4
     con = sqlite3.connect(db)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     after = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in before}

@@ -14,6 +14,11 @@ class AnalysisError(ValueError):
     """Input that the paper's formulas are not defined for (the message says why)."""
 
 
+#: why a merging loss (Eq. 1) has no value, as tables and pages say it
+UNDEFINED_LOSS = "undefined: the expert scores 0, so Eq. 1 divides by zero"
+UNDEFINED_LOWER_LOSS = "undefined: a lower-is-better metric at 0 for the merge, so Eq. 1 divides by zero"
+
+
 def _square_matrix(matrix, name: str) -> np.ndarray:
     arr = np.asarray(matrix, dtype=float)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
@@ -27,19 +32,53 @@ def _square_matrix(matrix, name: str) -> np.ndarray:
     return arr
 
 
-def merging_loss(merged, expert):
+def merging_loss(merged, expert, higher_is_better: bool = True):
     """Merging loss L(T_i) = (P(θ_merged, T_i) / P(θ_i, T_i) − 1) · 100, in percent (Eq. 1).
 
     Works on scalars or arrays. Negative values mean the merge lost performance; the paper
     states −100 ≤ L ≤ 0, but merges can beat the expert (Table 8 has +17.0), so the value is
     not clipped. An expert score of 0 makes the ratio undefined and raises.
+
+    For a lower-is-better metric (perplexity, bits per byte) performance is 1 / metric, so the
+    ratio is expert ÷ merged: a merge at twice the expert's perplexity loses 50 %, and L stays in
+    [−100, ∞) with the same sign as for accuracy (for perplexity, 1 / perplexity is the geometric
+    mean probability of a token). A merged score of 0 then makes the ratio undefined and raises.
     """
     merged_arr = np.asarray(merged, dtype=float)
     expert_arr = np.asarray(expert, dtype=float)
-    if np.any(expert_arr == 0):
-        raise AnalysisError("merging loss is undefined when the expert's score is 0")
-    loss = (merged_arr / expert_arr - 1.0) * 100.0
+    if higher_is_better:
+        if np.any(expert_arr == 0):
+            raise AnalysisError("merging loss is undefined when the expert's score is 0")
+        ratio = merged_arr / expert_arr
+    else:
+        if np.any(merged_arr == 0):
+            raise AnalysisError("merging loss of a lower-is-better metric is undefined when the merge scores 0")
+        ratio = expert_arr / merged_arr
+    loss = (ratio - 1.0) * 100.0
     return float(loss) if loss.ndim == 0 else loss
+
+
+def aggregate(aggregation: str, weighted_mean):
+    """A task's score from the weighted mean Σv / Σw of its rows' values and weights, the way
+    lm-evaluation-harness aggregates them (:data:`mergelab.choices.AGGREGATIONS`): ``mean`` as is,
+    ``perplexity`` and ``weighted_perplexity`` exp(−x), ``bits_per_byte`` −x / ln 2.
+
+    Args:
+        aggregation: one of the four names.
+        weighted_mean: Σv / Σw — a float or an array (one per resample).
+    Returns:
+        the score, shaped like ``weighted_mean``.
+    """
+    x = np.asarray(weighted_mean, dtype=float)
+    if aggregation == "mean":
+        out = x
+    elif aggregation in ("perplexity", "weighted_perplexity"):
+        out = np.exp(-x)
+    elif aggregation == "bits_per_byte":
+        out = -x / np.log(2)
+    else:
+        raise AnalysisError(f"unknown aggregation {aggregation!r}")
+    return float(out) if out.ndim == 0 else out
 
 
 def hiddensim(distances) -> np.ndarray:

@@ -5,7 +5,9 @@ so tools that read lm-eval output (its own filename helpers, leaderboards, Zeno)
 Scales follow lm-eval: proportions (MergeLab's accuracy and F1; lm-eval's acc, exact_match) as
 0–1, rougeL as MergeLab stores it (0–100, as lm-eval's generation tasks report rouge). A metric's
 ``_stderr`` is the standard error of the mean over rows, as lm-eval reports it for mean-aggregated
-metrics (F1 is not a mean of rows: no stderr).
+metrics (F1 is not a mean of rows, and the perplexity family is a ratio of sums: no stderr; their
+intervals are MergeLab's bootstrap). A perplexity-family sample keeps lm-eval's ``[log-likelihood,
+words or bytes]`` pair.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def _hash(text) -> str:
 def _text(value) -> str | None:
     """A record's text cell (None where the store has none: pandas reads it back as NaN)."""
     return value if isinstance(value, str) else None
+
+
+def _no_weight(weight) -> bool:
+    return weight is None or (isinstance(weight, float) and math.isnan(weight))
 
 
 def _model_args(spec: dict, row: pd.Series) -> str:
@@ -99,7 +105,9 @@ def documents(store: Store, study_id: str) -> list[dict]:
             rec = by_result.get((r.group_name, r.model, r.task), no_records)
             scores = rec["score"].astype(float) * factor
             n = len(rec)
-            stderr = float(scores.std(ddof=1) / math.sqrt(n)) if n > 1 and r.metric != "f1" else None
+            mean_of_rows = r.aggregation == "mean" and r.metric != "f1"
+            stderr = float(scores.std(ddof=1) / math.sqrt(n)) if n > 1 and mean_of_rows else None
+            higher = bool(r.higher_is_better)
             doc["results"][r.task] = {
                 "alias": r.task,
                 f"{name},{filt}": r.score * factor,
@@ -108,13 +116,13 @@ def documents(store: Store, study_id: str) -> list[dict]:
             doc["group_subtasks"][r.task] = []
             doc["configs"][r.task] = {
                 "task": le.get("task", r.task),
-                "metric_list": [{"metric": name, "aggregation": "mean", "higher_is_better": True}],
+                "metric_list": [{"metric": name, "aggregation": r.aggregation, "higher_is_better": higher}],
                 "num_fewshot": le.get("num_fewshot") or 0,
                 "metadata": {"mergelab_task": r.task, "mergelab_metric": r.metric},
             }
             doc["versions"][r.task] = None
             doc["n-shot"][r.task] = le.get("num_fewshot") or 0
-            doc["higher_is_better"][r.task] = {name: True}
+            doc["higher_is_better"][r.task] = {name: higher}
             doc["n-samples"][r.task] = {"original": n, "effective": n}
             doc["samples"][r.task] = [
                 {
@@ -131,7 +139,7 @@ def documents(store: Store, study_id: str) -> list[dict]:
                     "doc_hash": _hash(x.row_id),
                     "prompt_hash": x.row_id,
                     "target_hash": _hash(_text(x.reference)),
-                    name: float(x.score) * factor,
+                    name: float(x.score) * factor if _no_weight(x.weight) else [float(x.score), float(x.weight)],
                     "prediction": _text(x.prediction),
                 }
                 for x in rec.itertuples(index=False)

@@ -13,7 +13,7 @@ from . import hypotheses
 
 T5_COLUMNS = ["group", "n", "r", "ci_low", "ci_high", "direction", "p_expected", "reliability", "detectable_r"]
 T4_COLUMNS = ["metric", "method", "n", "r", "ci_low", "ci_high", "direction", "p_expected"]
-EXPERT_COLUMNS = ["task", "metric", "expert_score", "base_score", "gain", "gain_ci_low", "gain_ci_high"]
+EXPERT_COLUMNS = ["task", "metric", "better", "expert_score", "base_score", "gain", "gain_ci_low", "gain_ci_high"]
 SWAP_COLUMNS = ["swap", "removed", "added", "worst_before", "worst_after", "change", "change_ci_low", "change_ci_high"]
 FORGETTING_COLUMNS = ["group_name", "method", "task", "n_tasks", "change", "ci_low", "ci_high", "retained"]
 PREDICTOR_COLUMNS = [

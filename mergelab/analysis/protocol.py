@@ -399,8 +399,10 @@ def best_loss_intervals(store: Store, study_id: str, group: str) -> pd.DataFrame
 
 # --- experts and swaps ------------------------------------------------------------------------------
 def expert_evidence(store: Store, study_id: str, draws: uncertainty.Draws | None = None) -> pd.DataFrame:
-    """Per task: the expert's score, the base's, the difference with its 95 % interval (same rows),
-    and how far one eval row moves Eq. 1 (10⁴ / (rows · expert score), in points)."""
+    """Per task: the expert's score, the base's, which way the metric is better ("higher" or
+    "lower"), the gain — how much better the expert scores than the base (expert − base, or base −
+    expert for a lower-is-better metric) — with its 95 % interval (same rows), and how far one eval
+    row moves Eq. 1 (10⁴ / (rows · expert score), in points; for a mean of 0/100 rows)."""
     draws = draws if draws is not None else uncertainty.draws_for(store, study_id)
     res = store.results(study_id)
     experts = res[res["method"] == "expert"].set_index("task")
@@ -410,17 +412,23 @@ def expert_evidence(store: Store, study_id: str, draws: uncertainty.Draws | None
         d = draws.difference(task, uncertainty.EXPERT, uncertainty.BASE)
         lo, hi, _ = uncertainty.interval(d)
         n = draws.tasks[task].n_rows if task in draws.tasks else np.nan
+        higher = bool(r["higher_is_better"])
         rows.append(
             {
                 "task": task,
                 "metric": r["metric"],
+                "better": "higher" if higher else "lower",
                 "expert_score": r["score"],
                 "base_score": base.get(task),
-                "gain": r["score"] - base.get(task, np.nan),
+                "gain": (1 if higher else -1) * (r["score"] - base.get(task, np.nan)),
                 "gain_ci_low": lo,
                 "gain_ci_high": hi,
                 "eval_rows": n,
-                "points_per_row": 1e4 / (n * r["score"]) if np.isfinite(n) and r["score"] > 0 else np.nan,
+                "points_per_row": (
+                    1e4 / (n * r["score"])
+                    if np.isfinite(n) and r["score"] > 0 and higher and r["aggregation"] == "mean"
+                    else np.nan
+                ),
             }
         )
     return pd.DataFrame(
@@ -428,6 +436,7 @@ def expert_evidence(store: Store, study_id: str, draws: uncertainty.Draws | None
         columns=[
             "task",
             "metric",
+            "better",
             "expert_score",
             "base_score",
             "gain",
@@ -630,7 +639,9 @@ def admission(
                 if np.isfinite(r.gain_ci_low)
                 else "no interval for the gain"
             )
-        if not (np.isfinite(r.points_per_row) and r.points_per_row <= max_points_per_row):
+        if not np.isfinite(r.points_per_row):
+            why.append("how far one row moves Eq. 1 is not defined for this metric (not a mean of 0/100 rows)")
+        elif r.points_per_row > max_points_per_row:
             why.append(f"one row moves Eq. 1 by {r.points_per_row:.2f} > {max_points_per_row:g} points")
         reasons.append("; ".join(why))
     return ev.assign(admitted=[not w for w in reasons], why_not=reasons)

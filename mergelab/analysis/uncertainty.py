@@ -29,11 +29,12 @@ import pandas as pd
 
 from ..storage.roles import held_out_name
 from ..storage.store import Store
+from . import equations
 
 N_BOOT = 2000
 LEVEL = 0.95
 NO_RECORDS = "no per-row records (computed before MergeLab kept them): recompute the study for a CI"
-ZERO_EXPERT = "undefined: the expert scores 0, so Eq. 1 divides by zero"
+ZERO_EXPERT = equations.UNDEFINED_LOSS
 EXPERT = ("", "expert")
 BASE = ("", "base")
 
@@ -41,10 +42,12 @@ BASE = ("", "base")
 @dataclass
 class TaskDraws:
     """One task's resampled scores: per model — (group, method), the expert ``("", "expert")``,
-    the base ``("", "base")`` — its score on all rows and on each of ``n_boot`` resamples."""
+    the base ``("", "base")`` — its score on all rows and on each of ``n_boot`` resamples, and
+    whether higher is better for the task's metric."""
 
     task: str
     n_rows: int
+    higher_is_better: bool = True
     point: dict[tuple[str, str], float] = field(default_factory=dict)
     draws: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
@@ -69,16 +72,25 @@ def _macro_f1(counts: np.ndarray, pred: np.ndarray, ref: np.ndarray, labels: int
     return 100 * f1.sum(-1) / np.maximum(present.sum(-1), 1)
 
 
-def task_draws(records: pd.DataFrame, metric: str, n_boot: int = N_BOOT, seed: int = 0) -> TaskDraws:
+def task_draws(
+    records: pd.DataFrame,
+    metric: str,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    aggregation: str = "mean",
+    higher_is_better: bool = True,
+) -> TaskDraws:
     """Resampled scores of every model with records on one task (rows paired by position; a model
-    whose rows differ from the expert's is left out)."""
+    whose rows differ from the expert's is left out). A score is what the task's ``aggregation``
+    makes of its rows (:func:`~.equations.aggregate` of Σ score·n / Σ weight·n over each resample's
+    row counts n; a row without a weight weighs 1), or macro F1 for ``metric`` "f1"."""
     task = str(records["task"].iloc[0])
     keys = list(dict.fromkeys(zip(records["group_name"], records["method"])))
     by = {k: sub.sort_values("row") for k, sub in records.groupby(["group_name", "method"], sort=False)}
     ref_key = EXPERT if EXPERT in by else keys[0]
     ref_ids = by[ref_key]["row_id"].to_numpy()
     n = len(ref_ids)
-    out = TaskDraws(task, n)
+    out = TaskDraws(task, n, higher_is_better)
     counts = _counts(task, n, n_boot, seed)
     for key in keys:
         sub = by[key]
@@ -93,8 +105,11 @@ def task_draws(records: pd.DataFrame, metric: str, n_boot: int = N_BOOT, seed: i
             out.point[key] = float(_macro_f1(np.ones((1, n)), pred, ref, len(names))[0])
         else:
             scores = sub["score"].to_numpy(float)
-            out.draws[key] = counts @ scores / n
-            out.point[key] = float(scores.mean())
+            weights = sub["weight"].to_numpy(float) if "weight" in sub else np.ones(n)
+            weights = np.where(np.isnan(weights), 1.0, weights)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out.draws[key] = equations.aggregate(aggregation, (counts @ scores) / (counts @ weights))
+            out.point[key] = equations.aggregate(aggregation, scores.sum() / weights.sum())
     return out
 
 
@@ -104,10 +119,18 @@ class Draws:
     def __init__(self, store: Store, study_id: str, n_boot: int = N_BOOT, seed: int = 0):
         self.n_boot = n_boot
         records = store.row_records(study_id)
-        metrics = store.results(study_id).drop_duplicates("task").set_index("task")["metric"].to_dict()
+        how = store.results(study_id).drop_duplicates("task").set_index("task")
         self.tasks: dict[str, TaskDraws] = {}
         for task, sub in records.groupby("task", sort=False):
-            self.tasks[str(task)] = task_draws(sub, metrics.get(task, "accuracy"), n_boot, seed)
+            known = task in how.index
+            self.tasks[str(task)] = task_draws(
+                sub,
+                how.at[task, "metric"] if known else "accuracy",
+                n_boot,
+                seed,
+                aggregation=how.at[task, "aggregation"] if known else "mean",
+                higher_is_better=bool(how.at[task, "higher_is_better"]) if known else True,
+            )
 
     def has(self, task: str, key: tuple[str, str]) -> bool:
         return task in self.tasks and key in self.tasks[task].draws and EXPERT in self.tasks[task].draws
@@ -118,9 +141,13 @@ class Draws:
         if not self.has(task, key):
             return None, NO_RECORDS
         td = self.tasks[task]
-        if td.point[EXPERT] == 0:
-            return None, ZERO_EXPERT
         e, m = td.draws[EXPERT], td.draws[key]
+        if not td.higher_is_better:  # performance is 1 / metric (equations.merging_loss)
+            if td.point[key] == 0:
+                return None, equations.UNDEFINED_LOWER_LOSS
+            e, m = m, e
+        elif td.point[EXPERT] == 0:
+            return None, ZERO_EXPERT
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(e > 0, 100 * (m - e) / np.where(e > 0, e, 1), np.nan), ""
 
@@ -137,16 +164,20 @@ class Draws:
         return np.max(np.vstack(samples), axis=0), ""
 
     def ratio(self, task: str, group: str, method: str) -> tuple[np.ndarray | None, str]:
-        """Resampled merged ÷ expert score of ``task`` (MergeBench's normalized performance), or
-        (None, why not). It is 1 + Eq. 1 / 100, resample by resample."""
+        """Resampled merged ÷ expert score of ``task`` (MergeBench's normalized performance; expert ÷
+        merged for a lower-is-better metric), or (None, why not). It is 1 + Eq. 1 / 100, resample by
+        resample."""
         loss, why = self.loss(task, group, method)
         return (None, why) if loss is None else (1 + loss / 100, "")
 
     def difference(self, task: str, key_a: tuple[str, str], key_b: tuple[str, str]) -> np.ndarray | None:
-        """Resampled score difference a − b on one task (same rows), e.g. expert − base."""
+        """Resampled improvement of a over b on one task (same rows), e.g. expert over base: a − b,
+        or b − a for a lower-is-better metric, so that > 0 always means a is better."""
         if task not in self.tasks or key_a not in self.tasks[task].draws or key_b not in self.tasks[task].draws:
             return None
-        return self.tasks[task].draws[key_a] - self.tasks[task].draws[key_b]
+        td = self.tasks[task]
+        diff = td.draws[key_a] - td.draws[key_b]
+        return diff if td.higher_is_better else -diff
 
 
 _DRAWS: dict[tuple, Draws] = {}
@@ -345,27 +376,36 @@ FORGETTING_COLUMNS = [
 def forgetting(draws: Draws, held: pd.DataFrame) -> pd.DataFrame:
     """Forgetting as MergeBench reports it: a group's merge scored on tasks outside the group against
     the untrained base on the same rows. Per merge and held-out task, ``change`` = merged − base
-    (points; < 0 = the merge lost skill the base had) and ``retained`` = merged ÷ base; then per merge
+    (points; < 0 = the merge lost skill the base had) and ``retained`` = merged ÷ base — for a
+    lower-is-better metric base − merged and base ÷ merged, so the signs read the same; then per merge
     the mean over its held-out tasks ("mean over held-out tasks"). Intervals: paired bootstrap over
     each task's eval rows (merged and base resampled together), the mean taken inside each resample.
 
     Args:
         draws: the study's resampled scores.
-        held: :func:`~.views.held_out_scores` rows (group_name, method, task, score, base_score).
+        held: :func:`~.views.held_out_scores` rows (group_name, method, task, score, base_score,
+            higher_is_better).
     Returns:
         one row per (group_name, method, level, task) in :data:`FORGETTING_COLUMNS`.
     """
+    if held.empty:
+        return pd.DataFrame(columns=FORGETTING_COLUMNS)
+    held = held.copy()
+    sign = np.where(held["higher_is_better"].astype(bool), 1.0, -1.0) if "higher_is_better" in held else 1.0
+    held["change"] = sign * (held["score"] - held["base_score"])  # > 0: the merge is better than the base
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(sign > 0, held["score"] / held["base_score"], held["base_score"] / held["score"])
+    held["retained"] = np.where(np.isfinite(ratio), ratio, np.nan)
     rows = []
     for (group, method), sub in held.groupby(["group_name", "method"], sort=False):
         samples = {}
         for r in sub.itertuples():
             s = draws.difference(r.task, (held_out_name(group), method), BASE)
             lo, hi, _ = interval(s)
-            retained = r.score / r.base_score if r.base_score else np.nan
             rows.append(
                 dict(group_name=group, method=method, level="task", task=r.task, n_tasks=1, score=r.score,
-                     base_score=r.base_score, change=r.score - r.base_score, ci_low=lo, ci_high=hi,
-                     retained=retained, note="" if s is not None else NO_RECORDS)
+                     base_score=r.base_score, change=r.change, ci_low=lo, ci_high=hi,
+                     retained=r.retained, note="" if s is not None else NO_RECORDS)
             )  # fmt: skip
             if s is not None:
                 samples[r.task] = s
@@ -375,8 +415,8 @@ def forgetting(draws: Draws, held: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             dict(group_name=group, method=method, level="mean over held-out tasks", task=", ".join(tasks),
                  n_tasks=len(tasks), score=float(sub["score"].mean()), base_score=float(sub["base_score"].mean()),
-                 change=float((sub["score"] - sub["base_score"]).mean()), ci_low=lo, ci_high=hi,
-                 retained=float(np.mean(sub["score"] / sub["base_score"].where(sub["base_score"] != 0))),
+                 change=float(sub["change"].mean()), ci_low=lo, ci_high=hi,
+                 retained=float(np.nanmean(sub["retained"])) if sub["retained"].notna().any() else np.nan,
                  note="" if len(have) == len(tasks) else "some tasks have no interval (see their rows)")
         )  # fmt: skip
     return pd.DataFrame(rows, columns=FORGETTING_COLUMNS)

@@ -18,38 +18,47 @@ from ..storage.roles import HELD_OUT_PREFIX, held_out_parent
 from ..storage.store import Store
 from . import equations, hidden
 
-UNDEFINED_LOSS = "undefined: the expert scores 0, so Eq. 1 divides by zero"
+UNDEFINED_LOSS = equations.UNDEFINED_LOSS
+UNDEFINED_LOWER_LOSS = equations.UNDEFINED_LOWER_LOSS
 
 
 def loss_table(store: Store, study_id: str) -> pd.DataFrame:
     """Merged rows with expert score and merging loss (Eq. 1): group_name, task, method, score,
-    expert_score, loss, note. Published rows keep their printed loss. Where the expert scores 0
-    the loss is undefined: NaN, and ``note`` says why; every other row is as usual."""
+    expert_score, loss, note. Published rows keep their printed loss. Where the ratio is undefined
+    (the expert scores 0; for a lower-is-better metric, the merge) the loss is NaN and ``note``
+    says why; every other row is as usual."""
     res = store.results(study_id)
     merged = res[~res["method"].isin(["expert", "base"]) & ~res["group_name"].str.startswith(HELD_OUT_PREFIX)].copy()
     experts = res[res["method"] == "expert"].set_index("task")["score"]
     missing = merged["expert_score"].isna()
     merged.loc[missing, "expert_score"] = merged.loc[missing, "task"].map(experts)
     merged["note"] = ""
-    zero = merged["loss"].isna() & (merged["expert_score"] == 0)
+    higher = merged["higher_is_better"].astype(bool)
+    zero = merged["loss"].isna() & (merged["expert_score"] == 0) & higher
     merged.loc[zero, "note"] = UNDEFINED_LOSS
+    zero_merge = merged["loss"].isna() & (merged["score"] == 0) & ~higher
+    merged.loc[zero_merge, "note"] = UNDEFINED_LOWER_LOSS
+    zero |= zero_merge
     need = merged["loss"].isna() & merged["expert_score"].notna() & merged["score"].notna() & ~zero
-    if need.any():
-        merged.loc[need, "loss"] = equations.merging_loss(
-            merged.loc[need, "score"].to_numpy(float), merged.loc[need, "expert_score"].to_numpy(float)
-        )
+    for direction in (True, False):
+        rows = need & (higher == direction)
+        if rows.any():
+            merged.loc[rows, "loss"] = equations.merging_loss(
+                merged.loc[rows, "score"].to_numpy(float), merged.loc[rows, "expert_score"].to_numpy(float), direction
+            )
     return merged[["group_name", "model", "task", "method", "score", "expert_score", "loss", "note"]]
 
 
 def held_out_scores(store: Store, study_id: str) -> pd.DataFrame:
     """Each group merge scored on a held-out task (``held_out`` in the spec), beside the untrained
-    base's score on that task: group_name (the merged group), method, task, score, base_score."""
+    base's score on that task: group_name (the merged group), method, task, score, base_score,
+    higher_is_better."""
     res = store.results(study_id)
     rows = res[res["group_name"].str.startswith(HELD_OUT_PREFIX)].copy()
     base = res[res["method"] == "base"].drop_duplicates("task").set_index("task")["score"]
     rows["group_name"] = rows["group_name"].map(held_out_parent)
     rows["base_score"] = rows["task"].map(base)
-    return rows[["group_name", "method", "task", "score", "base_score"]].reset_index(drop=True)
+    return rows[["group_name", "method", "task", "score", "base_score", "higher_is_better"]].reset_index(drop=True)
 
 
 def loss_extremes(losses: pd.DataFrame, collapse: float = -30.0) -> pd.DataFrame:

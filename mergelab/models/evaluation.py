@@ -48,6 +48,8 @@ class Evaluation:
     score: float
     records: list[dict]
     metric: str | None = None  # set when the task names its own metric (an lm-eval task); else the spec's
+    higher_is_better: bool = True  # lm-eval's, for its metric (perplexities are lower-is-better)
+    aggregation: str = "mean"  # how the rows make the score (mergelab.choices.AGGREGATIONS)
 
 
 def row_id(prompt: str) -> str:

@@ -7,8 +7,13 @@ lm-eval's ``HFLM``, so the base is loaded once for every model of the study, and
 per-sample log (``log_samples``) as its per-row records.
 
 Scores are on MergeLab's scale: metrics that are a proportion (accuracy, exact match) × 100, others
-as lm-eval reports them. Only higher-is-better metrics enter Eq. 1 here; a lower-is-better metric
-(perplexity, word_perplexity, …) is refused with a clear message.
+as lm-eval reports them. A metric's direction is lm-eval's ``higher_is_better``: a lower-is-better
+one (perplexity, word_perplexity, bits_per_byte, …) enters Eq. 1 with performance = 1 / metric
+(:func:`mergelab.analysis.equations.merging_loss`). Its aggregation must be one whose value the
+per-row records can rebuild under resampling (:data:`mergelab.choices.AGGREGATIONS`: a mean of rows,
+or the perplexity family's ratio of sums — each row keeps its log-likelihood and its word or byte
+count as ``score`` and ``weight``); corpus-level ones (bleu, chrf, ter, f1, mcc) are refused with a
+clear message.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 from dataclasses import dataclass
 from functools import cache
 
+from ..choices import AGGREGATIONS
 from .evaluation import Evaluation
 
 #: the ``data:`` value that means lm-eval's own task registry (hub datasets; needs hub access)
@@ -28,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 class LmEvalTaskError(ValueError):
-    """An lm-eval task MergeLab cannot score: unknown, a group, no such metric, lower-is-better."""
+    """An lm-eval task MergeLab cannot score: unknown, a group, no such metric, an aggregation the
+    per-row records cannot rebuild."""
 
 
 @dataclass(frozen=True)
@@ -82,18 +89,35 @@ def load_task(cfg: LmEvalTask):
     return task
 
 
-def primary_metric(task, cfg: LmEvalTask) -> str:
-    """The metric Eq. 1 uses: ``cfg.metric`` or the task's first; refused if lower is better."""
+@dataclass(frozen=True)
+class Metric:
+    """The metric Eq. 1 uses for one lm-eval task: its name, whether higher is better (lm-eval's
+    ``higher_is_better``) and the name of its aggregation (:data:`mergelab.choices.AGGREGATIONS`)."""
+
+    name: str
+    higher_is_better: bool
+    aggregation: str
+
+
+def primary_metric(task, cfg: LmEvalTask) -> Metric:
+    """The metric Eq. 1 uses: ``cfg.metric`` or the task's first; refused when its aggregation is
+    not one the per-row records can rebuild (corpus-level scores such as bleu or f1)."""
+    from lm_eval.api.registry import AGGREGATION_REGISTRY
+
     names = [m["metric"] for m in task.config.metric_list or []] or list(task.higher_is_better())
     metric = cfg.metric or (names[0] if names else None)
     if metric is None or metric not in names:
         raise LmEvalTaskError(f"lm-eval task {cfg.name!r} has no metric {metric!r} (it has {names})")
-    if not task.higher_is_better().get(metric, True):
+    function = task.aggregation().get(metric)
+    aggregation = next(
+        (k for k, v in AGGREGATION_REGISTRY.items() if v is function), getattr(function, "__name__", "?")
+    )
+    if aggregation not in AGGREGATIONS:
         raise LmEvalTaskError(
-            f"lm-eval task {cfg.name!r}: {metric} is lower-is-better; MergeLab's Eq. 1 takes higher-is-better "
-            "metrics (name one with metric:)"
+            f"lm-eval task {cfg.name!r}: {metric} is aggregated by {aggregation!r}, which is not a mean of rows "
+            f"(MergeLab takes {', '.join(AGGREGATIONS)}: their intervals resample the rows); name another with metric:"
         )
-    return metric
+    return Metric(metric, bool(task.higher_is_better().get(metric, True)), aggregation)
 
 
 def eval_docs(task, limit: int | None) -> list[dict]:
@@ -115,6 +139,8 @@ def probe_docs(task) -> list[dict]:
 
 def prompt(task, doc: dict) -> str:
     """The text lm-eval puts before the answer for ``doc`` (zero-shot), for hidden states."""
+    if task.OUTPUT_TYPE == "loglikelihood_rolling":  # the scored text is the target (wikitext's page)
+        return str(task.doc_to_target(doc))
     text = task.doc_to_text(doc)
     if isinstance(text, int):  # a multiple-choice task whose context is one of its choices
         text = task.doc_to_choice(doc)[text]
@@ -146,9 +172,11 @@ def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu
         task: lm-eval's Task for ``cfg`` when the caller loaded it already (its metric, output type and
             choices are read from it); None loads it.
     Returns:
-        the task's primary metric (× 100 for proportions) and one record per scored document: its
-        position, a hash of its prompt, its own score, the target, the prediction (the chosen
-        choice, or the filtered generation) and, for multiple choice, each choice's log-likelihood.
+        the task's primary metric (× 100 for proportions), its direction and aggregation, and one
+        record per scored document: its position, a hash of its prompt, its own score (for the
+        perplexity family: its log-likelihood, with its word or byte count as ``weight``), the
+        target, the prediction (the chosen choice, or the filtered generation) and, for multiple
+        choice, each choice's log-likelihood.
     """
     import lm_eval
 
@@ -168,11 +196,11 @@ def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu
         fewshot_random_seed=0,
         verbosity="ERROR",
     )
-    key = f"{metric},{cfg.filter}"
+    key = f"{metric.name},{cfg.filter}"
     results = out["results"][cfg.name]
     if key not in results:
         raise LmEvalTaskError(f"lm-eval task {cfg.name!r} reported no {key!r} (it reported {sorted(results)})")
-    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    scale = 100.0 if metric.name in PERCENT_METRICS else 1.0
     samples = sorted(
         (s for s in out["samples"][cfg.name] if s.get("filter", "none") == cfg.filter), key=lambda s: s["doc_id"]
     )
@@ -187,14 +215,23 @@ def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu
         else:
             lls = None
             prediction = str(resps[0] if isinstance(resps, list) and resps else resps)
+        value = s[metric.name]
+        weighted = isinstance(value, (list, tuple))  # (log-likelihood, words or bytes)
         records.append(
             {
                 "row": i,
                 "row_id": str(s["prompt_hash"])[:12],
-                "score": scale * float(s[metric]),
+                "score": float(value[0]) if weighted else scale * float(value),
+                "weight": float(value[1]) if weighted else None,
                 "reference": str(s["target"]),
                 "prediction": prediction,
                 "label_logprobs": lls,
             }
         )
-    return Evaluation(scale * float(results[key]), records, metric=metric)
+    return Evaluation(
+        scale * float(results[key]),
+        records,
+        metric=metric.name,
+        higher_is_better=metric.higher_is_better,
+        aggregation=metric.aggregation,
+    )

@@ -5,7 +5,10 @@ nobody read (``models``, ``tasks``, ``runs``, ``hidden_distances``), keeps a fai
 traceback and each unit's start and finish time, and records its own version. Version 3 keeps
 every evaluation's per-row records (``row_records``: what lm-evaluation-harness calls
 ``--log_samples``) and gives swap groups a role of their own with their parent, removed and added
-task (``task_groups.meta``), where earlier stores knew a swap only by its name. A store opened by
+task (``task_groups.meta``), where earlier stores knew a swap only by its name. Version 4 says how each
+score reads: whether higher is better (``results.higher_is_better``) and how the rows make it
+(``results.aggregation``: a mean of rows, or lm-eval's perplexity-family ratio of sums, whose rows
+carry a ``row_records.weight``); every earlier row is a higher-is-better mean. A store opened by
 newer code is migrated in one transaction; rows are never lost.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,17 +38,21 @@ CREATE TABLE IF NOT EXISTS results (
     params_hash TEXT NOT NULL DEFAULT '', seed INTEGER NOT NULL DEFAULT 0,
     metric TEXT NOT NULL DEFAULT 'score', score REAL, expert_score REAL, loss REAL,
     source TEXT NOT NULL DEFAULT 'computed', created_at REAL NOT NULL,
+    higher_is_better INTEGER NOT NULL DEFAULT 1, aggregation TEXT NOT NULL DEFAULT 'mean',
     PRIMARY KEY (study_id, group_name, model, task, method, params_hash, seed, metric)
 );
 -- one row per eval row of a result: keyed like the result it belongs to (less the metric), with the
 -- row's position among the task's eval rows, a hash of its prompt (to pair rows across models), its
--- score (0–100: correct or not, or rougeL), the reference and prediction, each label's log-likelihood
+-- score (0–100: correct or not, or rougeL, or a log-likelihood for perplexities), the reference and
+-- prediction, each label's log-likelihood, and the row's weight in its task's score (NULL = 1, or the
+-- word or byte count for lm-eval's weighted perplexities). No semicolons in these comments: the
+-- schema is split on them
 CREATE TABLE IF NOT EXISTS row_records (
     study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
     group_name TEXT NOT NULL, model TEXT NOT NULL, task TEXT NOT NULL, method TEXT NOT NULL,
     params_hash TEXT NOT NULL DEFAULT '', seed INTEGER NOT NULL DEFAULT 0,
     row INTEGER NOT NULL, row_id TEXT NOT NULL, score REAL, reference TEXT, prediction TEXT,
-    label_logprobs TEXT,
+    label_logprobs TEXT, weight REAL,
     PRIMARY KEY (study_id, group_name, model, task, method, params_hash, seed, row)
 );
 CREATE TABLE IF NOT EXISTS task_metrics (
@@ -108,8 +115,22 @@ def _v2_to_v3(con: sqlite3.Connection) -> None:
             )
 
 
+def _v3_to_v4(con: sqlite3.Connection) -> None:
+    added = {
+        "results": ("higher_is_better INTEGER NOT NULL DEFAULT 1", "aggregation TEXT NOT NULL DEFAULT 'mean'"),
+        "row_records": ("weight REAL",),
+    }
+    for table, columns in added.items():
+        have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            continue  # a table this store never had is created whole after the migrations
+        for column in columns:
+            if column.split()[0] not in have:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
 #: from version → the step that brings a store to the next version
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def version(con: sqlite3.Connection) -> int:

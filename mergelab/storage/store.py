@@ -39,10 +39,12 @@ RESULT_COLUMNS = [
     "expert_score",
     "loss",
     "source",
+    "higher_is_better",
+    "aggregation",
 ]
 #: what identifies the result a per-row record belongs to (a result's key, less its metric)
 RECORD_KEY = ["group_name", "model", "task", "method", "params_hash", "seed"]
-RECORD_COLUMNS = [*RECORD_KEY, "row", "row_id", "score", "reference", "prediction", "label_logprobs"]
+RECORD_COLUMNS = [*RECORD_KEY, "row", "row_id", "score", "reference", "prediction", "label_logprobs", "weight"]
 
 
 INSERT_RESULTS = (
@@ -63,12 +65,16 @@ def result_tuples(study_id: str, rows, now: float | None = None) -> list[tuple]:
         "score": None,
         "source": "computed",
         "group_name": "",
+        "higher_is_better": 1,
+        "aggregation": "mean",
     }
     for col, val in defaults.items():
         if col not in df.columns:
             df[col] = val
     for col in ("group_name", "params_hash"):  # key columns: '' rather than NULL (CSV round trip)
         df[col] = df[col].fillna("").astype(str)
+    df["higher_is_better"] = df["higher_is_better"].fillna(1).astype(bool).astype(int)
+    df["aggregation"] = df["aggregation"].fillna("mean").astype(str)
     now = time.time() if now is None else now
     return [
         (study_id, *[None if pd.isna(v) else v for v in rec], now)
@@ -86,6 +92,7 @@ def record_tuples(study_id: str, rows) -> list[tuple]:
         ("reference", None),
         ("label_logprobs", None),
         ("prediction", None),
+        ("weight", None),
     ):
         if col not in frame.columns:
             frame[col] = default

@@ -152,8 +152,13 @@ def run_unit(ctx: StudyContext, job: dict, progress: Progress = lambda f, m: Non
 
 def _scored(spec: StudySpec, evaluation, task: str, **fields) -> UnitOutput:
     """A result row and its per-row records (keyed like it) for one evaluation."""
-    if evaluation.metric:  # an lm-eval task names its own metric
-        fields = {"metric": evaluation.metric, **fields}
+    if evaluation.metric:  # an lm-eval task names its own metric, its direction and its aggregation
+        fields = {
+            "metric": evaluation.metric,
+            "higher_is_better": int(evaluation.higher_is_better),
+            "aggregation": evaluation.aggregation,
+            **fields,
+        }
     result = _row(spec, task, score=evaluation.score, **fields)
     key = {k: result[k] for k in RECORD_KEY}
     return UnitOutput(results=[result], records=[{**key, **r} for r in evaluation.records])

@@ -57,7 +57,8 @@ def build_report(store: Store, study_id: str) -> str:
             "<h2>Experts and the untrained base</h2>",
             _table(experts),
             note(
-                "gain: expert − base on the same rows, with its 95 % interval; points_per_row: how far one "
+                "gain: how much better the expert scores than the base on the same rows (expert − base; "
+                "base − expert where lower is better), with its 95 % interval; points_per_row: how far one "
                 "eval row moves Eq. 1 (10⁴ / (rows · expert score))."
             ),
         ]

@@ -229,7 +229,7 @@ def test_a_version_2_store_gets_its_swaps_a_role(tmp_path):
     con.commit()
     con.close()
     store = Store(path)
-    assert store.migrated_from == 2 and store.schema_version() == 3
+    assert store.migrated_from == 2 and store.schema_version() == 4
     assert list(store.groups("s")) == ["r2"]
     swap = store.swaps("s")["swap:r2:a->c"]
     assert (swap.parent, swap.removed, swap.added) == ("r2", "a", "c")
