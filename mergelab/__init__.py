@@ -3,7 +3,7 @@
 The engine (this package) never imports Streamlit; only ``mergelab.ui`` does.
 """
 
-__version__ = "0.2.3"  # bumped with a CHANGELOG.md entry whenever behaviour changes
+__version__ = "0.2.4"  # bumped with a CHANGELOG.md entry whenever behaviour changes
 
 from . import threads as _threads
 

@@ -10,10 +10,10 @@ from typing import Literal, get_args
 Architecture = Literal["encoder", "causal", "seq2seq"]
 #: a task's metric (accuracy and F1 for labels, rougeL for generation)
 Metric = Literal["accuracy", "f1", "rougeL"]
-#: how a task's score comes from its rows' values v and weights w (lm-eval's aggregations that are a
-#: function of the weighted mean Σv / Σw, so the per-row bootstrap resamples exactly what they
-#: aggregate): "mean" (w = 1), "perplexity" exp(−mean), "weighted_perplexity" exp(−Σv/Σw),
-#: "bits_per_byte" −Σv/Σw / ln 2 (analysis.equations.aggregate)
+#: how a task's score comes from its rows' scores v and weights w (lm-eval's aggregations that are a
+#: function of the weighted mean x = Σw·v / Σw, so the per-row bootstrap resamples exactly what they
+#: aggregate): "mean" x, "perplexity" and "weighted_perplexity" exp(−x) (v: log-likelihood per word,
+#: w: words), "bits_per_byte" −x / ln 2 (analysis.equations.aggregate)
 Aggregation = Literal["mean", "perplexity", "weighted_perplexity", "bits_per_byte"]
 #: how a prompt's hidden states become one vector
 Pooling = Literal["mean", "last", "first"]

@@ -69,6 +69,22 @@ def _write_lm_eval_tasks(folder: Path) -> None:
         'doc_to_target: "{{text}}"\n'
         "metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n  - metric: bits_per_byte\n"
     )
+    # groups of toy_mc and a shorter copy: one scored as the mean of its tasks' scores, one weighing
+    # each task by its size, one with no score of its own (lm-eval reports none for it)
+    mc_b = folder / "mc_b_test.jsonl"
+    mc_b.write_text("".join((folder / "mc_test.jsonl").read_text().splitlines(keepends=True)[:5]))
+    (folder / "toy_mc_b.yaml").write_text(
+        (folder / "toy_mc.yaml")
+        .read_text()
+        .replace("task: toy_mc", "task: toy_mc_b")
+        .replace(f"test: {folder}/mc_test.jsonl", f"test: {mc_b}")
+    )
+    for name, agg in (("toy_group", "weight_by_size: false"), ("toy_group_sized", "weight_by_size: true")):
+        (folder / f"{name}.yaml").write_text(
+            f"group: {name}\ntask:\n  - toy_mc\n  - toy_mc_b\n"
+            f"aggregate_metric_list:\n  - metric: acc\n    aggregation: mean\n    {agg}\n"
+        )
+    (folder / "toy_tag.yaml").write_text("group: toy_tag\ntask:\n  - toy_mc\n  - toy_mc_b\n")
     # a corpus-level metric (Matthews correlation): not a mean of rows, so no per-row interval
     (folder / "toy_mcc.yaml").write_text(
         (folder / "toy_mc.yaml")
@@ -216,6 +232,7 @@ def test_lm_eval_tasks_are_checked_before_any_model_loads(mixed_study, tmp_path)
 
     assert "not among the task YAMLs" in problems(lm_eval={"task": "no_such_task"})
     assert "aggregated by 'matthews_corrcoef', which is not a mean of rows" in problems(lm_eval={"task": "toy_mcc"})
+    assert "reports no score of its own" in problems(lm_eval={"task": "toy_tag"})
     assert "has no metric 'bleu'" in problems(lm_eval={"task": "toy_mc", "metric": "bleu"})
     with pytest.raises(SpecError, match="drop labels"):
         parse_spec(
@@ -355,3 +372,53 @@ def test_lm_eval_files_keep_a_perplexitys_direction_and_row_pairs(ppl_study, tmp
     from lm_eval.api.metrics import weighted_perplexity
 
     assert weighted_perplexity(list(zip(ll, words))) == pytest.approx(doc["results"]["le_ppl"]["word_perplexity,none"])
+
+
+@pytest.fixture(scope="module")
+def group_study(mixed_study, tmp_path_factory):
+    """Two lm-eval groups as study tasks (one adapter each): the mean of their tasks' scores, and
+    the size-weighted mean."""
+    root, spec_path, _ = mixed_study
+    spec = yaml.safe_load(spec_path.read_text())
+    for i, name in enumerate(("le_group", "le_sized")):
+        make_lora(Path(spec["base"]), root / "adapters" / name, 41 + i, scale=0.3)
+    spec["adapters"] = {"le_group": "adapters/le_group", "le_sized": "adapters/le_sized"}
+    spec["tasks"] = {
+        "le_group": {"data": "lm_tasks", "lm_eval": {"task": "toy_group"}},
+        "le_sized": {"data": "lm_tasks", "lm_eval": {"task": "toy_group_sized"}},
+    }
+    spec.update(name="grp", groups={"g": ["le_group", "le_sized"]}, methods={"TA": {"lambda": 1.0}})
+    path = root / "grp.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    store = Store(tmp_path_factory.mktemp("grp") / "g.db")
+    run_study(store, path, "grp")
+    return root, path, store
+
+
+@pytest.mark.parametrize("task,lm_task", [("le_group", "toy_group"), ("le_sized", "toy_group_sized")])
+def test_an_lm_eval_group_is_one_task_scored_as_lm_eval_scores_it(group_study, task, lm_task):
+    from mergelab.analysis import protocol, uncertainty
+
+    root, path, store = group_study
+    spec = parse_spec(path)
+    rows = store.results("grp")
+    ours = rows[(rows.task == task)].set_index("method")
+    theirs = _peft_scores(Path(spec.base), Path(spec.adapters[task]), lm_task, root / "lm_tasks")
+    assert ours.loc["expert", "score"] == pytest.approx(100 * theirs["results"][lm_task]["acc,none"])
+    # its rows are every subtask's (capped by the study's eval_limit, per subtask as lm-eval's limit)
+    rec = store.row_records("grp")
+    mine = rec[(rec.task == task) & (rec.method == "expert")].sort_values("row")
+    sizes = [len(theirs["samples"][t]) for t in ("toy_mc", "toy_mc_b")]
+    assert len(mine) == sum(sizes) and sizes[0] != sizes[1]
+    weights = mine["weight"].to_numpy(float)
+    if task == "le_group":  # the mean of the two tasks' scores: each task's rows weigh 1 / its rows
+        assert weights == pytest.approx([1 / sizes[0]] * sizes[0] + [1 / sizes[1]] * sizes[1])
+    else:
+        assert np.isnan(weights).all()
+    # the per-row records rebuild every stored score, so the intervals resample what lm-eval averages
+    draws = uncertainty.Draws(store, "grp")
+    for key, method in ((uncertainty.EXPERT, "expert"), (uncertainty.BASE, "base"), (("g", "TA"), "TA")):
+        assert draws.tasks[task].point[key] == pytest.approx(ours.loc[method, "score"])
+    ci = protocol.loss_intervals(store, "grp").set_index("task").loc[task]
+    # (12 rows of a weak expert: many resamples score it 0, and then the interval says so)
+    assert ci["ci_low"] <= ci["loss"] <= ci["ci_high"] or ci["ci_note"] == "too few defined resamples"

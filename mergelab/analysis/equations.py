@@ -59,13 +59,13 @@ def merging_loss(merged, expert, higher_is_better: bool = True):
 
 
 def aggregate(aggregation: str, weighted_mean):
-    """A task's score from the weighted mean Σv / Σw of its rows' values and weights, the way
+    """A task's score from the weighted mean Σw·v / Σw of its rows' scores and weights, the way
     lm-evaluation-harness aggregates them (:data:`mergelab.choices.AGGREGATIONS`): ``mean`` as is,
     ``perplexity`` and ``weighted_perplexity`` exp(−x), ``bits_per_byte`` −x / ln 2.
 
     Args:
         aggregation: one of the four names.
-        weighted_mean: Σv / Σw — a float or an array (one per resample).
+        weighted_mean: Σw·v / Σw — a float or an array (one per resample).
     Returns:
         the score, shaped like ``weighted_mean``.
     """

@@ -82,8 +82,8 @@ def task_draws(
 ) -> TaskDraws:
     """Resampled scores of every model with records on one task (rows paired by position; a model
     whose rows differ from the expert's is left out). A score is what the task's ``aggregation``
-    makes of its rows (:func:`~.equations.aggregate` of Σ score·n / Σ weight·n over each resample's
-    row counts n; a row without a weight weighs 1), or macro F1 for ``metric`` "f1"."""
+    makes of its rows: :func:`~.equations.aggregate` of their weighted mean Σ n·w·score / Σ n·w, n the
+    row's count in the resample, w its weight (none: 1) — or macro F1 for ``metric`` "f1"."""
     task = str(records["task"].iloc[0])
     keys = list(dict.fromkeys(zip(records["group_name"], records["method"])))
     by = {k: sub.sort_values("row") for k, sub in records.groupby(["group_name", "method"], sort=False)}
@@ -108,8 +108,8 @@ def task_draws(
             weights = sub["weight"].to_numpy(float) if "weight" in sub else np.ones(n)
             weights = np.where(np.isnan(weights), 1.0, weights)
             with np.errstate(invalid="ignore", divide="ignore"):
-                out.draws[key] = equations.aggregate(aggregation, (counts @ scores) / (counts @ weights))
-            out.point[key] = equations.aggregate(aggregation, scores.sum() / weights.sum())
+                out.draws[key] = equations.aggregate(aggregation, (counts @ (scores * weights)) / (counts @ weights))
+            out.point[key] = equations.aggregate(aggregation, (scores * weights).sum() / weights.sum())
     return out
 
 

@@ -11,9 +11,16 @@ as lm-eval reports them. A metric's direction is lm-eval's ``higher_is_better``:
 one (perplexity, word_perplexity, bits_per_byte, …) enters Eq. 1 with performance = 1 / metric
 (:func:`mergelab.analysis.equations.merging_loss`). Its aggregation must be one whose value the
 per-row records can rebuild under resampling (:data:`mergelab.choices.AGGREGATIONS`: a mean of rows,
-or the perplexity family's ratio of sums — each row keeps its log-likelihood and its word or byte
-count as ``score`` and ``weight``); corpus-level ones (bleu, chrf, ter, f1, mcc) are refused with a
+or the perplexity family's ratio of sums — each row keeps its log-likelihood per word or byte and
+its word or byte count as ``score`` and ``weight``); corpus-level ones (bleu, chrf, ter, f1, mcc) are refused with a
 clear message.
+
+A study task may also name an lm-eval *group* (``mmlu``, or a group YAML of your own): it is one task
+for one adapter, scored by the group's own ``aggregate_metric_list`` over its subtasks, and its
+per-row records are every subtask's rows in turn — weighted 1 each when the group weighs subtasks by
+size, else 1 / (the subtask's rows), so the weighted mean of the rows is the group's mean of subtask
+scores and the intervals resample exactly that. Groups without an aggregate score of their own, groups
+of groups, and subtasks whose metric is not a mean of rows are refused with a clear message.
 """
 
 from __future__ import annotations
@@ -68,25 +75,65 @@ def task_manager(include_path: str | None):
     return TaskManager(include_path=include_path, include_defaults=include_path is None, verbosity="ERROR")
 
 
+#: the key a group's document carries to name its subtask (documents of a group are shallow copies)
+SUBTASK = "__mergelab_subtask__"
+
+
+@dataclass
+class GroupTask:
+    """An lm-eval group as one study task: its name, lm-eval's group config (with its
+    ``aggregate_metric_list``) and its subtasks (name → lm-eval Task), in lm-eval's order."""
+
+    name: str
+    config: dict
+    subtasks: dict
+
+
+def _load_error(name: str, exc: Exception) -> LmEvalTaskError:
+    return LmEvalTaskError(f"lm-eval task {name!r} cannot be loaded: {' '.join(str(exc).split())[:300]}")
+
+
 def load_task(cfg: LmEvalTask):
-    """The lm-eval Task object for ``cfg`` (its documents are read here: local files, or the hub)."""
+    """The lm-eval Task object for ``cfg`` (its documents are read here: local files, or the hub),
+    or a :class:`GroupTask` when ``cfg`` names a group."""
     from lm_eval.tasks import get_task_dict
 
     manager = task_manager(cfg.include_path)
     if cfg.name not in manager.all_tasks:
         where = f"the task YAMLs in {cfg.include_path}" if cfg.include_path else "lm-eval's tasks"
         raise LmEvalTaskError(f"lm-eval task {cfg.name!r} is not among {where}")
-    if cfg.name in manager.all_groups:
-        raise LmEvalTaskError(f"{cfg.name!r} is an lm-eval group: name each of its tasks as a study task")
     try:
-        task = get_task_dict([cfg.name], manager)[cfg.name]
+        loaded = get_task_dict([cfg.name], manager)
     except Exception as exc:  # lm-eval raises whatever its dataset loader raises
-        raise LmEvalTaskError(
-            f"lm-eval task {cfg.name!r} cannot be loaded: {' '.join(str(exc).split())[:300]}"
-        ) from None
+        raise _load_error(cfg.name, exc) from None
+    if cfg.name in manager.all_groups:
+        return _group(cfg, loaded)
+    task = loaded[cfg.name]
     if cfg.num_fewshot is not None:
         task.set_config(key="num_fewshot", value=cfg.num_fewshot)
     return task
+
+
+def _group(cfg: LmEvalTask, loaded: dict) -> GroupTask:
+    """The group ``cfg`` names, from lm-eval's ``get_task_dict`` answer ({group: {subtask: Task}})."""
+    from lm_eval.api.group import ConfigurableGroup
+
+    (group, members), *_ = loaded.items()
+    config = dict(group.config) if isinstance(group, ConfigurableGroup) else {}
+    if not config.get("aggregate_metric_list"):
+        raise LmEvalTaskError(
+            f"lm-eval group {cfg.name!r} reports no score of its own (no aggregate_metric_list): name each of its "
+            "tasks as a study task, or give the group an aggregate_metric_list"
+        )
+    nested = [k for k, v in members.items() if isinstance(v, dict)]
+    if nested:
+        raise LmEvalTaskError(
+            f"lm-eval group {cfg.name!r} holds groups ({', '.join(map(str, nested))}): name a group of tasks"
+        )
+    if cfg.num_fewshot is not None:
+        for task in members.values():
+            task.set_config(key="num_fewshot", value=cfg.num_fewshot)
+    return GroupTask(cfg.name, config, dict(members))
 
 
 @dataclass(frozen=True)
@@ -101,7 +148,10 @@ class Metric:
 
 def primary_metric(task, cfg: LmEvalTask) -> Metric:
     """The metric Eq. 1 uses: ``cfg.metric`` or the task's first; refused when its aggregation is
-    not one the per-row records can rebuild (corpus-level scores such as bleu or f1)."""
+    not one the per-row records can rebuild (corpus-level scores such as bleu or f1). For a group:
+    the metric of its ``aggregate_metric_list``, whose subtasks must each score it as a mean of rows."""
+    if isinstance(task, GroupTask):
+        return _group_metric(task, cfg)
     from lm_eval.api.registry import AGGREGATION_REGISTRY
 
     names = [m["metric"] for m in task.config.metric_list or []] or list(task.higher_is_better())
@@ -109,9 +159,7 @@ def primary_metric(task, cfg: LmEvalTask) -> Metric:
     if metric is None or metric not in names:
         raise LmEvalTaskError(f"lm-eval task {cfg.name!r} has no metric {metric!r} (it has {names})")
     function = task.aggregation().get(metric)
-    aggregation = next(
-        (k for k, v in AGGREGATION_REGISTRY.items() if v is function), getattr(function, "__name__", "?")
-    )
+    aggregation = next((k for k, v in AGGREGATION_REGISTRY.items() if v is function), "?")
     if aggregation not in AGGREGATIONS:
         raise LmEvalTaskError(
             f"lm-eval task {cfg.name!r}: {metric} is aggregated by {aggregation!r}, which is not a mean of rows "
@@ -120,8 +168,30 @@ def primary_metric(task, cfg: LmEvalTask) -> Metric:
     return Metric(metric, bool(task.higher_is_better().get(metric, True)), aggregation)
 
 
+def _group_metric(group: GroupTask, cfg: LmEvalTask) -> Metric:
+    names = [m["metric"] for m in group.config["aggregate_metric_list"]]
+    metric = cfg.metric or names[0]
+    if metric not in names:
+        raise LmEvalTaskError(f"lm-eval group {cfg.name!r} aggregates no metric {metric!r} (it has {names})")
+    directions = set()
+    for name, task in group.subtasks.items():
+        sub = primary_metric(task, LmEvalTask(name, cfg.include_path, cfg.num_fewshot, cfg.limit, metric, cfg.filter))
+        if sub.aggregation != "mean":
+            raise LmEvalTaskError(
+                f"lm-eval group {cfg.name!r}: its task {name!r} aggregates {metric} by {sub.aggregation!r}; a group "
+                "score MergeLab can resample needs a mean of rows in every task"
+            )
+        directions.add(sub.higher_is_better)
+    if len(directions) != 1:
+        raise LmEvalTaskError(f"lm-eval group {cfg.name!r}: its tasks disagree on whether higher {metric} is better")
+    return Metric(metric, directions.pop(), "mean")
+
+
 def eval_docs(task, limit: int | None) -> list[dict]:
-    """The documents lm-eval scores (its eval split, the first ``limit``)."""
+    """The documents lm-eval scores (its eval split, the first ``limit``); for a group, each
+    subtask's in turn (lm-eval's limit is per subtask), each naming its subtask under :data:`SUBTASK`."""
+    if isinstance(task, GroupTask):
+        return [{**d, SUBTASK: name} for name, t in task.subtasks.items() for d in eval_docs(t, limit)]
     docs = list(task.eval_docs)
     return docs[:limit] if limit else docs
 
@@ -129,7 +199,9 @@ def eval_docs(task, limit: int | None) -> list[dict]:
 def probe_docs(task) -> list[dict]:
     """Documents for hidden-state probes, kept apart from the scored ones where the task allows:
     its training split, else its validation split when it scores the test split, else its eval
-    documents themselves."""
+    documents themselves; for a group, each subtask's in turn."""
+    if isinstance(task, GroupTask):
+        return [{**d, SUBTASK: name} for name, t in task.subtasks.items() for d in probe_docs(t)]
     if task.has_training_docs():
         return list(task.training_docs())
     if task.has_test_docs() and task.has_validation_docs():
@@ -139,6 +211,9 @@ def probe_docs(task) -> list[dict]:
 
 def prompt(task, doc: dict) -> str:
     """The text lm-eval puts before the answer for ``doc`` (zero-shot), for hidden states."""
+    if isinstance(task, GroupTask):
+        doc = dict(doc)
+        return prompt(task.subtasks[doc.pop(SUBTASK)], doc)
     if task.OUTPUT_TYPE == "loglikelihood_rolling":  # the scored text is the target (wikitext's page)
         return str(task.doc_to_target(doc))
     text = task.doc_to_text(doc)
@@ -174,7 +249,7 @@ def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu
     Returns:
         the task's primary metric (× 100 for proportions), its direction and aggregation, and one
         record per scored document: its position, a hash of its prompt, its own score (for the
-        perplexity family: its log-likelihood, with its word or byte count as ``weight``), the
+        perplexity family: its log-likelihood per word or byte, with the count as ``weight``), the
         target, the prediction (the chosen choice, or the filtered generation) and, for multiple
         choice, each choice's log-likelihood.
     """
@@ -201,12 +276,38 @@ def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu
     if key not in results:
         raise LmEvalTaskError(f"lm-eval task {cfg.name!r} reported no {key!r} (it reported {sorted(results)})")
     scale = 100.0 if metric.name in PERCENT_METRICS else 1.0
-    samples = sorted(
-        (s for s in out["samples"][cfg.name] if s.get("filter", "none") == cfg.filter), key=lambda s: s["doc_id"]
+    records: list[dict] = []
+    if isinstance(task, GroupTask):
+        by_size = any(m.get("weight_by_size", True) for m in task.config["aggregate_metric_list"]
+                      if m["metric"] == metric.name)  # fmt: skip
+        for name, sub in task.subtasks.items():
+            samples = _samples(out, name, cfg.filter)
+            records += _records(sub, samples, metric.name, scale, len(records), None if by_size else 1 / len(samples))
+    else:
+        records = _records(task, _samples(out, cfg.name, cfg.filter), metric.name, scale, 0, None)
+    return Evaluation(
+        scale * float(results[key]),
+        records,
+        metric=metric.name,
+        higher_is_better=metric.higher_is_better,
+        aggregation=metric.aggregation,
     )
+
+
+def _samples(out: dict, name: str, filter_name: str) -> list[dict]:
+    """lm-eval's logged samples of one task for one filter, in document order."""
+    return sorted(
+        (s for s in out["samples"][name] if s.get("filter", "none") == filter_name), key=lambda s: s["doc_id"]
+    )
+
+
+def _records(task, samples: list[dict], metric: str, scale: float, start: int, weight: float | None) -> list[dict]:
+    """MergeLab's per-row records of one lm-eval task's samples, numbered from ``start``; ``weight``
+    for every row (None = 1) unless the metric carries its own (the perplexity family's word or byte
+    count). A task's score is the weighted mean of its rows' scores (then its aggregation)."""
     multiple_choice = task.OUTPUT_TYPE == "multiple_choice"
     records = []
-    for i, s in enumerate(samples):
+    for i, s in enumerate(samples, start):
         resps = s["filtered_resps"]
         if multiple_choice:
             lls = [float(r[0]) for r in resps]
@@ -215,23 +316,18 @@ def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu
         else:
             lls = None
             prediction = str(resps[0] if isinstance(resps, list) and resps else resps)
-        value = s[metric.name]
+        value = s[metric]
         weighted = isinstance(value, (list, tuple))  # (log-likelihood, words or bytes)
         records.append(
             {
                 "row": i,
                 "row_id": str(s["prompt_hash"])[:12],
-                "score": float(value[0]) if weighted else scale * float(value),
-                "weight": float(value[1]) if weighted else None,
+                # the perplexity family's row: log-likelihood per word (or byte), weighing its words
+                "score": (float(value[0]) / float(value[1]) if value[1] else 0.0) if weighted else scale * float(value),
+                "weight": float(value[1]) if weighted else weight,
                 "reference": str(s["target"]),
                 "prediction": prediction,
                 "label_logprobs": lls,
             }
         )
-    return Evaluation(
-        scale * float(results[key]),
-        records,
-        metric=metric.name,
-        higher_is_better=metric.higher_is_better,
-        aggregation=metric.aggregation,
-    )
+    return records

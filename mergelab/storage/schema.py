@@ -7,8 +7,9 @@ every evaluation's per-row records (``row_records``: what lm-evaluation-harness 
 ``--log_samples``) and gives swap groups a role of their own with their parent, removed and added
 task (``task_groups.meta``), where earlier stores knew a swap only by its name. Version 4 says how each
 score reads: whether higher is better (``results.higher_is_better``) and how the rows make it
-(``results.aggregation``: a mean of rows, or lm-eval's perplexity-family ratio of sums, whose rows
-carry a ``row_records.weight``); every earlier row is a higher-is-better mean. A store opened by
+(``results.aggregation`` of the rows' weighted mean, their weights in ``row_records.weight``: 1, a
+word or byte count for lm-eval's perplexities, 1 / rows of a subtask in an lm-eval group); every
+earlier row is a higher-is-better mean. A store opened by
 newer code is migrated in one transaction; rows are never lost.
 """
 
@@ -43,9 +44,10 @@ CREATE TABLE IF NOT EXISTS results (
 );
 -- one row per eval row of a result: keyed like the result it belongs to (less the metric), with the
 -- row's position among the task's eval rows, a hash of its prompt (to pair rows across models), its
--- score (0–100: correct or not, or rougeL, or a log-likelihood for perplexities), the reference and
--- prediction, each label's log-likelihood, and the row's weight in its task's score (NULL = 1, or the
--- word or byte count for lm-eval's weighted perplexities). No semicolons in these comments: the
+-- score (0–100: correct or not, or rougeL, or the log-likelihood per word for perplexities), the
+-- reference and prediction, each label's log-likelihood, and the row's weight in its task's score
+-- (NULL = 1, or the word or byte count for lm-eval's weighted perplexities, or 1 / its subtask's rows
+-- in an lm-eval group scored as the mean of its tasks). No semicolons in these comments: the
 -- schema is split on them
 CREATE TABLE IF NOT EXISTS row_records (
     study_id TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,

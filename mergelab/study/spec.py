@@ -92,7 +92,7 @@ class LmEvalSpec(BaseModel):
     """A task scored by lm-evaluation-harness's own definition (see :mod:`mergelab.models.lm_eval_bridge`)."""
 
     model_config = STRICT
-    task: str = Field(min_length=1, max_length=200, description="the lm-eval task's name (a task, not a group)")
+    task: str = Field(min_length=1, max_length=200, description="the lm-eval task's or group's name")
     num_fewshot: int | None = Field(None, ge=0, le=100, description="few-shot examples (default: the task's)")
     limit: int | None = Field(None, ge=1, le=1_000_000, description="score the first N documents (lm-eval's --limit)")
     metric: str | None = Field(None, max_length=100, description="the metric Eq. 1 uses (default: the task's first)")

@@ -44,8 +44,8 @@ def test_each_aggregation_equals_lm_evals_own(name):
 
 
 def _ppl_study(store: Store, n: int = 120) -> dict:
-    """One task scored by word perplexity (lower is better): per row a log-likelihood and a word
-    count; the expert is better than the base, the merge worse than the expert."""
+    """One task scored by word perplexity (lower is better): per row its log-likelihood per word and
+    its words; the expert is better than the base, the merge worse than the expert."""
     rng = np.random.default_rng(11)
     words = rng.integers(4, 15, n).astype(float)
     truth = {
@@ -72,8 +72,8 @@ def _ppl_study(store: Store, n: int = 120) -> dict:
                  score=math.exp(-ll.sum() / words.sum()), higher_is_better=0, aggregation="weighted_perplexity")
         )  # fmt: skip
         records += [
-            dict(group_name=group, model=model, task="p", method=method, row=i, row_id=f"r{i}", score=float(ll[i]),
-                 weight=float(words[i]))
+            dict(group_name=group, model=model, task="p", method=method, row=i, row_id=f"r{i}",
+                 score=float(ll[i] / words[i]), weight=float(words[i]))
             for i in range(n)
         ]  # fmt: skip
     store.add_results("ppl", rows)
