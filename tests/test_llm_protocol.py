@@ -489,6 +489,36 @@ def test_held_out_bad_input(tmp_path, extra, words):
         parse_spec(_spec(tmp_path, groups={"g": ["c0", "c1", "c2"]}, **extra))
 
 
+def test_a_held_out_benchmark_needs_no_adapter(tmp_path):
+    """MergeBench measures forgetting on general benchmarks nobody trained an adapter for: a task of
+    `tasks` with no adapter may be held out; only the base and the group merges are scored on it."""
+    path = _spec(tmp_path, groups={"g": ["c0", "c1", "c2"]}, held_out=["c3"], base_scores=True)
+    data = yaml.safe_load(path.read_text())
+    for t in ("c4", "c5"):
+        data["tasks"].pop(t)
+        data["adapters"].pop(t)
+    data["adapters"].pop("c3")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    spec = parse_spec(path)
+    assert spec.held_out_only == ["c3"] and "c3" not in spec.all_tasks
+    units = planner.plan_units(spec)
+    on_c3 = sorted((u["kind"], u["payload"].get("group", "")) for u in units if u["payload"].get("task") == "c3")
+    assert on_c3 == [("base", ""), *sorted(("merge", "g") for _ in spec.methods)]
+    assert not any("c3" in u["payload"].get("tasks", []) for u in units)  # no conflicts, no hidden states
+    store = Store(tmp_path / "b.db")
+    planner.prepare(store, path)
+    assert executors.run_worker(store, "tiny-causal")["failed"] == 0
+    res = store.results("tiny-causal")
+    assert set(res[res.task == "c3"]["method"]) == {"base", *spec.methods}
+    f = protocol.forgetting(store, "tiny-causal")
+    assert set(f[f["level"] == "task"]["task"]) == {"c3"} and f["ci_low"].notna().all()
+    # an adapter for a held-out task outside the groups and pool is a question, asked with one message
+    data["adapters"]["c3"] = data["adapters"]["c0"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(SpecError, match="add it to the pool"):
+        parse_spec(path)
+
+
 def test_forgetting_is_the_merge_against_the_base_on_held_out_tasks(tmp_path):
     """MergeBench's forgetting: each group merge scored on tasks outside the group, against the
     untrained base on the same rows, with a paired-bootstrap interval; Eq. 1 never sees these rows."""

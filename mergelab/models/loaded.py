@@ -81,6 +81,10 @@ class LoadedModel:
         self.use(f"expert:{task}", deltas, adapter.heads)
 
     def head_of(self, task: str) -> dict:
+        """The task's own heads (an encoder's classifier); none for a task without an adapter (a
+        held-out benchmark, on causal and seq2seq bases only)."""
+        if task not in self.aset.names:
+            return {}
         return self.aset.adapters[self.aset.names.index(task)].heads
 
     # --- forward passes -------------------------------------------------------------------------

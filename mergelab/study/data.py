@@ -215,7 +215,7 @@ def load_task(name: str, task: TaskSpec, k: int, eval_limit: int | None, seed: i
 def load_all(spec: StudySpec, k: int | None = None) -> dict[str, TaskData | LmEvalTaskData]:
     """Every task of the study, checked; all problems reported together."""
     out, problems = {}, []
-    for name in spec.all_tasks:
+    for name in spec.scored_tasks:
         try:
             out[name] = load_task(name, spec.tasks[name], k or spec.hidden.k, spec.eval_limit, spec.seed)
         except SpecError as exc:

@@ -41,7 +41,7 @@ def plan_units(spec: StudySpec) -> list[dict]:
     units = []
     tasks = spec.all_tasks
     adapter_id = {t: content_id(spec.adapters[t]) for t in tasks}
-    task_id = {t: {**spec.tasks[t].key_fields(), "data": data_id(spec.tasks[t])} for t in tasks}
+    task_id = {t: {**spec.tasks[t].key_fields(), "data": data_id(spec.tasks[t])} for t in spec.scored_tasks}
 
     def add(kind, payload, *parts):
         key = spec.fingerprint(kind, payload, *parts)
@@ -49,7 +49,7 @@ def plan_units(spec: StudySpec) -> list[dict]:
 
     stored = [spec.hidden.layers] if spec.hidden.layers else []  # a field added later: only when set
     if spec.base_scores:
-        for t in tasks:
+        for t in spec.scored_tasks:
             add("base", {"task": t}, task_id[t])
     for t in tasks:
         add("expert", {"task": t}, adapter_id[t], task_id[t])

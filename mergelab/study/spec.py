@@ -247,8 +247,10 @@ class StudySpec(BaseModel):
     base_scores: bool = Field(False, description="also score the untrained base on every task (causal / seq2seq)")
     held_out: list[str] = Field(
         default_factory=list,
-        description="tasks of the groups or pool that every group's merges are also scored on where the group "
-        "lacks them: forgetting, the merge against the base (MergeBench); needs base_scores",
+        description="tasks that every group's merges are also scored on where the group lacks them: "
+        "forgetting, the merge against the base (MergeBench); needs base_scores. A task of the groups or "
+        "pool, or a task of `tasks` with no adapter (a general benchmark: only the base and the merges are "
+        "scored on it)",
     )
     categories: dict[str, list[str]] = Field(
         default_factory=dict,
@@ -392,9 +394,17 @@ class StudySpec(BaseModel):
         if self.base_scores and self.architecture == "encoder":
             raise ValueError("base_scores needs a causal or seq2seq base: an encoder has no task head before training")
         for t in self.held_out:
-            if t not in self.all_tasks:
+            if t in self.all_tasks:
+                continue
+            if t not in self.tasks:
                 raise ValueError(
-                    f"held_out: {t!r} is not a task of a group or the pool (those: {sorted(self.all_tasks)})"
+                    f"held_out: {t!r} is not a task of a group or the pool (those: {sorted(self.all_tasks)}), "
+                    f"nor one of tasks ({sorted(self.tasks)})"
+                )
+            if t in self.adapters:
+                raise ValueError(
+                    f"held_out: {t!r} is not a task of a group or the pool but has an adapter: add it to the pool "
+                    "(its expert is then scored too) or drop its adapter (then only the base and the merges are)"
                 )
         if self.held_out and not self.base_scores:
             raise ValueError(
@@ -428,9 +438,22 @@ class StudySpec(BaseModel):
 
     @property
     def all_tasks(self) -> list[str]:
+        """The tasks of the groups and the pool: each has an adapter (its expert)."""
         seen = dict.fromkeys(t for g in self.groups.values() for t in g)
         seen.update(dict.fromkeys(self.pool))
         return list(seen)
+
+    @property
+    def held_out_only(self) -> list[str]:
+        """Held-out tasks outside the groups and pool, with no adapter: only the base and the group
+        merges are scored on them (forgetting on a general benchmark)."""
+        inside = set(self.all_tasks)
+        return [t for t in self.held_out if t not in inside]
+
+    @property
+    def scored_tasks(self) -> list[str]:
+        """Every task something is scored on: :attr:`all_tasks`, then :attr:`held_out_only`."""
+        return [*self.all_tasks, *self.held_out_only]
 
     def fingerprint(self, *parts) -> str:
         """Hash of what determines a unit: the base, eval settings and ``parts``. Local files and
