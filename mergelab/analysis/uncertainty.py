@@ -22,6 +22,7 @@ before MergeLab kept them: recompute the study).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -183,13 +184,46 @@ class Draws:
 _DRAWS: dict[tuple, Draws] = {}
 
 
+def _encode(draws: Draws) -> dict[str, np.ndarray]:
+    """Draws as named arrays: one per (task, model), and the rest as JSON text."""
+    arrays, meta = {}, {"n_boot": draws.n_boot, "tasks": []}
+    for t in draws.tasks.values():
+        keys = list(t.draws)
+        meta["tasks"].append(
+            {"task": t.task, "n_rows": t.n_rows, "higher_is_better": t.higher_is_better, "keys": keys,
+             "point": [t.point[k] for k in keys]}
+        )  # fmt: skip
+        for i, k in enumerate(keys):
+            arrays[f"d{len(meta['tasks']) - 1}_{i}"] = t.draws[k]
+    arrays["meta"] = np.array(json.dumps(meta))
+    return arrays
+
+
+def _decode(arrays: dict[str, np.ndarray]) -> Draws:
+    meta = json.loads(str(arrays["meta"]))
+    out = Draws.__new__(Draws)
+    out.n_boot, out.tasks = meta["n_boot"], {}
+    for j, t in enumerate(meta["tasks"]):
+        keys = [tuple(k) for k in t["keys"]]
+        td = TaskDraws(t["task"], t["n_rows"], t["higher_is_better"])
+        td.point = dict(zip(keys, t["point"]))
+        td.draws = {k: arrays[f"d{j}_{i}"] for i, k in enumerate(keys)}
+        out.tasks[td.task] = td
+    return out
+
+
 def draws_for(store: Store, study_id: str) -> Draws:
-    """The study's :class:`Draws`, computed once per store content (the last few kept)."""
+    """The study's :class:`Draws`, computed once per store content (the last few kept in this
+    process; and kept beside the store for the next process, :func:`~mergelab.storage.report_cache.cached_arrays`)."""
+    from ..storage.report_cache import cached_arrays
+
     key = (str(store.path), store.content_stamp(), study_id)
     if key not in _DRAWS:
         while len(_DRAWS) >= 8:
             _DRAWS.pop(next(iter(_DRAWS)))
-        _DRAWS[key] = Draws(store, study_id)
+        _DRAWS[key], _ = cached_arrays(
+            store, study_id, f"draws:{N_BOOT}", lambda: Draws(store, study_id), _encode, _decode
+        )
     return _DRAWS[key]
 
 

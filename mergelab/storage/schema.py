@@ -16,6 +16,7 @@ newer code is migrated in one transaction; rows are never lost.
 from __future__ import annotations
 
 import sqlite3
+import uuid
 
 SCHEMA_VERSION = 4
 
@@ -158,5 +159,9 @@ def upgrade(con: sqlite3.Connection) -> int:
     for statement in SCHEMA.split(";"):  # not executescript(): it would commit the caller's transaction
         if statement.strip():
             con.execute(statement)  # IF NOT EXISTS: creates what a new store lacks
+    # what the store's content is known by (Store.content_stamp): an id of its own and a revision
+    # every write transaction advances
+    con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+    con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('revision', '0')")
     con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     return found

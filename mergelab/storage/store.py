@@ -195,6 +195,8 @@ class Store:
         try:
             con.execute("BEGIN IMMEDIATE")
             yield con
+            if con.total_changes:  # it wrote: the content the caches know it by has changed
+                con.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
             con.execute("COMMIT")
         except BaseException as exc:
             if con.in_transaction:
@@ -234,14 +236,22 @@ class Store:
         return int(self.query("SELECT value FROM meta WHERE key='schema_version'")["value"].iloc[0])
 
     def content_stamp(self) -> tuple:
-        """Changes whenever the store's rows change (for caches keyed by the store's content):
-        SQLite's data_version does not see other connections' commits in WAL readers, so the
-        files' sizes and modification times are used."""
-        stamp = []
-        for suffix in ("", "-wal"):
-            f = Path(str(self.path) + suffix)
-            stamp.append((f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else None)
-        return tuple(stamp)
+        """Changes whenever the store's rows change (for caches keyed by the store's content, in this
+        process or another): the store's own id and the revision every write transaction advances
+        (:meth:`transaction`). Files' sizes and times would not do: SQLite checkpoints the WAL into
+        the database when a process's last connection closes, so the same rows would look new to the
+        next process. A store whose meta lacks them (written by hand) falls back to the files'."""
+        try:
+            with closing(self._connect()) as con:
+                rows = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('store_id', 'revision')").fetchall())
+        except sqlite3.Error as exc:
+            raise explain(self.path, exc) from None
+        if len(rows) == 2:
+            return (rows["store_id"], int(rows["revision"]))
+        return tuple(
+            (f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else None
+            for f in (self.path, Path(str(self.path) + "-wal"))
+        )
 
     # --- studies --------------------------------------------------------------------------
     def upsert_study(self, study_id: str, name: str, kind: str, description: str | None = None, spec: str = "") -> None:
