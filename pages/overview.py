@@ -73,7 +73,14 @@ if spec and spec.get("tasks"):
                 + " one eval row moves the merging loss by more than 2 points: their losses are noisy."
             )
 
-h = cached(story.headline, store, study)
+story_of = cached(story.story_group, store, study)  # the tables the headline reads, kept across processes
+h = cached(
+    story.headline,
+    store,
+    study,
+    t5=cached(protocol.table5, store, study),
+    group_frame=cached(protocol.mds_vs_loss, store, study, story_of) if story_of else None,
+)
 st.subheader("The headline")
 for sentence in story.sentences(h):
     st.markdown(sentence)

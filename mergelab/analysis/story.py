@@ -157,8 +157,17 @@ def _r(x: float) -> str:
     return f"{x:+.2f}".replace("-", "−") if np.isfinite(x) else "undefined"
 
 
-def headline(store: Store, study_id: str, collapse: float = COLLAPSE) -> Headline:
-    """The story of ``study_id``, computed from its rows."""
+def headline(
+    store: Store,
+    study_id: str,
+    collapse: float = COLLAPSE,
+    *,
+    t5: pd.DataFrame | None = None,
+    group_frame: pd.DataFrame | None = None,
+) -> Headline:
+    """The story of ``study_id``, computed from its rows. ``t5`` (:func:`~.protocol.table5`) and
+    ``group_frame`` (:func:`~.protocol.mds_vs_loss` of the story's group, :func:`story_group`) when
+    the caller has them already (the dashboard keeps them across processes)."""
     h = Headline(study_id)
     losses = views.loss_table(store, study_id)
     h.group = story_group(store, study_id, losses)
@@ -172,7 +181,7 @@ def headline(store: Store, study_id: str, collapse: float = COLLAPSE) -> Headlin
         sub = sub[sub["method"].isin(methods)]
     h.methods = list(dict.fromkeys(sub["method"]))
     draws = uncertainty.draws_for(store, study_id)
-    frame = protocol.mds_vs_loss(store, study_id, h.group, draws)
+    frame = group_frame if group_frame is not None else protocol.mds_vs_loss(store, study_id, h.group, draws)
     if sub["loss"].notna().any():
         known = frame.dropna(subset=["best_loss"])
         worst = known.loc[known["best_loss"].idxmin()]
@@ -192,7 +201,7 @@ def headline(store: Store, study_id: str, collapse: float = COLLAPSE) -> Headlin
         except stats.StatsError as exc:
             h.warnings.append(f"MDS vs best loss cannot be tested on {h.group}: {exc}.")
         h.reliability = uncertainty.reliability(frame, draws).reliability
-    t5 = protocol.table5(store, study_id, draws)
+    t5 = t5 if t5 is not None else protocol.table5(store, study_id, draws)
     h.verdict, h.verdict_detail = _verdict(t5)
     sw = protocol.swap_effects(store, study_id, draws)
     sw = sw[sw["parent"] == h.group]

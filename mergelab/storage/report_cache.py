@@ -3,14 +3,14 @@ or table of the same rows is a file read instead of the whole analysis (issue 27
 took 2–7 s, and each dashboard process's first render of a page 1–7 s, most of it the predictor
 comparison and the bootstrap draws, recomputed in every process).
 
-A report is a pure function of the store's rows and files and of MergeLab's code, so its key is
-exactly those: the store's content stamp (the database and WAL files' sizes and modification
-times — what the dashboard's caches key on too), the study's hidden-state files (names, sizes,
+A report or table is a pure function of the store's rows and files and of MergeLab's code, so its
+key is exactly those: the store's content stamp (its id and the revision every write transaction
+advances — what the dashboard's caches key on too), the study's hidden-state files (names, sizes,
 modification times), a hash of every source file of the ``mergelab`` package, the study and what
-was asked (format and options). Any write to the store, any new state file and any code change
-give a new key, so a stale report is not served; a report during which rows were written is not
-kept; a spurious miss (a WAL checkpoint) only costs one recomputation. Writing the cache is best
-effort: a read-only store folder still gets its report.
+was asked (format and options, or the analysis and its arguments). Any write to the store, any new
+state file and any code change give a new key, so a stale result is not served; a result during
+which rows were written is not kept. Writing the cache is best effort: a read-only store folder
+still gets its report. ``cache/`` may be deleted at any time: it only holds what can be recomputed.
 """
 
 from __future__ import annotations
