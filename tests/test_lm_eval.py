@@ -310,16 +310,25 @@ def test_report_writes_lm_eval_result_files_that_lm_eval_reads(mixed_study, tmp_
 @pytest.fixture(scope="module")
 def ppl_study(mixed_study, tmp_path_factory):
     """A MergeLab task and an lm-eval perplexity task (lower is better) in one group, merged by TA."""
+    c0 = yaml.safe_load(mixed_study[1].read_text())["tasks"]["c0"]
+    tasks = {"c0": c0, "le_ppl": {"data": "lm_tasks", "lm_eval": {"task": "toy_ppl"}}}
+    return _variant(mixed_study, tmp_path_factory, "ppl", tasks, seed=31)
+
+
+def _variant(mixed_study, tmp_path_factory, name: str, tasks: dict, seed: int) -> tuple:
+    """The mixed study's base with ``tasks`` (a new random adapter for each lm-eval one, seeded from
+    ``seed``; c0 keeps its own) in one group ``g`` merged by TA, run into a store of its own."""
     root, spec_path, _ = mixed_study
     spec = yaml.safe_load(spec_path.read_text())
-    make_lora(Path(spec["base"]), root / "adapters" / "le_ppl", 31, scale=0.3)
-    spec["adapters"] = {"c0": spec["adapters"]["c0"], "le_ppl": "adapters/le_ppl"}
-    spec["tasks"] = {"c0": spec["tasks"]["c0"], "le_ppl": {"data": "lm_tasks", "lm_eval": {"task": "toy_ppl"}}}
-    spec.update(name="ppl", groups={"g": ["c0", "le_ppl"]}, methods={"TA": {"lambda": 1.0}})
-    path = root / "ppl.yaml"
+    adapters = {t: spec["adapters"][t] for t in tasks if t == "c0"}
+    for i, task in enumerate(t for t in tasks if t != "c0"):
+        make_lora(Path(spec["base"]), root / "adapters" / task, seed + i, scale=0.3)
+        adapters[task] = f"adapters/{task}"
+    spec.update(name=name, adapters=adapters, tasks=tasks, groups={"g": list(tasks)}, methods={"TA": {"lambda": 1.0}})
+    path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    store = Store(tmp_path_factory.mktemp("ppl") / "p.db")
-    run_study(store, path, "ppl")
+    store = Store(tmp_path_factory.mktemp(name) / "s.db")
+    run_study(store, path, name)
     return root, path, store
 
 
@@ -378,21 +387,11 @@ def test_lm_eval_files_keep_a_perplexitys_direction_and_row_pairs(ppl_study, tmp
 def group_study(mixed_study, tmp_path_factory):
     """Two lm-eval groups as study tasks (one adapter each): the mean of their tasks' scores, and
     the size-weighted mean."""
-    root, spec_path, _ = mixed_study
-    spec = yaml.safe_load(spec_path.read_text())
-    for i, name in enumerate(("le_group", "le_sized")):
-        make_lora(Path(spec["base"]), root / "adapters" / name, 41 + i, scale=0.3)
-    spec["adapters"] = {"le_group": "adapters/le_group", "le_sized": "adapters/le_sized"}
-    spec["tasks"] = {
+    tasks = {
         "le_group": {"data": "lm_tasks", "lm_eval": {"task": "toy_group"}},
         "le_sized": {"data": "lm_tasks", "lm_eval": {"task": "toy_group_sized"}},
     }
-    spec.update(name="grp", groups={"g": ["le_group", "le_sized"]}, methods={"TA": {"lambda": 1.0}})
-    path = root / "grp.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    store = Store(tmp_path_factory.mktemp("grp") / "g.db")
-    run_study(store, path, "grp")
-    return root, path, store
+    return _variant(mixed_study, tmp_path_factory, "grp", tasks, seed=41)
 
 
 @pytest.mark.parametrize("task,lm_task", [("le_group", "toy_group"), ("le_sized", "toy_group_sized")])
