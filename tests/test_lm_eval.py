@@ -85,6 +85,19 @@ def _write_lm_eval_tasks(folder: Path) -> None:
             f"aggregate_metric_list:\n  - metric: acc\n    aggregation: mean\n    {agg}\n"
         )
     (folder / "toy_tag.yaml").write_text("group: toy_tag\ntask:\n  - toy_mc\n  - toy_mc_b\n")
+    # a group holding a group (mmlu's shape: mmlu → mmlu_stem, …), weighed by size
+    mc_c = folder / "mc_c_test.jsonl"
+    mc_c.write_text("".join((folder / "mc_test.jsonl").read_text().splitlines(keepends=True)[5:8]))
+    (folder / "toy_mc_c.yaml").write_text(
+        (folder / "toy_mc.yaml")
+        .read_text()
+        .replace("task: toy_mc", "task: toy_mc_c")
+        .replace(f"test: {folder}/mc_test.jsonl", f"test: {mc_c}")
+    )
+    (folder / "toy_nested.yaml").write_text(
+        "group: toy_nested\ntask:\n  - toy_group\n  - toy_mc_c\n"
+        "aggregate_metric_list:\n  - metric: acc\n    aggregation: mean\n    weight_by_size: true\n"
+    )
     # a corpus-level metric (Matthews correlation): not a mean of rows, so no per-row interval
     (folder / "toy_mcc.yaml").write_text(
         (folder / "toy_mc.yaml")
@@ -390,11 +403,14 @@ def group_study(mixed_study, tmp_path_factory):
     tasks = {
         "le_group": {"data": "lm_tasks", "lm_eval": {"task": "toy_group"}},
         "le_sized": {"data": "lm_tasks", "lm_eval": {"task": "toy_group_sized"}},
+        "le_nested": {"data": "lm_tasks", "lm_eval": {"task": "toy_nested"}},
     }
     return _variant(mixed_study, tmp_path_factory, "grp", tasks, seed=41)
 
 
-@pytest.mark.parametrize("task,lm_task", [("le_group", "toy_group"), ("le_sized", "toy_group_sized")])
+@pytest.mark.parametrize(
+    "task,lm_task", [("le_group", "toy_group"), ("le_sized", "toy_group_sized"), ("le_nested", "toy_nested")]
+)
 def test_an_lm_eval_group_is_one_task_scored_as_lm_eval_scores_it(group_study, task, lm_task):
     from mergelab.analysis import protocol, uncertainty
 
@@ -407,12 +423,13 @@ def test_an_lm_eval_group_is_one_task_scored_as_lm_eval_scores_it(group_study, t
     # its rows are every subtask's (capped by the study's eval_limit, per subtask as lm-eval's limit)
     rec = store.row_records("grp")
     mine = rec[(rec.task == task) & (rec.method == "expert")].sort_values("row")
-    sizes = [len(theirs["samples"][t]) for t in ("toy_mc", "toy_mc_b")]
+    leaves = ("toy_mc", "toy_mc_b", "toy_mc_c") if task == "le_nested" else ("toy_mc", "toy_mc_b")
+    sizes = [len(theirs["samples"][t]) for t in leaves]
     assert len(mine) == sum(sizes) and sizes[0] != sizes[1]
     weights = mine["weight"].to_numpy(float)
     if task == "le_group":  # the mean of the two tasks' scores: each task's rows weigh 1 / its rows
         assert weights == pytest.approx([1 / sizes[0]] * sizes[0] + [1 / sizes[1]] * sizes[1])
-    else:
+    else:  # weighed by size (lm-eval aggregates a group holding groups over its leaf tasks): all rows 1
         assert np.isnan(weights).all()
     # the per-row records rebuild every stored score, so the intervals resample what lm-eval averages
     draws = uncertainty.Draws(store, "grp")

@@ -19,8 +19,9 @@ A study task may also name an lm-eval *group* (``mmlu``, or a group YAML of your
 for one adapter, scored by the group's own ``aggregate_metric_list`` over its subtasks, and its
 per-row records are every subtask's rows in turn — weighted 1 each when the group weighs subtasks by
 size, else 1 / (the subtask's rows), so the weighted mean of the rows is the group's mean of subtask
-scores and the intervals resample exactly that. Groups without an aggregate score of their own, groups
-of groups, and subtasks whose metric is not a mean of rows are refused with a clear message.
+scores and the intervals resample exactly that. A group holding groups (mmlu → mmlu_stem, …) is
+aggregated over its leaf tasks, as lm-eval does. Groups without an aggregate score of their own and
+tasks whose metric is not a mean of rows are refused with a clear message.
 """
 
 from __future__ import annotations
@@ -82,11 +83,19 @@ SUBTASK = "__mergelab_subtask__"
 @dataclass
 class GroupTask:
     """An lm-eval group as one study task: its name, lm-eval's group config (with its
-    ``aggregate_metric_list``) and its subtasks (name → lm-eval Task), in lm-eval's order."""
+    ``aggregate_metric_list``) and its members (name → lm-eval Task, or a :class:`GroupTask` for a
+    group inside it, as mmlu holds mmlu_stem, …), in lm-eval's order."""
 
     name: str
     config: dict
     subtasks: dict
+
+    def leaves(self) -> dict:
+        """Every task under the group, groups inside it opened: name → lm-eval Task."""
+        out = {}
+        for name, member in self.subtasks.items():
+            out.update(member.leaves() if isinstance(member, GroupTask) else {name: member})
+        return out
 
 
 def _load_error(name: str, exc: Exception) -> LmEvalTaskError:
@@ -114,26 +123,29 @@ def load_task(cfg: LmEvalTask):
     return task
 
 
-def _group(cfg: LmEvalTask, loaded: dict) -> GroupTask:
-    """The group ``cfg`` names, from lm-eval's ``get_task_dict`` answer ({group: {subtask: Task}})."""
+def _group(cfg: LmEvalTask, loaded: dict, top: bool = True) -> GroupTask:
+    """The group ``cfg`` names, from lm-eval's ``get_task_dict`` answer ({group: {subtask: Task}});
+    only the named group needs an aggregate score of its own (lm-eval aggregates its leaf tasks)."""
     from lm_eval.api.group import ConfigurableGroup
 
     (group, members), *_ = loaded.items()
     config = dict(group.config) if isinstance(group, ConfigurableGroup) else {}
-    if not config.get("aggregate_metric_list"):
+    name = config.get("group", cfg.name)
+    if top and not config.get("aggregate_metric_list"):
         raise LmEvalTaskError(
-            f"lm-eval group {cfg.name!r} reports no score of its own (no aggregate_metric_list): name each of its "
+            f"lm-eval group {name!r} reports no score of its own (no aggregate_metric_list): name each of its "
             "tasks as a study task, or give the group an aggregate_metric_list"
         )
-    nested = [k for k, v in members.items() if isinstance(v, dict)]
-    if nested:
-        raise LmEvalTaskError(
-            f"lm-eval group {cfg.name!r} holds groups ({', '.join(map(str, nested))}): name a group of tasks"
-        )
-    if cfg.num_fewshot is not None:
-        for task in members.values():
-            task.set_config(key="num_fewshot", value=cfg.num_fewshot)
-    return GroupTask(cfg.name, config, dict(members))
+    inside = {}
+    for key, member in members.items():
+        if isinstance(member, dict):  # a group inside the group (mmlu → mmlu_stem, …)
+            inner = LmEvalTask(str(key), cfg.include_path, cfg.num_fewshot)
+            inside[getattr(key, "group_name", str(key))] = _group(inner, {key: member}, top=False)
+        else:
+            if cfg.num_fewshot is not None:
+                member.set_config(key="num_fewshot", value=cfg.num_fewshot)
+            inside[key] = member
+    return GroupTask(name, config, inside)
 
 
 @dataclass(frozen=True)
@@ -174,12 +186,12 @@ def _group_metric(group: GroupTask, cfg: LmEvalTask) -> Metric:
     if metric not in names:
         raise LmEvalTaskError(f"lm-eval group {cfg.name!r} aggregates no metric {metric!r} (it has {names})")
     directions = set()
-    for name, task in group.subtasks.items():
+    for name, task in group.leaves().items():
         sub = primary_metric(task, LmEvalTask(name, cfg.include_path, cfg.num_fewshot, cfg.limit, metric, cfg.filter))
         if sub.aggregation != "mean":
             raise LmEvalTaskError(
-                f"lm-eval group {cfg.name!r}: its task {name!r} aggregates {metric} by {sub.aggregation!r}; a group "
-                "score MergeLab can resample needs a mean of rows in every task"
+                f"lm-eval group {group.name!r}: its task {name!r} aggregates {metric} by {sub.aggregation!r}; a "
+                "group score MergeLab can resample needs a mean of rows in every task"
             )
         directions.add(sub.higher_is_better)
     if len(directions) != 1:
@@ -191,7 +203,7 @@ def eval_docs(task, limit: int | None) -> list[dict]:
     """The documents lm-eval scores (its eval split, the first ``limit``); for a group, each
     subtask's in turn (lm-eval's limit is per subtask), each naming its subtask under :data:`SUBTASK`."""
     if isinstance(task, GroupTask):
-        return [{**d, SUBTASK: name} for name, t in task.subtasks.items() for d in eval_docs(t, limit)]
+        return [{**d, SUBTASK: name} for name, t in task.leaves().items() for d in eval_docs(t, limit)]
     docs = list(task.eval_docs)
     return docs[:limit] if limit else docs
 
@@ -201,7 +213,7 @@ def probe_docs(task) -> list[dict]:
     its training split, else its validation split when it scores the test split, else its eval
     documents themselves; for a group, each subtask's in turn."""
     if isinstance(task, GroupTask):
-        return [{**d, SUBTASK: name} for name, t in task.subtasks.items() for d in probe_docs(t)]
+        return [{**d, SUBTASK: name} for name, t in task.leaves().items() for d in probe_docs(t)]
     if task.has_training_docs():
         return list(task.training_docs())
     if task.has_test_docs() and task.has_validation_docs():
@@ -213,7 +225,7 @@ def prompt(task, doc: dict) -> str:
     """The text lm-eval puts before the answer for ``doc`` (zero-shot), for hidden states."""
     if isinstance(task, GroupTask):
         doc = dict(doc)
-        return prompt(task.subtasks[doc.pop(SUBTASK)], doc)
+        return prompt(task.leaves()[doc.pop(SUBTASK)], doc)
     if task.OUTPUT_TYPE == "loglikelihood_rolling":  # the scored text is the target (wikitext's page)
         return str(task.doc_to_target(doc))
     text = task.doc_to_text(doc)
@@ -276,13 +288,8 @@ def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu
     if key not in results:
         raise LmEvalTaskError(f"lm-eval task {cfg.name!r} reported no {key!r} (it reported {sorted(results)})")
     scale = 100.0 if metric.name in PERCENT_METRICS else 1.0
-    records: list[dict] = []
     if isinstance(task, GroupTask):
-        by_size = any(m.get("weight_by_size", True) for m in task.config["aggregate_metric_list"]
-                      if m["metric"] == metric.name)  # fmt: skip
-        for name, sub in task.subtasks.items():
-            samples = _samples(out, name, cfg.filter)
-            records += _records(sub, samples, metric.name, scale, len(records), None if by_size else 1 / len(samples))
+        records = _group_records(task, out, metric.name, cfg.filter, scale)
     else:
         records = _records(task, _samples(out, cfg.name, cfg.filter), metric.name, scale, 0, None)
     return Evaluation(
@@ -292,6 +299,18 @@ def evaluate(model, tokenizer, cfg: LmEvalTask, batch_size: int = 8, device="cpu
         higher_is_better=metric.higher_is_better,
         aggregation=metric.aggregation,
     )
+
+
+def _group_records(group: GroupTask, out: dict, metric: str, filter_name: str, scale: float) -> list[dict]:
+    """A group's per-row records: every leaf task's rows in turn (groups inside it opened, as lm-eval
+    aggregates a group over its leaf tasks), weighted 1 when the group weighs tasks by size (its
+    score is then the mean of all rows), else 1 / the task's rows (the mean of the tasks' scores)."""
+    by_size = any(m.get("weight_by_size", True) for m in group.config["aggregate_metric_list"] if m["metric"] == metric)
+    records: list[dict] = []
+    for name, task in group.leaves().items():
+        samples = _samples(out, name, filter_name)
+        records += _records(task, samples, metric, scale, len(records), None if by_size else 1 / len(samples))
+    return records
 
 
 def _samples(out: dict, name: str, filter_name: str) -> list[dict]:
