@@ -309,7 +309,8 @@ def _group_records(group: GroupTask, out: dict, metric: str, filter_name: str, s
     records: list[dict] = []
     for name, task in group.leaves().items():
         samples = _samples(out, name, filter_name)
-        records += _records(task, samples, metric, scale, len(records), None if by_size else 1 / len(samples))
+        weight = None if by_size or not samples else 1 / len(samples)
+        records += _records(task, samples, metric, scale, len(records), weight)
     return records
 
 
