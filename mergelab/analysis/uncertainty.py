@@ -186,16 +186,17 @@ _DRAWS: dict[tuple, Draws] = {}
 
 def _encode(draws: Draws) -> dict[str, np.ndarray]:
     """Draws as named arrays: one per (task, model), and the rest as JSON text."""
-    arrays, meta = {}, {"n_boot": draws.n_boot, "tasks": []}
+    arrays: dict[str, np.ndarray] = {}
+    tasks: list[dict] = []
     for t in draws.tasks.values():
         keys = list(t.draws)
-        meta["tasks"].append(
+        tasks.append(
             {"task": t.task, "n_rows": t.n_rows, "higher_is_better": t.higher_is_better, "keys": keys,
              "point": [t.point[k] for k in keys]}
         )  # fmt: skip
         for i, k in enumerate(keys):
-            arrays[f"d{len(meta['tasks']) - 1}_{i}"] = t.draws[k]
-    arrays["meta"] = np.array(json.dumps(meta))
+            arrays[f"d{len(tasks) - 1}_{i}"] = t.draws[k]
+    arrays["meta"] = np.array(json.dumps({"n_boot": draws.n_boot, "tasks": tasks}))
     return arrays
 
 

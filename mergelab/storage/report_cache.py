@@ -21,12 +21,14 @@ import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 from .states import states_dir
 
 log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent.parent  # the mergelab package
+T = TypeVar("T")
 
 
 @cache
@@ -144,10 +146,10 @@ def cached_arrays(
     store,
     study_id: str,
     asked: str,
-    compute: Callable[[], object],
-    encode: Callable[[object], dict],
-    decode: Callable[[dict], object],
-) -> tuple[object, bool]:
+    compute: Callable[[], T],
+    encode: Callable[[T], dict],
+    decode: Callable[[dict], T],
+) -> tuple[T, bool]:
     """(the result, whether it came from the cache) of an analysis made of arrays (the bootstrap
     draws): kept as ``.npz`` (no pickles: text goes in as a unicode array) via ``encode(result)`` →
     {name: array}, read back via ``decode({name: array})``, keyed like :func:`cached_frame`."""
