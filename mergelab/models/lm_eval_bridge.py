@@ -83,19 +83,12 @@ SUBTASK = "__mergelab_subtask__"
 @dataclass
 class GroupTask:
     """An lm-eval group as one study task: its name, lm-eval's group config (with its
-    ``aggregate_metric_list``) and its members (name → lm-eval Task, or a :class:`GroupTask` for a
-    group inside it, as mmlu holds mmlu_stem, …), in lm-eval's order."""
+    ``aggregate_metric_list``) and its leaf tasks (name → lm-eval Task, groups inside it opened, as
+    mmlu holds mmlu_stem, …: lm-eval aggregates a group over its leaf tasks), in lm-eval's order."""
 
     name: str
     config: dict
-    subtasks: dict
-
-    def leaves(self) -> dict:
-        """Every task under the group, groups inside it opened: name → lm-eval Task."""
-        out = {}
-        for name, member in self.subtasks.items():
-            out.update(member.leaves() if isinstance(member, GroupTask) else {name: member})
-        return out
+    tasks: dict
 
 
 def _load_error(name: str, exc: Exception) -> LmEvalTaskError:
@@ -123,29 +116,33 @@ def load_task(cfg: LmEvalTask):
     return task
 
 
-def _group(cfg: LmEvalTask, loaded: dict, top: bool = True) -> GroupTask:
-    """The group ``cfg`` names, from lm-eval's ``get_task_dict`` answer ({group: {subtask: Task}});
-    only the named group needs an aggregate score of its own (lm-eval aggregates its leaf tasks)."""
+def _leaf_tasks(members: dict) -> dict:
+    """name → lm-eval Task under a ``get_task_dict`` answer, groups inside it opened."""
+    out = {}
+    for key, member in members.items():
+        out.update(_leaf_tasks(member) if isinstance(member, dict) else {key: member})
+    return out
+
+
+def _group(cfg: LmEvalTask, loaded: dict) -> GroupTask:
+    """The group ``cfg`` names, from lm-eval's ``get_task_dict`` answer ({group: {subtask: Task or
+    group}}); only the named group needs an aggregate score of its own (lm-eval aggregates its leaf
+    tasks)."""
     from lm_eval.api.group import ConfigurableGroup
 
     (group, members), *_ = loaded.items()
     config = dict(group.config) if isinstance(group, ConfigurableGroup) else {}
     name = config.get("group", cfg.name)
-    if top and not config.get("aggregate_metric_list"):
+    if not config.get("aggregate_metric_list"):
         raise LmEvalTaskError(
             f"lm-eval group {name!r} reports no score of its own (no aggregate_metric_list): name each of its "
             "tasks as a study task, or give the group an aggregate_metric_list"
         )
-    inside = {}
-    for key, member in members.items():
-        if isinstance(member, dict):  # a group inside the group (mmlu → mmlu_stem, …)
-            inner = LmEvalTask(str(key), cfg.include_path, cfg.num_fewshot)
-            inside[getattr(key, "group_name", str(key))] = _group(inner, {key: member}, top=False)
-        else:
-            if cfg.num_fewshot is not None:
-                member.set_config(key="num_fewshot", value=cfg.num_fewshot)
-            inside[key] = member
-    return GroupTask(name, config, inside)
+    tasks = _leaf_tasks(members)
+    if cfg.num_fewshot is not None:
+        for task in tasks.values():
+            task.set_config(key="num_fewshot", value=cfg.num_fewshot)
+    return GroupTask(name, config, tasks)
 
 
 @dataclass(frozen=True)
@@ -186,7 +183,7 @@ def _group_metric(group: GroupTask, cfg: LmEvalTask) -> Metric:
     if metric not in names:
         raise LmEvalTaskError(f"lm-eval group {cfg.name!r} aggregates no metric {metric!r} (it has {names})")
     directions = set()
-    for name, task in group.leaves().items():
+    for name, task in group.tasks.items():
         sub = primary_metric(task, LmEvalTask(name, cfg.include_path, cfg.num_fewshot, cfg.limit, metric, cfg.filter))
         if sub.aggregation != "mean":
             raise LmEvalTaskError(
@@ -203,7 +200,7 @@ def eval_docs(task, limit: int | None) -> list[dict]:
     """The documents lm-eval scores (its eval split, the first ``limit``); for a group, each
     subtask's in turn (lm-eval's limit is per subtask), each naming its subtask under :data:`SUBTASK`."""
     if isinstance(task, GroupTask):
-        return [{**d, SUBTASK: name} for name, t in task.leaves().items() for d in eval_docs(t, limit)]
+        return [{**d, SUBTASK: name} for name, t in task.tasks.items() for d in eval_docs(t, limit)]
     docs = list(task.eval_docs)
     return docs[:limit] if limit else docs
 
@@ -213,7 +210,7 @@ def probe_docs(task) -> list[dict]:
     its training split, else its validation split when it scores the test split, else its eval
     documents themselves; for a group, each subtask's in turn."""
     if isinstance(task, GroupTask):
-        return [{**d, SUBTASK: name} for name, t in task.leaves().items() for d in probe_docs(t)]
+        return [{**d, SUBTASK: name} for name, t in task.tasks.items() for d in probe_docs(t)]
     if task.has_training_docs():
         return list(task.training_docs())
     if task.has_test_docs() and task.has_validation_docs():
@@ -225,7 +222,7 @@ def prompt(task, doc: dict) -> str:
     """The text lm-eval puts before the answer for ``doc`` (zero-shot), for hidden states."""
     if isinstance(task, GroupTask):
         doc = dict(doc)
-        return prompt(task.leaves()[doc.pop(SUBTASK)], doc)
+        return prompt(task.tasks[doc.pop(SUBTASK)], doc)
     if task.OUTPUT_TYPE == "loglikelihood_rolling":  # the scored text is the target (wikitext's page)
         return str(task.doc_to_target(doc))
     text = task.doc_to_text(doc)
@@ -307,7 +304,7 @@ def _group_records(group: GroupTask, out: dict, metric: str, filter_name: str, s
     score is then the mean of all rows), else 1 / the task's rows (the mean of the tasks' scores)."""
     by_size = any(m.get("weight_by_size", True) for m in group.config["aggregate_metric_list"] if m["metric"] == metric)
     records: list[dict] = []
-    for name, task in group.leaves().items():
+    for name, task in group.tasks.items():
         samples = _samples(out, name, filter_name)
         weight = None if by_size or not samples else 1 / len(samples)
         records += _records(task, samples, metric, scale, len(records), weight)
