@@ -27,8 +27,8 @@ from . import views
 METRIC_NAMES = {"accuracy": ("acc", 0.01), "f1": ("f1", 0.01), "rougeL": ("rougeL", 1.0)}
 #: lm-eval metrics MergeLab shows × 100 (see mergelab.models.lm_eval_bridge.PERCENT_METRICS)
 LM_EVAL_PERCENT = {"acc", "acc_norm", "acc_mutual_info", "exact_match", "em"}
-#: lm-eval metrics whose per-sample value is a (log-likelihood, words or bytes) pair
-PAIRED_METRICS = {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+#: aggregations whose per-sample values lm-eval logs as (log-likelihood, words or bytes) pairs
+PAIRED_AGGREGATIONS = {"weighted_perplexity", "bits_per_byte"}
 
 
 def lm_eval_metric(metric: str) -> tuple[str, float]:
@@ -52,12 +52,12 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _sample_value(record, metric: str, factor: float):
-    """A per-row record's value as lm-eval logs it: the row's score, or for the perplexity family
-    lm-eval's ``[log-likelihood, words or bytes]`` pair."""
-    weight = record.weight
-    if metric in PAIRED_METRICS and weight is not None and not (isinstance(weight, float) and math.isnan(weight)):
-        return [float(record.score) * float(weight), float(weight)]
+def _sample_value(record, aggregation: str, factor: float):
+    """A per-row record's value as lm-eval logs it: the row's score, or for the weighted perplexity
+    family (the row's score per word or byte, its count as weight) lm-eval's ``[log-likelihood,
+    words or bytes]`` pair."""
+    if aggregation in PAIRED_AGGREGATIONS:
+        return [float(record.score) * float(record.weight), float(record.weight)]
     return float(record.score) * factor
 
 
@@ -146,7 +146,7 @@ def documents(store: Store, study_id: str) -> list[dict]:
                     "doc_hash": _hash(x.row_id),
                     "prompt_hash": x.row_id,
                     "target_hash": _hash(_text(x.reference)),
-                    name: _sample_value(x, name, factor),
+                    name: _sample_value(x, r.aggregation, factor),
                     "prediction": _text(x.prediction),
                 }
                 for x in rec.itertuples(index=False)

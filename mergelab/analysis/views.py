@@ -19,7 +19,6 @@ from ..storage.store import Store
 from . import equations, hidden
 
 UNDEFINED_LOSS = equations.UNDEFINED_LOSS
-UNDEFINED_LOWER_LOSS = equations.UNDEFINED_LOWER_LOSS
 
 
 def loss_table(store: Store, study_id: str) -> pd.DataFrame:
@@ -37,7 +36,7 @@ def loss_table(store: Store, study_id: str) -> pd.DataFrame:
     zero = merged["loss"].isna() & (merged["expert_score"] == 0) & higher
     merged.loc[zero, "note"] = UNDEFINED_LOSS
     zero_merge = merged["loss"].isna() & (merged["score"] == 0) & ~higher
-    merged.loc[zero_merge, "note"] = UNDEFINED_LOWER_LOSS
+    merged.loc[zero_merge, "note"] = equations.UNDEFINED_LOWER_LOSS
     zero |= zero_merge
     need = merged["loss"].isna() & merged["expert_score"].notna() & merged["score"].notna() & ~zero
     for direction in (True, False):
