@@ -58,6 +58,15 @@ def merging_loss(merged, expert, higher_is_better: bool = True):
     return float(loss) if loss.ndim == 0 else loss
 
 
+def improvement(score, reference, higher_is_better=True):
+    """How much better ``score`` is than ``reference``, in the metric's units: score − reference,
+    or reference − score where lower is better, so that > 0 always means better. Scalars or arrays
+    (``higher_is_better`` may be an array of per-row directions)."""
+    diff = np.asarray(score, dtype=float) - np.asarray(reference, dtype=float)
+    out = np.where(higher_is_better, diff, -diff)
+    return float(out) if out.ndim == 0 else out
+
+
 def aggregate(aggregation: str, weighted_mean):
     """A task's score from the weighted mean Σw·v / Σw of its rows' scores and weights, the way
     lm-evaluation-harness aggregates them (:data:`mergelab.choices.AGGREGATIONS`): ``mean`` as is,

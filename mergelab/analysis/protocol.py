@@ -28,8 +28,8 @@ import pandas as pd
 
 from ..merging.conflicts import METRICS as CONFLICTS
 from ..storage.store import Store
+from . import equations, stats, uncertainty, views
 from . import paper as paper_tables
-from . import stats, uncertainty, views
 from .grouping import (
     _one_level_per_merge,
     evidence_groups,
@@ -420,7 +420,7 @@ def expert_evidence(store: Store, study_id: str, draws: uncertainty.Draws | None
                 "better": "higher" if higher else "lower",
                 "expert_score": r["score"],
                 "base_score": base.get(task),
-                "gain": (1 if higher else -1) * (r["score"] - base.get(task, np.nan)),
+                "gain": equations.improvement(r["score"], base.get(task, np.nan), higher),
                 "gain_ci_low": lo,
                 "gain_ci_high": hi,
                 "eval_rows": n,

@@ -177,8 +177,7 @@ class Draws:
         if task not in self.tasks or key_a not in self.tasks[task].draws or key_b not in self.tasks[task].draws:
             return None
         td = self.tasks[task]
-        diff = td.draws[key_a] - td.draws[key_b]
-        return diff if td.higher_is_better else -diff
+        return equations.improvement(td.draws[key_a], td.draws[key_b], td.higher_is_better)
 
 
 _DRAWS: dict[tuple, Draws] = {}
@@ -426,10 +425,10 @@ def forgetting(draws: Draws, held: pd.DataFrame) -> pd.DataFrame:
     if held.empty:
         return pd.DataFrame(columns=FORGETTING_COLUMNS)
     held = held.copy()
-    sign = np.where(held["higher_is_better"].astype(bool), 1.0, -1.0) if "higher_is_better" in held else 1.0
-    held["change"] = sign * (held["score"] - held["base_score"])  # > 0: the merge is better than the base
+    higher = held["higher_is_better"].astype(bool).to_numpy() if "higher_is_better" in held else True
+    held["change"] = equations.improvement(held["score"], held["base_score"], higher)  # > 0: merge better
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(sign > 0, held["score"] / held["base_score"], held["base_score"] / held["score"])
+        ratio = np.where(higher, held["score"] / held["base_score"], held["base_score"] / held["score"])
     held["retained"] = np.where(np.isfinite(ratio), ratio, np.nan)
     rows = []
     for (group, method), sub in held.groupby(["group_name", "method"], sort=False):
